@@ -1,0 +1,46 @@
+//! `run-as-non-root`: every container, init container and ephemeral container must be proven
+//! to run as a non-root user, from its effective security context (the container's fields
+//! override the pod's). An explicit `runAsUser: 0` is never acceptable.
+
+use super::{ContainerRef, Finding, Target, containers};
+use crate::policy::RunAsNonRoot;
+
+pub fn check<'a>(
+    params: &'a RunAsNonRoot,
+    target: &'a Target<'a>,
+) -> impl Iterator<Item = Finding> + 'a {
+    let pod = target.spec.security_context.as_ref();
+    containers(target.spec).filter_map(move |c: ContainerRef| {
+        let own = c.security_context;
+        let container_user = own.and_then(|s| s.run_as_user);
+        let user = container_user.or(pod.and_then(|p| p.run_as_user));
+        let non_root = own
+            .and_then(|s| s.run_as_non_root)
+            .or(pod.and_then(|p| p.run_as_non_root));
+        if user == Some(0) {
+            let field = if container_user.is_some() {
+                target.container_field(&c, "securityContext.runAsUser")
+            } else {
+                target.pod_field("securityContext.runAsUser")
+            };
+            return Some(Finding {
+                subject: c.subject(),
+                field,
+                problem: "runs as root (runAsUser: 0)".into(),
+                fix: "set securityContext.runAsUser to a non-zero UID".into(),
+            });
+        }
+        let proven =
+            non_root == Some(true) || (params.accept_non_zero_run_as_user && user.is_some());
+        (!proven).then(|| Finding {
+            subject: c.subject(),
+            field: target.container_field(&c, "securityContext.runAsNonRoot"),
+            problem: "may run as root".into(),
+            fix: if params.accept_non_zero_run_as_user {
+                "set securityContext.runAsNonRoot: true or a non-zero runAsUser".into()
+            } else {
+                "set securityContext.runAsNonRoot: true".into()
+            },
+        })
+    })
+}

@@ -1,0 +1,166 @@
+//! The HTTP surface: routes, limits and the one error type whose `IntoResponse` chooses every
+//! status. Handlers decode with the wire module, call the pure core, encode, and log the
+//! decision. The router is built apart from serving it, so tests drive it with `oneshot`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::admission;
+use crate::policy::PolicySet;
+use crate::request::Request;
+use crate::review::{self, ReviewError};
+use crate::verdict::Verdict;
+
+/// Large enough for an UPDATE carrying object and oldObject at the apiserver's 3 MiB object
+/// limit each (controller-runtime accepts 7 MiB); anything larger is refused before it is
+/// buffered whole.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub policies: Arc<PolicySet>,
+    /// True once policies and certificate are loaded and the listener serves; false again
+    /// when shutting down, so load balancers stop sending before the listener closes.
+    pub ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(policies: PolicySet) -> Self {
+        Self {
+            policies: Arc::new(policies),
+            ready: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// The webhook router. `request_timeout` bounds each request, body reading included, and
+/// must stay below the webhook configurations' `timeoutSeconds`.
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/mutate", post(mutate))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { Error::NotFound })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn validate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let req = read_review(&headers, body)?;
+    let verdict = admission::validate(&state.policies, &req);
+    log_validation(&req, &verdict);
+    Ok(json(review::encode_validation(&req, &verdict)))
+}
+
+async fn mutate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let req = read_review(&headers, body)?;
+    let ops = admission::mutate(&state.policies, &req);
+    tracing::debug!(uid = %req.uid, namespace = %req.namespace, kind = %req.kind,
+        operation = ?req.operation, patch_operations = ops.len(), "mutated");
+    Ok(json(review::encode_mutation(&req, &ops)))
+}
+
+fn read_review(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Request, Error> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return Err(Error::MediaType(content_type.to_owned()));
+    }
+    let body = body.map_err(Error::Body)?;
+    Ok(review::decode(&body)?)
+}
+
+fn json(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// One line per decision; plain allows at debug so the log shows what matters.
+fn log_validation(req: &Request, verdict: &Verdict) {
+    let violations: Vec<String> = verdict
+        .violations()
+        .map(|v| format!("{}:{}", v.check.as_str(), v.mode.as_str()))
+        .collect();
+    let outcome = match verdict {
+        Verdict::Skipped(skip) => skip.as_str(),
+        Verdict::Unjudgeable(_) => "unjudgeable",
+        Verdict::Judged(_) if !verdict.is_allowed() => "denied",
+        Verdict::Judged(v) if v.is_empty() => "allowed",
+        Verdict::Judged(_) => "allowed-with-violations",
+    };
+    let plain = matches!(verdict, Verdict::Skipped(_)) || outcome == "allowed";
+    macro_rules! decision {
+        ($level:expr) => {
+            tracing::event!($level, uid = %req.uid, namespace = %req.namespace, kind = %req.kind,
+                name = %req.name, operation = ?req.operation, user = %req.user, dry_run = req.dry_run,
+                outcome, violations = ?violations, "validated")
+        };
+    }
+    if plain {
+        decision!(tracing::Level::DEBUG);
+    } else {
+        decision!(tracing::Level::INFO);
+    }
+}
+
+/// Everything that keeps a request from being judged. A denial is not an error: it is a
+/// judged review and travels as HTTP 200.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Review(#[from] ReviewError),
+    #[error("content type {0:?} is not application/json")]
+    MediaType(String),
+    #[error("{0}")]
+    Body(BytesRejection),
+    #[error(
+        "no such endpoint: portcullis serves POST /validate, POST /mutate, GET /healthz, GET /readyz"
+    )]
+    NotFound,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::Review(_) => StatusCode::BAD_REQUEST,
+            Self::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Body(rejection) => rejection.status(),
+            Self::NotFound => StatusCode::NOT_FOUND,
+        };
+        tracing::debug!(%status, error = %self, "request refused");
+        (status, format!("{self}\n")).into_response()
+    }
+}

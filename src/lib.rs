@@ -1,0 +1,19 @@
+//! portcullis: a Kubernetes admission webhook. The request flow is
+//! `transport` (TLS, HTTP/1.1) → `http` (routes, limits) → `review` (AdmissionReview wire
+//! format) → `admission` (the pure core: `checks` and `defaults` under a `policy`) → `review`
+//! again for the response.
+
+pub mod admission;
+pub mod checks;
+pub mod cli;
+pub mod defaults;
+pub mod http;
+pub mod policy;
+pub mod quantity;
+pub mod request;
+pub mod review;
+pub mod serve;
+pub mod tls;
+pub mod transport;
+pub mod verdict;
+pub mod workload;

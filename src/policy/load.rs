@@ -1,0 +1,195 @@
+//! Reading policy files: every `*.yaml`/`*.yml` directly in a directory (not below it, so
+//! `policies/profiles/` stays opt-in), or the default compiled into the binary. A set is
+//! returned only when every file parses and validates; the error names the file and field.
+
+use std::path::{Path, PathBuf};
+
+use super::{Policy, PolicyDocument, PolicySet};
+
+/// The shipped default policy, compiled in so `portcullis serve` works from anywhere.
+pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.yaml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policies from {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no policy files (*.yaml, *.yml) in {0}")]
+    Empty(PathBuf),
+    #[error("{file}: {reason}")]
+    Parse { file: String, reason: String },
+    #[error("{file}: {field}: {reason}")]
+    Invalid {
+        file: String,
+        field: String,
+        reason: String,
+    },
+}
+
+/// Parses one policy document; `source` names it in errors.
+pub fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
+    let doc: PolicyDocument = serde_saphyr::from_str(text).map_err(|e| PolicyError::Parse {
+        file: source.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let policy = Policy {
+        name: doc.metadata.name,
+        source: source.to_owned(),
+        spec: doc.spec,
+    };
+    validate(&policy)?;
+    Ok(policy)
+}
+
+/// Loads every policy file in `dir` as one set.
+pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
+    let io = |source| PolicyError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        // Dot-files include a mounted ConfigMap's `..data` symlink farm: the real files are
+        // reached through the top-level symlinks, which `is_file` follows.
+        let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+        if yaml && !name.starts_with('.') && path.is_file() {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        return Err(PolicyError::Empty(dir.to_owned()));
+    }
+    files.sort();
+    let mut policies = Vec::with_capacity(files.len());
+    for path in files {
+        let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        policies.push(parse(&path.display().to_string(), &text)?);
+    }
+    assemble(policies)
+}
+
+/// Checks that hold across files: unique names, one mutation section.
+pub(crate) fn assemble(policies: Vec<Policy>) -> Result<PolicySet, PolicyError> {
+    for (i, p) in policies.iter().enumerate() {
+        if let Some(first) = policies[..i].iter().find(|q| q.name == p.name) {
+            return Err(invalid(
+                p,
+                "metadata.name",
+                format!("{:?} is already used by {}", p.name, first.source),
+            ));
+        }
+    }
+    let mut mutating = policies.iter().filter(|p| p.spec.mutation.is_some());
+    if let (Some(first), Some(second)) = (mutating.next(), mutating.next()) {
+        return Err(invalid(
+            second,
+            "spec.mutation",
+            format!(
+                "only one policy may set mutation defaults, and {} already does",
+                first.source
+            ),
+        ));
+    }
+    Ok(PolicySet { policies })
+}
+
+impl PolicySet {
+    /// The compiled-in default policy.
+    pub fn embedded() -> Self {
+        let policy = parse("<embedded default policy>", DEFAULT_POLICY)
+            .expect("the embedded default policy is tested to parse");
+        PolicySet {
+            policies: vec![policy],
+        }
+    }
+}
+
+fn invalid(policy: &Policy, field: &str, reason: String) -> PolicyError {
+    PolicyError::Invalid {
+        file: policy.source.clone(),
+        field: field.to_owned(),
+        reason,
+    }
+}
+
+/// Rules serde cannot express.
+fn validate(policy: &Policy) -> Result<(), PolicyError> {
+    if policy.name.trim().is_empty() {
+        return Err(invalid(policy, "metadata.name", "must not be empty".into()));
+    }
+    for (i, ns) in policy.spec.exempt_namespaces.iter().enumerate() {
+        if !is_dns_label(ns) {
+            return Err(invalid(
+                policy,
+                &format!("spec.exemptNamespaces[{i}]"),
+                format!("{ns:?} is not a namespace name (a DNS label)"),
+            ));
+        }
+    }
+    if let Some(mutation) = &policy.spec.mutation {
+        if mutation.targets.is_empty() {
+            return Err(invalid(
+                policy,
+                "spec.mutation.targets",
+                "must name at least one of pods, controllers (drop `mutation` to disable it)"
+                    .into(),
+            ));
+        }
+        for (name, default) in mutation.resources.iter() {
+            if default.request > default.limit {
+                return Err(invalid(
+                    policy,
+                    &format!("spec.mutation.resources.{}", name.as_str()),
+                    format!(
+                        "request {} is above limit {}: the apiserver rejects such a pod",
+                        default.request, default.limit
+                    ),
+                ));
+            }
+        }
+    }
+    let checks = &policy.spec.checks;
+    for (id, probe) in [
+        ("liveness-probe", &checks.liveness_probe),
+        ("readiness-probe", &checks.readiness_probe),
+    ] {
+        if probe
+            .as_ref()
+            .and_then(|p| p.satisfied_by.as_ref())
+            .is_some_and(|s| s.is_empty())
+        {
+            return Err(invalid(
+                policy,
+                &format!("spec.checks.{id}.satisfiedBy"),
+                "must name at least one probe (set mode: off to disable the check)".into(),
+            ));
+        }
+    }
+    if let Some(limits) = &checks.resource_limits
+        && limits.limits.is_empty()
+        && limits.requests.is_empty()
+    {
+        return Err(invalid(
+            policy,
+            "spec.checks.resource-limits",
+            "limits and requests are both empty (set mode: off to disable the check)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}

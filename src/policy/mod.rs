@@ -1,0 +1,284 @@
+//! Policies: which checks run, in which mode, with which parameters, and which safe defaults
+//! the mutating side fills in. These types *are* the policy file format (deny_unknown_fields,
+//! closed enums), so a typo fails at load with file and field instead of silently doing nothing.
+//! The set is immutable once loaded; reloading builds a new one and swaps it whole.
+
+mod load;
+
+pub use load::{DEFAULT_POLICY, PolicyError, load_dir, parse};
+
+use serde::Deserialize;
+
+use crate::quantity::Quantity;
+use crate::verdict::ContainerKind;
+use crate::workload::WorkloadKind;
+
+/// Every policy in force, in file-name order.
+#[derive(Clone, Debug)]
+pub struct PolicySet {
+    pub policies: Vec<Policy>,
+}
+
+impl PolicySet {
+    /// The policy carrying the mutation defaults; loading guarantees there is at most one.
+    pub fn mutation(&self) -> Option<(&Policy, &Mutation)> {
+        self.policies
+            .iter()
+            .find_map(|p| p.spec.mutation.as_ref().map(|m| (p, m)))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub name: String,
+    /// Where it was read from (a path, or `<embedded>`), for errors and logs.
+    pub source: String,
+    pub spec: PolicySpec,
+}
+
+impl Policy {
+    pub fn exempts_namespace(&self, namespace: &str) -> bool {
+        self.spec.exempt_namespaces.iter().any(|n| n == namespace)
+    }
+}
+
+/// `apiVersion: portcullis.dev/v1alpha1`, `kind: Policy`, `metadata.name`, `spec`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct PolicyDocument {
+    #[allow(dead_code)]
+    pub api_version: ApiVersion,
+    #[allow(dead_code)]
+    pub kind: DocumentKind,
+    pub metadata: Metadata,
+    pub spec: PolicySpec,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub(crate) enum ApiVersion {
+    #[serde(rename = "portcullis.dev/v1alpha1")]
+    V1Alpha1,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub(crate) enum DocumentKind {
+    Policy,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Metadata {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicySpec {
+    /// Namespaces this policy never judges nor mutates. Omitted: the control-plane namespaces.
+    #[serde(default = "default_exempt_namespaces")]
+    pub exempt_namespaces: Vec<String>,
+    #[serde(default)]
+    pub checks: Checks,
+    /// At most one policy in a set may carry mutation defaults.
+    #[serde(default)]
+    pub mutation: Option<Mutation>,
+}
+
+fn default_exempt_namespaces() -> Vec<String> {
+    ["kube-system", "kube-public", "kube-node-lease"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// What a check does with a violation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Mode {
+    /// Deny the request.
+    #[default]
+    Enforce,
+    /// Admit, and return an AdmissionResponse warning (kubectl prints it).
+    Warn,
+    /// Admit silently; record the would-be denial in auditAnnotations and the log.
+    Audit,
+    /// Do not evaluate.
+    Off,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Warn => "warn",
+            Self::Audit => "audit",
+            Self::Off => "off",
+        }
+    }
+}
+
+/// The checks a policy configures, keyed by their stable ids. A check left out is off.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    #[serde(rename = "run-as-non-root")]
+    pub run_as_non_root: Option<RunAsNonRoot>,
+    #[serde(rename = "liveness-probe")]
+    pub liveness_probe: Option<ProbeCheck>,
+    #[serde(rename = "readiness-probe")]
+    pub readiness_probe: Option<ProbeCheck>,
+    #[serde(rename = "resource-limits")]
+    pub resource_limits: Option<ResourceLimits>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RunAsNonRoot {
+    #[serde(default)]
+    pub mode: Mode,
+    /// A non-zero `runAsUser` alone proves non-root (Polaris's reading). `false` demands
+    /// `runAsNonRoot: true` as the Pod Security Standards (and Kyverno) do.
+    #[serde(default = "yes")]
+    pub accept_non_zero_run_as_user: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProbeCheck {
+    #[serde(default)]
+    pub mode: Mode,
+    /// Probe fields any one of which satisfies the check. Omitted: the check's own probe.
+    /// Kyverno's require-probes is `[livenessProbe, readinessProbe, startupProbe]`.
+    #[serde(default)]
+    pub satisfied_by: Option<Vec<ProbeField>>,
+    /// Workloads of these kinds, and Pods whose ownerReferences name one, need no probe.
+    #[serde(default = "batch_kinds")]
+    pub exempt_kinds: Vec<WorkloadKind>,
+}
+
+fn batch_kinds() -> Vec<WorkloadKind> {
+    vec![WorkloadKind::Job, WorkloadKind::CronJob]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProbeField {
+    LivenessProbe,
+    ReadinessProbe,
+    StartupProbe,
+}
+
+impl ProbeField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LivenessProbe => "livenessProbe",
+            Self::ReadinessProbe => "readinessProbe",
+            Self::StartupProbe => "startupProbe",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResourceLimits {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default = "cpu_and_memory")]
+    pub limits: Vec<ResourceName>,
+    #[serde(default)]
+    pub requests: Vec<ResourceName>,
+    /// Which containers must set them. Ephemeral containers cannot set resources at all.
+    #[serde(default = "regular_and_init")]
+    pub container_types: Vec<ContainerKind>,
+}
+
+fn cpu_and_memory() -> Vec<ResourceName> {
+    vec![ResourceName::Cpu, ResourceName::Memory]
+}
+
+fn regular_and_init() -> Vec<ContainerKind> {
+    vec![ContainerKind::Containers, ContainerKind::InitContainers]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceName {
+    Cpu,
+    Memory,
+    EphemeralStorage,
+}
+
+impl ResourceName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Memory => "memory",
+            Self::EphemeralStorage => "ephemeral-storage",
+        }
+    }
+}
+
+/// Safe defaults the mutating webhook fills in. Fill-only: a value the user set is never changed.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Mutation {
+    /// What gets patched. Pods only by default: patching controller templates makes GitOps
+    /// tools report drift, and the pods they create are patched anyway.
+    #[serde(default = "pods_only")]
+    pub targets: Vec<MutationTarget>,
+    /// Pod `securityContext.runAsNonRoot: true`.
+    #[serde(default = "yes")]
+    pub run_as_non_root: bool,
+    /// Pod `securityContext.seccompProfile: {type: RuntimeDefault}`.
+    #[serde(default = "yes")]
+    pub seccomp_runtime_default: bool,
+    /// Container `securityContext.allowPrivilegeEscalation: false`, where the apiserver allows it.
+    #[serde(default = "yes")]
+    pub disallow_privilege_escalation: bool,
+    /// Container `securityContext.capabilities.drop: [ALL]` when no drop list is set.
+    #[serde(default = "yes")]
+    pub drop_all_capabilities: bool,
+    /// Requests and limits for containers and init containers that lack them.
+    #[serde(default)]
+    pub resources: ResourceDefaults,
+}
+
+fn pods_only() -> Vec<MutationTarget> {
+    vec![MutationTarget::Pods]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MutationTarget {
+    Pods,
+    Controllers,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceDefaults {
+    pub cpu: Option<ResourceDefault>,
+    pub memory: Option<ResourceDefault>,
+}
+
+impl ResourceDefaults {
+    pub fn iter(&self) -> impl Iterator<Item = (ResourceName, &ResourceDefault)> {
+        [
+            (ResourceName::Cpu, &self.cpu),
+            (ResourceName::Memory, &self.memory),
+        ]
+        .into_iter()
+        .filter_map(|(name, d)| d.as_ref().map(|d| (name, d)))
+    }
+}
+
+/// Loading checks `request <= limit`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceDefault {
+    pub request: Quantity,
+    pub limit: Quantity,
+}
+
+fn yes() -> bool {
+    true
+}

@@ -1,0 +1,44 @@
+//! An admission request in portcullis's own terms, as the wire module hands it to the pure core.
+//! The object is already decoded (or known to be unreadable), so the core does no parsing and
+//! a malformed pod spec can be denied with its reason instead of being mistaken for "absent".
+
+pub use kube::core::admission::Operation;
+
+use crate::workload::{Workload, WorkloadKind};
+
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub uid: String,
+    pub operation: Operation,
+    /// `kind.kind` as sent, for logs; `workload` is set when it is a kind portcullis judges.
+    pub kind: String,
+    pub workload: Option<WorkloadKind>,
+    pub sub_resource: Option<String>,
+    pub namespace: String,
+    pub name: String,
+    pub user: String,
+    pub dry_run: bool,
+    pub object: Decoded,
+    pub old_object: Decoded,
+}
+
+/// What became of `object` or `oldObject`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decoded {
+    /// Null or missing in the review (`object` on DELETE, `oldObject` on CREATE).
+    Absent,
+    /// Left undecoded because nothing reads it (a kind portcullis does not judge).
+    Skipped,
+    Workload(Box<Workload>),
+    /// Present but not a readable workload of the requested kind: the reason, for the denial.
+    Unreadable(String),
+}
+
+impl Decoded {
+    pub fn workload(&self) -> Option<&Workload> {
+        match self {
+            Self::Workload(w) => Some(w),
+            _ => None,
+        }
+    }
+}

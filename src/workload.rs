@@ -1,0 +1,201 @@
+//! The objects portcullis judges, in its own terms: a Pod or a pod controller reduced to the
+//! metadata the checks read and the pod spec they judge. The wire module builds these from an
+//! AdmissionReview; `check` builds them from manifests. Nothing here knows about JSON framing.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::PodSpec;
+use serde::Deserialize;
+
+/// The kinds whose pods portcullis judges. Any other kind is admitted untouched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+pub enum WorkloadKind {
+    Pod,
+    ReplicationController,
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    ReplicaSet,
+    Job,
+    CronJob,
+}
+
+impl WorkloadKind {
+    /// Matches on group and kind, not version: with `matchPolicy: Equivalent` the apiserver
+    /// converts to the version the webhook registered, and a kind never changes meaning
+    /// between versions of the same group.
+    pub fn from_group_kind(group: &str, kind: &str) -> Option<Self> {
+        Some(match (group, kind) {
+            ("", "Pod") => Self::Pod,
+            ("", "ReplicationController") => Self::ReplicationController,
+            ("apps", "Deployment") => Self::Deployment,
+            ("apps", "StatefulSet") => Self::StatefulSet,
+            ("apps", "DaemonSet") => Self::DaemonSet,
+            ("apps", "ReplicaSet") => Self::ReplicaSet,
+            ("batch", "Job") => Self::Job,
+            ("batch", "CronJob") => Self::CronJob,
+            _ => return None,
+        })
+    }
+
+    /// Manifests name a kind without a reliable group (peer fixtures even carry
+    /// `apiVersion: v1` on Deployments), so offline tools match on the kind alone.
+    pub fn from_kind(kind: &str) -> Option<Self> {
+        ["", "apps", "batch"]
+            .iter()
+            .find_map(|group| Self::from_group_kind(group, kind))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pod => "Pod",
+            Self::ReplicationController => "ReplicationController",
+            Self::Deployment => "Deployment",
+            Self::StatefulSet => "StatefulSet",
+            Self::DaemonSet => "DaemonSet",
+            Self::ReplicaSet => "ReplicaSet",
+            Self::Job => "Job",
+            Self::CronJob => "CronJob",
+        }
+    }
+
+    /// JSON-pointer tokens from the object's root to the pod spec it judges.
+    pub fn pod_spec_path(self) -> &'static [&'static str] {
+        match self {
+            Self::Pod => &["spec"],
+            Self::CronJob => &["spec", "jobTemplate", "spec", "template", "spec"],
+            _ => &["spec", "template", "spec"],
+        }
+    }
+
+    pub fn is_controller(self) -> bool {
+        self != Self::Pod
+    }
+}
+
+/// A workload as judged: who it is, and the pod spec it runs (for a controller, its template's).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Workload {
+    /// `metadata.name`, or `generateName` for objects whose name the apiserver will pick.
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Kinds named in `ownerReferences`. Anyone can write these, so they may only relax
+    /// checks that guard reliability (probes), never security.
+    pub owner_kinds: Vec<String>,
+    /// `None` when the object has no pod spec at the expected path: such an object cannot be judged.
+    pub pod_spec: Option<PodSpec>,
+}
+
+impl Workload {
+    pub fn is_owned_by(&self, kind: WorkloadKind) -> bool {
+        self.owner_kinds.iter().any(|owner| owner == kind.as_str())
+    }
+}
+
+/// Dotted path of the pod spec inside an object of `kind`, as a user writes it in a manifest.
+pub fn pod_spec_field(kind: WorkloadKind) -> String {
+    kind.pod_spec_path().join(".")
+}
+
+/// Decodes an object of `kind` from any serde source (the raw `object` of a review, a YAML
+/// manifest). Only metadata and the pod spec are read; other fields are skipped unparsed, and
+/// a pod spec that does not parse is an error, never an absent spec.
+pub fn decode<'de, D: serde::Deserializer<'de>>(
+    kind: WorkloadKind,
+    de: D,
+) -> Result<Workload, D::Error> {
+    let (meta, pod_spec) = match kind {
+        WorkloadKind::Pod => {
+            let o = shapes::Object::<PodSpec>::deserialize(de)?;
+            (o.metadata, o.spec)
+        }
+        WorkloadKind::CronJob => {
+            let o = shapes::Object::<shapes::CronJobSpec>::deserialize(de)?;
+            let spec = o.spec.and_then(|s| s.job_template?.spec?.template?.spec);
+            (o.metadata, spec)
+        }
+        _ => {
+            let o = shapes::Object::<shapes::ControllerSpec>::deserialize(de)?;
+            (o.metadata, o.spec.and_then(|s| s.template?.spec))
+        }
+    };
+    Ok(Workload {
+        name: meta.name.or(meta.generate_name).unwrap_or_default(),
+        labels: meta.labels.unwrap_or_default(),
+        annotations: meta.annotations.unwrap_or_default(),
+        owner_kinds: meta
+            .owner_references
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| o.kind)
+            .collect(),
+        pod_spec,
+    })
+}
+
+/// The few shapes between an object's root and its pod spec. Everything else in the object
+/// (status, managedFields, replicas, ...) is ignored without being built.
+mod shapes {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::PodSpec;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct Object<S> {
+        #[serde(default)]
+        pub metadata: Meta,
+        #[serde(default = "none")]
+        pub spec: Option<S>,
+    }
+
+    fn none<S>() -> Option<S> {
+        None
+    }
+
+    #[derive(Default, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Meta {
+        #[serde(default)]
+        pub name: Option<String>,
+        #[serde(default)]
+        pub generate_name: Option<String>,
+        #[serde(default)]
+        pub labels: Option<BTreeMap<String, String>>,
+        #[serde(default)]
+        pub annotations: Option<BTreeMap<String, String>>,
+        #[serde(default)]
+        pub owner_references: Option<Vec<OwnerReference>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct OwnerReference {
+        pub kind: String,
+    }
+
+    #[derive(Deserialize)]
+    pub struct ControllerSpec {
+        #[serde(default)]
+        pub template: Option<Template>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Template {
+        #[serde(default)]
+        pub spec: Option<PodSpec>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct CronJobSpec {
+        #[serde(default)]
+        pub job_template: Option<JobTemplate>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct JobTemplate {
+        #[serde(default)]
+        pub spec: Option<ControllerSpec>,
+    }
+}
