@@ -183,3 +183,46 @@ impl Patch {
 fn to_value<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).expect("k8s-openapi types always serialize to JSON")
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Keys holding `/` or `~` (extended resource names, annotation-like keys) must travel
+    /// escaped as `~1` and `~0`, or the apiserver patches the wrong member.
+    #[test]
+    fn patch_paths_escape_json_pointer_tokens() {
+        let mut patch = Patch {
+            ops: Vec::new(),
+            path: vec!["spec".into(), "a/b".into()],
+        };
+        patch.diff(
+            Some(&json!({"kept": 1})),
+            &json!({"kept": 1, "example.com/gpu": "1", "til~de": {"x": true}}),
+        );
+        let paths: Vec<String> = serde_json::to_value(&patch.ops)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|op| op["path"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(paths, ["/spec/a~1b/example.com~1gpu", "/spec/a~1b/til~0de"]);
+    }
+
+    #[test]
+    fn a_missing_parent_is_added_whole() {
+        let mut patch = Patch {
+            ops: Vec::new(),
+            path: vec!["spec".into()],
+        };
+        patch.diff(None, &json!({"runAsNonRoot": true}));
+        let ops = serde_json::to_value(&patch.ops).unwrap();
+        assert_eq!(
+            ops,
+            json!([{"op": "add", "path": "/spec", "value": {"runAsNonRoot": true}}])
+        );
+    }
+}

@@ -45,7 +45,8 @@ pub async fn run(args: ServeArgs) -> Result<(), StartupError> {
         drain_timeout: args.drain_timeout,
         ..Limits::default()
     };
-    tracing::info!(listen = %args.listen, "serving /validate and /mutate over HTTPS");
+    let local = listener.local_addr().map_or(args.listen, |a| a);
+    tracing::info!(listen = %local, "serving /validate and /mutate over HTTPS");
     ready.store(true, Ordering::Release);
     transport::serve(listener, tls, app, limits, async move {
         shutdown_signal().await;

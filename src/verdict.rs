@@ -70,7 +70,7 @@ impl Verdict {
         }
         let plural = if denials.len() == 1 { "" } else { "s" };
         let mut message = format!(
-            "{kind} {name:?} violates {} portcullis check{plural}:",
+            "{kind} {name:?} was denied by portcullis ({} violation{plural}):",
             denials.len()
         );
         for v in denials {

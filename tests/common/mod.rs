@@ -1,0 +1,197 @@
+//! Helpers shared by the integration tests: drive the real router, wrap manifests into
+//! AdmissionReviews as kube-apiserver frames them, and apply returned patches with the
+//! json-patch crate's RFC 6902 implementation (independent of how portcullis builds them).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine as _;
+use http_body_util::BodyExt;
+use portcullis::http::{AppState, router};
+use portcullis::policy::PolicySet;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared`, which CI places beside the clone.
+pub fn shared() -> PathBuf {
+    let dir = repo().join("../shared");
+    assert!(
+        dir.is_dir(),
+        "{} is missing: the peer fixtures live there",
+        dir.display()
+    );
+    dir
+}
+
+pub fn apiserver_fixtures() -> PathBuf {
+    shared().join("fixtures/apiserver")
+}
+
+pub fn app(policies: PolicySet) -> Router {
+    let state = AppState::new(policies);
+    state.ready.store(true, Ordering::Release);
+    router(state, Duration::from_secs(4))
+}
+
+pub fn default_app() -> Router {
+    app(PolicySet::embedded())
+}
+
+/// POSTs `body` as JSON to `path` and returns the status and the body (JSON when it parses).
+pub async fn post(app: &Router, path: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+    let req = Request::post(path)
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap();
+    send(app, req).await
+}
+
+pub async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, body)
+}
+
+/// Sends a review and returns its `response`, asserting the HTTP 200, the v1 framing and
+/// the uid echo that every judged review must get.
+pub async fn answer(app: &Router, path: &str, review: &Value) -> Value {
+    let (status, body) = post(app, path, serde_json::to_vec(review).unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(body["kind"], "AdmissionReview");
+    let response = body["response"].clone();
+    assert_eq!(response["uid"], review["request"]["uid"], "uid not echoed");
+    assert!(response["allowed"].is_boolean());
+    response
+}
+
+/// The check ids a `/validate` response denies for, from `[id]` markers in the message.
+pub fn denied_checks(response: &Value) -> Vec<String> {
+    if response["allowed"] == true {
+        return Vec::new();
+    }
+    let message = response["status"]["message"].as_str().unwrap_or("");
+    let mut ids: Vec<String> = message
+        .lines()
+        .filter_map(|l| {
+            l.rsplit_once('[')
+                .map(|(_, id)| id.trim_end_matches(']').to_owned())
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// The decoded patch of a `/mutate` response (empty when there is none), with the wire form
+/// checked: `patch` is a base64 string and `patchType` is `JSONPatch`.
+pub fn patch_of(response: &Value) -> Vec<Value> {
+    assert_eq!(
+        response["allowed"], true,
+        "/mutate must never deny: {response}"
+    );
+    match &response["patch"] {
+        Value::Null => {
+            assert!(
+                response.get("patchType").is_none(),
+                "patchType without patch"
+            );
+            Vec::new()
+        }
+        Value::String(b64) => {
+            assert_eq!(response["patchType"], "JSONPatch");
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .expect("patch is standard base64");
+            let ops: Vec<Value> = serde_json::from_slice(&bytes).expect("patch is a JSON array");
+            assert!(!ops.is_empty(), "an empty patch must not be sent");
+            ops
+        }
+        other => panic!("patch must be a base64 string, got {other}"),
+    }
+}
+
+/// Applies RFC 6902 operations with the json-patch crate.
+pub fn apply(object: &Value, ops: &[Value]) -> Value {
+    let patch: json_patch::Patch =
+        serde_json::from_value(Value::Array(ops.to_vec())).expect("operations are RFC 6902");
+    let mut doc = object.clone();
+    json_patch::patch(&mut doc, &patch)
+        .unwrap_or_else(|e| panic!("patch does not apply: {e}\n{ops:?}"));
+    doc
+}
+
+pub fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every YAML document in a file, as JSON values (empty documents dropped).
+pub fn yaml_docs(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+/// Group and resource of a judged kind, as the apiserver names them in a review.
+fn group_resource(kind: &str) -> (&'static str, &'static str, String) {
+    let group = match kind {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => "apps",
+        "Job" | "CronJob" => "batch",
+        _ => "",
+    };
+    let version = "v1";
+    (group, version, format!("{}s", kind.to_ascii_lowercase()))
+}
+
+/// Frames `object` as kube-apiserver would for `operation` in `namespace`.
+pub fn review(
+    operation: &str,
+    namespace: &str,
+    object: Option<&Value>,
+    old: Option<&Value>,
+) -> Value {
+    let obj = object
+        .or(old)
+        .expect("a review needs an object or an old object");
+    let kind = obj["kind"].as_str().unwrap_or("Pod");
+    let (group, version, resource) = group_resource(kind);
+    let name = obj["metadata"]["name"].as_str().unwrap_or("");
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": format!("test-{operation}-{name}"),
+            "kind": {"group": group, "version": version, "kind": kind},
+            "resource": {"group": group, "version": version, "resource": resource},
+            "requestKind": {"group": group, "version": version, "kind": kind},
+            "requestResource": {"group": group, "version": version, "resource": resource},
+            "name": name,
+            "namespace": namespace,
+            "operation": operation,
+            "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
+            "object": object,
+            "oldObject": old,
+            "dryRun": false,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
+        }
+    })
+}
+
+/// A CREATE of `object` in a namespace no policy exempts.
+pub fn create(object: &Value) -> Value {
+    review("CREATE", "team-a", Some(object), None)
+}
