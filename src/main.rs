@@ -10,6 +10,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let Command::Serve(args) = cli.command;
     init_logging(args.log_format);
+    // Our own configs name the ring provider explicitly; installing it process-wide as well
+    // keeps any library that builds a rustls config with the default builder on the same one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -20,8 +23,8 @@ fn main() -> ExitCode {
     match runtime.block_on(portcullis::serve::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Logging is set up by now, so the reason goes where operators read logs.
             tracing::error!(error = %e, "startup failed");
-            eprintln!("portcullis: {e}");
             ExitCode::FAILURE
         }
     }
