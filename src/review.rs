@@ -118,8 +118,7 @@ fn decode_object(kind: Option<WorkloadKind>, raw: Option<&RawValue>) -> Decoded 
             Decoded::Skipped
         };
     };
-    let mut de = serde_json::Deserializer::from_str(raw.get());
-    match workload::decode(kind, &mut de) {
+    match workload::decode_json(kind, raw.get()) {
         Ok(w) => Decoded::Workload(Box::new(w)),
         Err(e) => Decoded::Unreadable(format!("the {} cannot be read: {e}", kind.as_str())),
     }

@@ -85,11 +85,23 @@ pub struct Workload {
     pub owner_kinds: Vec<String>,
     /// `None` when the object has no pod spec at the expected path: such an object cannot be judged.
     pub pod_spec: Option<PodSpec>,
+    /// A controller's pod template annotations (a Pod's own are `annotations`).
+    pub template_annotations: Option<BTreeMap<String, String>>,
+    /// Volumes whose source is a type k8s-openapi does not know (a newer Kubernetes): invisible
+    /// to the typed spec, so recorded here for the allow-list checks to deny.
+    pub unknown_volume_sources: Vec<String>,
 }
 
 impl Workload {
     pub fn is_owned_by(&self, kind: WorkloadKind) -> bool {
         self.owner_kinds.iter().any(|owner| owner == kind.as_str())
+    }
+
+    /// The annotations the pod will carry: the template's for a controller.
+    pub fn pod_annotations(&self) -> &BTreeMap<String, String> {
+        self.template_annotations
+            .as_ref()
+            .unwrap_or(&self.annotations)
     }
 }
 
@@ -105,21 +117,26 @@ pub fn decode<'de, D: serde::Deserializer<'de>>(
     kind: WorkloadKind,
     de: D,
 ) -> Result<Workload, D::Error> {
-    let (meta, pod_spec) = match kind {
+    let (meta, template) = match kind {
         WorkloadKind::Pod => {
             let o = shapes::Object::<PodSpec>::deserialize(de)?;
-            (o.metadata, o.spec)
+            let template = shapes::Template {
+                metadata: None,
+                spec: o.spec,
+            };
+            (o.metadata, Some(template))
         }
         WorkloadKind::CronJob => {
             let o = shapes::Object::<shapes::CronJobSpec>::deserialize(de)?;
-            let spec = o.spec.and_then(|s| s.job_template?.spec?.template?.spec);
-            (o.metadata, spec)
+            let template = o.spec.and_then(|s| s.job_template?.spec?.template);
+            (o.metadata, template)
         }
         _ => {
             let o = shapes::Object::<shapes::ControllerSpec>::deserialize(de)?;
-            (o.metadata, o.spec.and_then(|s| s.template?.spec))
+            (o.metadata, o.spec.and_then(|s| s.template))
         }
     };
+    let (template_meta, pod_spec) = template.map_or((None, None), |t| (t.metadata, t.spec));
     Ok(Workload {
         name: meta.name.or(meta.generate_name).unwrap_or_default(),
         labels: meta.labels.unwrap_or_default(),
@@ -131,7 +148,72 @@ pub fn decode<'de, D: serde::Deserializer<'de>>(
             .map(|o| o.kind)
             .collect(),
         pod_spec,
+        template_annotations: template_meta.map(|m| m.annotations.unwrap_or_default()),
+        unknown_volume_sources: Vec::new(),
     })
+}
+
+/// Decodes an object from its JSON text (the raw `object` of a review).
+pub fn decode_json(kind: WorkloadKind, json: &str) -> Result<Workload, serde_json::Error> {
+    let mut workload = decode(kind, &mut serde_json::Deserializer::from_str(json))?;
+    if has_sourceless_volume(&workload) {
+        let object: serde_json::Value = serde_json::from_str(json)?;
+        note_unknown_volume_sources(kind, &object, &mut workload);
+    }
+    Ok(workload)
+}
+
+/// Decodes an object from a JSON value (a manifest read from YAML or JSON).
+pub fn decode_value(
+    kind: WorkloadKind,
+    object: &serde_json::Value,
+) -> Result<Workload, serde_json::Error> {
+    let mut workload = decode(kind, object)?;
+    if has_sourceless_volume(&workload) {
+        note_unknown_volume_sources(kind, object, &mut workload);
+    }
+    Ok(workload)
+}
+
+/// The apiserver defaults a volume without a source to emptyDir before admission, so a
+/// volume that reaches us with no known source either is such a manifest or carries a source
+/// type newer than k8s-openapi. Only then is the object read a second time, to tell which.
+fn has_sourceless_volume(w: &Workload) -> bool {
+    w.pod_spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .any(|v| volume_source_count(v) == 0)
+}
+
+fn note_unknown_volume_sources(kind: WorkloadKind, object: &serde_json::Value, w: &mut Workload) {
+    let pointer = format!("/{}/volumes", kind.pod_spec_path().join("/"));
+    let Some(volumes) = object.pointer(&pointer).and_then(|v| v.as_array()) else {
+        return;
+    };
+    for volume in volumes.iter().filter_map(|v| v.as_object()) {
+        if let Some(source) = volume.keys().find(|k| *k != "name") {
+            let name = volume.get("name").and_then(|n| n.as_str()).unwrap_or("");
+            if w.pod_spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .any(|v| v.name == name && volume_source_count(v) == 0)
+            {
+                w.unknown_volume_sources.push(format!("{name}:{source}"));
+            }
+        }
+    }
+}
+
+/// How many volume source fields known to k8s-openapi are set.
+pub fn volume_source_count(v: &k8s_openapi::api::core::v1::Volume) -> usize {
+    let mut value = serde_json::to_value(v).unwrap_or_default();
+    value
+        .as_object_mut()
+        .map(|m| {
+            m.remove("name");
+            m.len()
+        })
+        .unwrap_or(0)
 }
 
 /// The few shapes between an object's root and its pod spec. Everything else in the object
@@ -183,7 +265,15 @@ mod shapes {
     #[derive(Deserialize)]
     pub struct Template {
         #[serde(default)]
+        pub metadata: Option<TemplateMeta>,
+        #[serde(default)]
         pub spec: Option<PodSpec>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct TemplateMeta {
+        #[serde(default)]
+        pub annotations: Option<BTreeMap<String, String>>,
     }
 
     #[derive(Deserialize)]

@@ -3,11 +3,12 @@
 //! the policy, so the check modules only say what is wrong, where, and how to fix it.
 
 mod probes;
+mod pss;
 mod resources;
 mod run_as_non_root;
 
 use k8s_openapi::api::core::v1::{
-    Container, PodSpec, Probe, ResourceRequirements, SecurityContext,
+    Container, ContainerPort, Lifecycle, PodSpec, Probe, ResourceRequirements, SecurityContext,
 };
 
 use crate::policy::{Mode, Policy};
@@ -21,6 +22,23 @@ pub enum CheckId {
     LivenessProbe,
     ReadinessProbe,
     ResourceLimits,
+    PssPrivileged,
+    PssHostNamespaces,
+    PssHostPathVolumes,
+    PssHostPorts,
+    PssCapabilitiesBaseline,
+    PssCapabilitiesRestricted,
+    PssSeccomp,
+    PssProcMount,
+    PssSelinux,
+    PssApparmor,
+    PssSysctls,
+    PssWindowsHostProcess,
+    PssHostProbes,
+    PssVolumeTypes,
+    PssPrivilegeEscalation,
+    PssRunAsNonRoot,
+    PssRunAsUser,
 }
 
 impl CheckId {
@@ -30,6 +48,23 @@ impl CheckId {
             Self::LivenessProbe => "liveness-probe",
             Self::ReadinessProbe => "readiness-probe",
             Self::ResourceLimits => "resource-limits",
+            Self::PssPrivileged => "pss-privileged",
+            Self::PssHostNamespaces => "pss-host-namespaces",
+            Self::PssHostPathVolumes => "pss-host-path-volumes",
+            Self::PssHostPorts => "pss-host-ports",
+            Self::PssCapabilitiesBaseline => "pss-capabilities-baseline",
+            Self::PssCapabilitiesRestricted => "pss-capabilities-restricted",
+            Self::PssSeccomp => "pss-seccomp",
+            Self::PssProcMount => "pss-proc-mount",
+            Self::PssSelinux => "pss-selinux",
+            Self::PssApparmor => "pss-apparmor",
+            Self::PssSysctls => "pss-sysctls",
+            Self::PssWindowsHostProcess => "pss-windows-host-process",
+            Self::PssHostProbes => "pss-host-probes",
+            Self::PssVolumeTypes => "pss-volume-types",
+            Self::PssPrivilegeEscalation => "pss-privilege-escalation",
+            Self::PssRunAsNonRoot => "pss-run-as-non-root",
+            Self::PssRunAsUser => "pss-run-as-user",
         }
     }
 }
@@ -98,6 +133,15 @@ pub fn run(policy: &Policy, target: &Target, out: &mut Vec<Violation>) {
         let wrap = emit(CheckId::ResourceLimits, c.mode);
         out.extend(resources::check(c, target).map(wrap));
     }
+    for (id, mode, level) in pss::configured(checks) {
+        if mode != Mode::Off {
+            out.extend(
+                pss::check(id, level, target)
+                    .into_iter()
+                    .map(emit(id, mode)),
+            );
+        }
+    }
 }
 
 fn active<T>(check: &Option<T>, mode: impl Fn(&T) -> Mode) -> Option<&T> {
@@ -114,6 +158,8 @@ pub struct ContainerRef<'a> {
     pub liveness_probe: Option<&'a Probe>,
     pub readiness_probe: Option<&'a Probe>,
     pub startup_probe: Option<&'a Probe>,
+    pub ports: &'a [ContainerPort],
+    pub lifecycle: Option<&'a Lifecycle>,
 }
 
 impl<'a> ContainerRef<'a> {
@@ -143,6 +189,8 @@ pub fn containers(spec: &PodSpec) -> impl Iterator<Item = ContainerRef<'_>> {
             liveness_probe: c.liveness_probe.as_ref(),
             readiness_probe: c.readiness_probe.as_ref(),
             startup_probe: c.startup_probe.as_ref(),
+            ports: c.ports.as_deref().unwrap_or_default(),
+            lifecycle: c.lifecycle.as_ref(),
         });
     spec.containers
         .iter()
@@ -162,5 +210,7 @@ fn regular(kind: ContainerKind, index: usize, c: &Container) -> ContainerRef<'_>
         liveness_probe: c.liveness_probe.as_ref(),
         readiness_probe: c.readiness_probe.as_ref(),
         startup_probe: c.startup_probe.as_ref(),
+        ports: c.ports.as_deref().unwrap_or_default(),
+        lifecycle: c.lifecycle.as_ref(),
     }
 }

@@ -128,6 +128,65 @@ pub struct Checks {
     pub readiness_probe: Option<ProbeCheck>,
     #[serde(rename = "resource-limits")]
     pub resource_limits: Option<ResourceLimits>,
+    // The Pod Security Standards controls (policies/profiles/ ships them as the two levels).
+    #[serde(rename = "pss-privileged")]
+    pub pss_privileged: Option<PssCheck>,
+    #[serde(rename = "pss-host-namespaces")]
+    pub pss_host_namespaces: Option<PssCheck>,
+    #[serde(rename = "pss-host-path-volumes")]
+    pub pss_host_path_volumes: Option<PssCheck>,
+    #[serde(rename = "pss-host-ports")]
+    pub pss_host_ports: Option<PssCheck>,
+    #[serde(rename = "pss-capabilities-baseline")]
+    pub pss_capabilities_baseline: Option<PssCheck>,
+    #[serde(rename = "pss-capabilities-restricted")]
+    pub pss_capabilities_restricted: Option<PssCheck>,
+    #[serde(rename = "pss-selinux")]
+    pub pss_selinux: Option<PssCheck>,
+    #[serde(rename = "pss-apparmor")]
+    pub pss_apparmor: Option<PssCheck>,
+    #[serde(rename = "pss-sysctls")]
+    pub pss_sysctls: Option<PssCheck>,
+    #[serde(rename = "pss-windows-host-process")]
+    pub pss_windows_host_process: Option<PssCheck>,
+    #[serde(rename = "pss-host-probes")]
+    pub pss_host_probes: Option<PssCheck>,
+    #[serde(rename = "pss-volume-types")]
+    pub pss_volume_types: Option<PssCheck>,
+    #[serde(rename = "pss-privilege-escalation")]
+    pub pss_privilege_escalation: Option<PssCheck>,
+    #[serde(rename = "pss-run-as-non-root")]
+    pub pss_run_as_non_root: Option<PssCheck>,
+    #[serde(rename = "pss-run-as-user")]
+    pub pss_run_as_user: Option<PssCheck>,
+    #[serde(rename = "pss-seccomp")]
+    pub pss_seccomp: Option<PssLeveledCheck>,
+    #[serde(rename = "pss-proc-mount")]
+    pub pss_proc_mount: Option<PssLeveledCheck>,
+}
+
+/// A Pod Security Standards control: it has no parameters, the standard fixes them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PssCheck {
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// A control whose rule differs between the standard's two levels.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PssLeveledCheck {
+    #[serde(default)]
+    pub mode: Mode,
+    pub level: PssLevel,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PssLevel {
+    Baseline,
+    Restricted,
 }
 
 #[derive(Clone, Debug, Deserialize)]
