@@ -66,6 +66,13 @@ fn validate(bencher: Bencher, file: &str) {
     validate_review(bencher, &default_policy(), &captured(file));
 }
 
+/// The wire decoder alone (envelope and object), the part the no-op server shares.
+#[divan::bench(args = ["create-pod.json", "create-pod-by-replicaset-controller.json", "create-deployment.json", "update-pod.json"])]
+fn decode(bencher: Bencher, file: &str) {
+    let body = captured(file);
+    bencher.bench(|| review::decode(black_box(&body)).unwrap());
+}
+
 /// decode + mutate (patch computation) + encode.
 #[divan::bench(args = ["create-pod.json", "create-pod-2.json", "create-pod-by-replicaset-controller.json"])]
 fn mutate(bencher: Bencher, file: &str) {

@@ -141,6 +141,6 @@ pub fn mutate(set: &PolicySet, req: &Request) -> Vec<PatchOperation> {
     let Some(spec) = req.object.workload().and_then(|w| w.pod_spec.as_ref()) else {
         return Vec::new();
     };
-    let mut spec = spec.clone();
-    defaults::apply(mutation, &mut spec, kind.pod_spec_path())
+    let mut touched = defaults::touched_fields(spec);
+    defaults::apply(mutation, &mut touched, kind.pod_spec_path())
 }

@@ -81,6 +81,26 @@ fn fill_container(mutation: &Mutation, c: &mut Container, windows: bool, patch: 
     }
 }
 
+/// A copy of just the fields `apply` reads or fills: enough to compute the patch without
+/// cloning images, env, probes and the rest of every container.
+pub fn touched_fields(spec: &PodSpec) -> PodSpec {
+    let container = |c: &Container| Container {
+        security_context: c.security_context.clone(),
+        resources: c.resources.clone(),
+        ..Container::default()
+    };
+    PodSpec {
+        os: spec.os.clone(),
+        security_context: spec.security_context.clone(),
+        containers: spec.containers.iter().map(container).collect(),
+        init_containers: spec
+            .init_containers
+            .as_ref()
+            .map(|list| list.iter().map(container).collect()),
+        ..PodSpec::default()
+    }
+}
+
 /// The apiserver rejects `allowPrivilegeEscalation: false` beside `privileged: true` or an
 /// added CAP_SYS_ADMIN, so those containers keep escalation unset.
 fn needs_privilege_escalation(sc: &SecurityContext) -> bool {

@@ -3,13 +3,17 @@
 
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use portcullis::cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
+    let started = std::time::Instant::now();
     let cli = Cli::parse();
     let Command::Serve(args) = cli.command;
-    init_logging(args.log_format);
+    let _log_flush = init_logging(args.log_format);
     // Our own configs name the ring provider explicitly; installing it process-wide as well
     // keeps any library that builds a rustls config with the default builder on the same one.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -20,7 +24,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(portcullis::serve::run(args)) {
+    match runtime.block_on(portcullis::serve::run(args, started)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Logging is set up by now, so the reason goes where operators read logs.
@@ -30,15 +34,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// The returned guard flushes buffered log lines when main returns.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Lossless: under a log flood requests slow down rather than decisions go unrecorded.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }

@@ -29,7 +29,8 @@ pub enum StartupError {
     },
 }
 
-pub async fn run(args: ServeArgs) -> Result<(), StartupError> {
+/// `started` is when the process began, so the log can say how long start-up took.
+pub async fn run(args: ServeArgs, started: std::time::Instant) -> Result<(), StartupError> {
     let policies = load_policies(args.policies.as_deref())?;
     let tls = load_certificate(args.tls_cert, args.tls_key)?;
     let listener = TcpListener::bind(args.listen)
@@ -46,7 +47,8 @@ pub async fn run(args: ServeArgs) -> Result<(), StartupError> {
         ..Limits::default()
     };
     let local = listener.local_addr().map_or(args.listen, |a| a);
-    tracing::info!(listen = %local, "serving /validate and /mutate over HTTPS");
+    tracing::info!(listen = %local, startup_ms = started.elapsed().as_secs_f64() * 1e3,
+        "serving /validate and /mutate over HTTPS");
     ready.store(true, Ordering::Release);
     transport::serve(listener, tls, app, limits, async move {
         shutdown_signal().await;

@@ -61,6 +61,10 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Responses are small and latency-bound: never hold a segment back waiting for an ACK.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(app.clone());
         let watcher = graceful.watcher();

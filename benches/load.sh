@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# End-to-end load benchmark: the release server and a no-op server on the same stack (TLS,
+# HTTP/1.1 keep-alive, review decoding), driven by wrk at a fixed concurrency with realistic
+# captured reviews. Prints a markdown table; BENCHMARKS.md records a run.
+# Each comparison alternates the no-op and the real server for ROUNDS rounds and reports the
+# round with the median throughput, so drift on a shared machine hits both sides alike.
+#   benches/load.sh [SECONDS] [CONNECTIONS] [ROUNDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+conns=${2:-16}
+rounds=${3:-3}
+fixtures=$(cd ../shared/fixtures/apiserver && pwd)
+
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk (Debian package)" >&2
+  apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+fi
+cargo build --release --quiet --bin portcullis --example noop_server
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+# The real server generates the development certificate; the no-op server reuses it.
+(cd "$work" && exec "$OLDPWD/target/release/portcullis" serve --listen 127.0.0.1:18443 \
+  --policies "$OLDPWD/policies" --log-format json 2>"$work/server.log") &
+pids+=($!); server=$!
+until grep -q startup_ms "$work/server.log" 2>/dev/null; do
+  kill -0 "$server" 2>/dev/null || { cat "$work/server.log"; exit 1; }
+  sleep 0.05
+done
+startup=$(grep -o '"startup_ms":[0-9.]*' "$work/server.log" | head -1 | cut -d: -f2)
+# Start-up without certificate generation: a second start with the certificate in place.
+kill "$server"; wait "$server" 2>/dev/null || true
+(cd "$work" && exec "$OLDPWD/target/release/portcullis" serve --listen 127.0.0.1:18443 \
+  --policies "$OLDPWD/policies" --log-format json 2>"$work/server2.log") &
+pids+=($!); server=$!
+until grep -q startup_ms "$work/server2.log" 2>/dev/null; do sleep 0.05; done
+startup_warm=$(grep -o '"startup_ms":[0-9.]*' "$work/server2.log" | head -1 | cut -d: -f2)
+target/release/examples/noop_server 127.0.0.1:19443 "$work/certs/tls.crt" "$work/certs/tls.key" 2>/dev/null &
+pids+=($!); noop=$!
+until curl -sk https://127.0.0.1:19443/readyz >/dev/null; do sleep 0.05; done
+
+validate_bodies=("$fixtures/create-pod.json" "$fixtures/create-pod-by-replicaset-controller.json"
+                 "$fixtures/create-deployment.json" "$fixtures/update-pod.json")
+mutate_bodies=("$fixtures/create-pod.json" "$fixtures/create-pod-2.json"
+               "$fixtures/create-pod-by-replicaset-controller.json")
+
+run() { # PORT PATH DELAY_MS BODIES...
+  local port=$1 path=$2 delay=$3; shift 3
+  WRK_PATH=$path WRK_DELAY_MS=$delay wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s \
+    -s benches/load.lua "https://127.0.0.1:$port" -- "$@" | grep '^RESULT' | sed 's/^RESULT //'
+}
+field() { echo "$1" | tr ' ' '\n' | grep "^$2=" | cut -d= -f2; }
+row() { # NAME RESULT
+  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$(field "$2" rps)" "$(field "$2" p50)" \
+    "$(field "$2" p99)" "$(field "$2" p999)" "$(field "$2" errors)" "$(field "$2" non2xx)"
+}
+
+median() { # RESULT lines on stdin → the one with the median rps
+  sort -t= -k2 -n | awk '{ l[NR] = $0 } END { print l[int((NR + 1) / 2)] }'
+}
+declare -a nv rv nm rm_
+for _ in $(seq "$rounds"); do
+  nv+=("$(run 19443 /validate 0 "${validate_bodies[@]}")")
+  rv+=("$(run 18443 /validate 0 "${validate_bodies[@]}")")
+  nm+=("$(run 19443 /mutate 0 "${mutate_bodies[@]}")")
+  rm_+=("$(run 18443 /mutate 0 "${mutate_bodies[@]}")")
+done
+noop_v=$(printf '%s\n' "${nv[@]}" | median)
+real_v=$(printf '%s\n' "${rv[@]}" | median)
+noop_m=$(printf '%s\n' "${nm[@]}" | median)
+real_m=$(printf '%s\n' "${rm_[@]}" | median)
+# Not saturated: each connection pauses 5-15 ms between requests.
+calm_v=$(run 18443 /validate 10 "${validate_bodies[@]}")
+calm_m=$(run 18443 /mutate 10 "${mutate_bodies[@]}")
+rss_kib=$(grep VmHWM "/proc/$server/status" | awk '{print $2}')
+
+echo "machine: $(nproc) cores, $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2 | sed 's/^ *//'); wrk -t1 -c$conns -d${secs}s over HTTPS keep-alive; median of $rounds alternating rounds"
+echo
+echo "| run | requests/s | p50 µs | p99 µs | p99.9 µs | errors | non-2xx |"
+echo "|---|---|---|---|---|---|---|"
+row "no-op, /validate reviews" "$noop_v"
+row "portcullis /validate" "$real_v"
+row "no-op, /mutate reviews" "$noop_m"
+row "portcullis /mutate" "$real_m"
+row "portcullis /validate, not saturated (5-15 ms pause per connection)" "$calm_v"
+row "portcullis /mutate, not saturated (5-15 ms pause per connection)" "$calm_m"
+echo
+awk -v r="$(field "$real_v" rps)" -v n="$(field "$noop_v" rps)" 'BEGIN { printf "/validate throughput ratio portcullis/no-op: %.2f\n", r / n }'
+awk -v r="$(field "$real_m" rps)" -v n="$(field "$noop_m" rps)" 'BEGIN { printf "/mutate throughput ratio portcullis/no-op: %.2f\n", r / n }'
+echo "peak RSS of the portcullis server: $((rss_kib / 1024)) MiB ($rss_kib KiB)"
+echo "start-up to ready: ${startup_warm} ms (with certificate present); ${startup} ms when generating the development certificate"
