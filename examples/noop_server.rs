@@ -37,7 +37,8 @@ async fn main() {
         eprintln!("usage: noop_server LISTEN CERT KEY");
         std::process::exit(2);
     };
-    let config = tls::server_config(cert.as_ref(), key.as_ref()).expect("certificate");
+    let certs = tls::CertStore::load(cert.as_ref(), key.as_ref()).expect("certificate");
+    let config = tls::server_config(certs, None).expect("TLS configuration");
     let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
     let app = Router::new()
         .route("/validate", post(allow))

@@ -22,6 +22,24 @@ pub struct Cli {
 pub enum Command {
     /// Serve /validate and /mutate over HTTPS.
     Serve(ServeArgs),
+    /// Write a CA and a serving certificate for the in-cluster Service, and print the caBundle.
+    Certs(CertsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Name of the Service in front of portcullis.
+    #[arg(long, env = "PORTCULLIS_SERVICE")]
+    pub service: String,
+    /// Namespace of that Service.
+    #[arg(long, env = "PORTCULLIS_NAMESPACE")]
+    pub namespace: String,
+    /// Directory for ca.crt, tls.crt and tls.key.
+    #[arg(long, env = "PORTCULLIS_CERTS_OUT", default_value = "certs")]
+    pub out: PathBuf,
+    /// Validity of the CA and the certificate, in days.
+    #[arg(long, env = "PORTCULLIS_CERTS_DAYS", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
 }
 
 #[derive(Debug, Args)]
@@ -37,6 +55,20 @@ pub struct ServeArgs {
     /// PEM private key of the certificate. Default certs/tls.key.
     #[arg(long, env = "PORTCULLIS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Require callers to present a client certificate signed by this CA (PEM): the
+    /// apiserver's admission kubeconfig supplies one.
+    #[arg(long, env = "PORTCULLIS_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// Plain-HTTP listener for /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "PORTCULLIS_METRICS_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_listen: SocketAddr,
+    /// How often the certificate files are checked for a new pair.
+    #[arg(long, env = "PORTCULLIS_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub cert_reload_interval: Duration,
     /// Directory of policy files. Default policies/; when that directory does not exist and
     /// the flag is not given, the default policy compiled into the binary is used.
     #[arg(long, env = "PORTCULLIS_POLICIES")]

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,8 +16,9 @@ use axum::routing::{get, post};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::admission;
+use crate::metrics::{EndpointLabels, Metrics, RequestLabels, ViolationLabels};
 use crate::policy::PolicySet;
-use crate::request::Request;
+use crate::request::{Operation, Request};
 use crate::review::{self, ReviewError};
 use crate::verdict::Verdict;
 
@@ -32,6 +33,7 @@ pub struct AppState {
     /// True once policies and certificate are loaded and the listener serves; false again
     /// when shutting down, so load balancers stop sending before the listener closes.
     pub ready: Arc<AtomicBool>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -39,6 +41,7 @@ impl AppState {
         Self {
             policies: Arc::new(policies),
             ready: Arc::new(AtomicBool::new(false)),
+            metrics: Arc::new(Metrics::default()),
         }
     }
 }
@@ -60,6 +63,28 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .with_state(state)
 }
 
+/// The plain-HTTP router of the metrics listener: Prometheus text, and the same health
+/// endpoints as the webhook listener so kubelet probes need no TLS.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { Error::NotFound })
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready").into_response()
@@ -74,9 +99,16 @@ async fn validate(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
     let req = read_review(&headers, body)?;
-    let verdict = admission::validate(&state.policies, &req);
-    log_validation(&req, &verdict);
-    Ok(json(review::encode_validation(&req, &verdict)))
+    let started = Instant::now();
+    let span = tracing::info_span!("review", uid = %req.uid);
+    let body = span.in_scope(|| {
+        let verdict = admission::validate(&state.policies, &req);
+        log_validation(&req, &verdict);
+        record_validation(&state.metrics, &req, &verdict);
+        review::encode_validation(&req, &verdict)
+    });
+    observe(&state.metrics, "validate", started);
+    Ok(json(body))
 }
 
 async fn mutate(
@@ -85,10 +117,70 @@ async fn mutate(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
     let req = read_review(&headers, body)?;
-    let ops = admission::mutate(&state.policies, &req);
-    tracing::debug!(uid = %req.uid, namespace = %req.namespace, kind = %req.kind,
-        operation = ?req.operation, patch_operations = ops.len(), "mutated");
-    Ok(json(review::encode_mutation(&req, &ops)))
+    let started = Instant::now();
+    let span = tracing::info_span!("review", uid = %req.uid);
+    let body = span.in_scope(|| {
+        let ops = admission::mutate(&state.policies, &req);
+        tracing::debug!(namespace = %req.namespace, kind = %req.kind,
+            operation = ?req.operation, patch_operations = ops.len(), "mutated");
+        let outcome = if ops.is_empty() {
+            "unchanged"
+        } else {
+            "patched"
+        };
+        state
+            .metrics
+            .requests
+            .get_or_create(&request_labels("mutate", &req, outcome))
+            .inc();
+        review::encode_mutation(&req, &ops)
+    });
+    observe(&state.metrics, "mutate", started);
+    Ok(json(body))
+}
+
+fn observe(metrics: &Metrics, endpoint: &'static str, started: Instant) {
+    metrics
+        .latency
+        .get_or_create(&EndpointLabels { endpoint })
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// Labels from closed sets only: a kind portcullis does not judge counts as `other`, so no
+/// caller can grow the label space.
+fn request_labels(endpoint: &'static str, req: &Request, outcome: &'static str) -> RequestLabels {
+    RequestLabels {
+        endpoint,
+        kind: req.workload.map_or("other", |k| k.as_str()).to_owned(),
+        operation: match req.operation {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        },
+        outcome,
+    }
+}
+
+fn record_validation(metrics: &Metrics, req: &Request, verdict: &Verdict) {
+    let outcome = match verdict {
+        Verdict::Skipped(_) => "skipped",
+        Verdict::Unjudgeable(_) => "unjudgeable",
+        Verdict::Judged(_) if !verdict.is_allowed() => "denied",
+        Verdict::Judged(_) => "allowed",
+    };
+    metrics
+        .requests
+        .get_or_create(&request_labels("validate", req, outcome))
+        .inc();
+    for v in verdict.violations() {
+        let labels = ViolationLabels {
+            check: v.check.as_str(),
+            mode: v.mode.as_str(),
+            namespace: req.namespace.clone(),
+        };
+        metrics.violations.get_or_create(&labels).inc();
+    }
 }
 
 fn read_review(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Request, Error> {
@@ -124,7 +216,7 @@ fn log_validation(req: &Request, verdict: &Verdict) {
     let plain = matches!(verdict, Verdict::Skipped(_)) || outcome == "allowed";
     macro_rules! decision {
         ($level:expr) => {
-            tracing::event!($level, uid = %req.uid, namespace = %req.namespace, kind = %req.kind,
+            tracing::event!($level, namespace = %req.namespace, kind = %req.kind,
                 name = %req.name, operation = ?req.operation, user = %req.user, dry_run = req.dry_run,
                 outcome, violations = ?violations, "validated")
         };

@@ -4,10 +4,12 @@
 //! again for the response.
 
 pub mod admission;
+pub mod certs;
 pub mod checks;
 pub mod cli;
 pub mod defaults;
 pub mod http;
+pub mod metrics;
 pub mod policy;
 pub mod quantity;
 pub mod request;

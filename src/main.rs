@@ -12,7 +12,18 @@ use portcullis::cli::{Cli, Command, LogFormat};
 fn main() -> ExitCode {
     let started = std::time::Instant::now();
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        Command::Certs(args) => {
+            return match portcullis::certs::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portcullis certs: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
     let _log_flush = init_logging(args.log_format);
     // Our own configs name the ring provider explicitly; installing it process-wide as well
     // keeps any library that builds a rustls config with the default builder on the same one.

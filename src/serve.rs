@@ -3,14 +3,17 @@
 //! `StartupError` naming what to fix; nothing is served half-configured.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use crate::cli::ServeArgs;
 use crate::http::{self, AppState};
+use crate::metrics::ResultLabels;
 use crate::policy::{self, PolicyError, PolicySet};
-use crate::tls::{self, TlsError};
+use crate::tls::{self, CertStore, TlsError};
 use crate::transport::{self, Limits};
 
 const DEFAULT_POLICY_DIR: &str = "policies";
@@ -32,15 +35,33 @@ pub enum StartupError {
 /// `started` is when the process began, so the log can say how long start-up took.
 pub async fn run(args: ServeArgs, started: std::time::Instant) -> Result<(), StartupError> {
     let policies = load_policies(args.policies.as_deref())?;
-    let tls = load_certificate(args.tls_cert, args.tls_key)?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| StartupError::Bind {
-            addr: args.listen,
-            source,
-        })?;
+    let certs = load_certificate(args.tls_cert, args.tls_key)?;
+    let tls = tls::server_config(certs.clone(), args.client_ca.as_deref())?;
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })
+    };
+    let listener = bind(args.listen).await?;
+    let metrics_listener = bind(args.metrics_listen).await?;
     let state = AppState::new(policies);
     let ready = state.ready.clone();
+    state.metrics.certificate_expiry.set(certs.expires_at());
+    tokio::spawn(reload_certificates(
+        certs,
+        state.clone(),
+        args.cert_reload_interval,
+    ));
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .map_or(args.metrics_listen, |a| a);
+    tracing::info!(metrics_listen = %metrics_addr, "serving /metrics, /healthz and /readyz over HTTP");
+    let metrics_app = http::metrics_router(state.clone());
+    let metrics_server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(metrics_listener, metrics_app).await {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    });
     let app = http::router(state, args.request_timeout);
     let limits = Limits {
         drain_timeout: args.drain_timeout,
@@ -57,7 +78,36 @@ pub async fn run(args: ServeArgs, started: std::time::Instant) -> Result<(), Sta
         tracing::info!("shutdown requested: draining");
     })
     .await;
+    metrics_server.abort();
     Ok(())
+}
+
+/// Checks the certificate files every `interval` and serves a new pair once it loads; a
+/// broken pair is logged and counted, and the old one stays in use.
+async fn reload_certificates(certs: Arc<CertStore>, state: AppState, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let result = match certs.reload() {
+            Ok(false) => continue,
+            Ok(true) => {
+                tracing::info!(expires_at = certs.expires_at(), "serving a new certificate");
+                state.metrics.certificate_expiry.set(certs.expires_at());
+                "ok"
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "new certificate rejected; the previous one stays in use");
+                "failed"
+            }
+        };
+        state
+            .metrics
+            .certificate_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
 }
 
 fn load_policies(dir: Option<&Path>) -> Result<PolicySet, PolicyError> {
@@ -82,7 +132,7 @@ fn load_policies(dir: Option<&Path>) -> Result<PolicySet, PolicyError> {
 fn load_certificate(
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
-) -> Result<std::sync::Arc<rustls::ServerConfig>, TlsError> {
+) -> Result<Arc<CertStore>, TlsError> {
     let (cert, key) = match (cert, key) {
         (Some(cert), Some(key)) => (cert, key),
         _ => {
@@ -90,7 +140,7 @@ fn load_certificate(
             let paths = tls::CertPaths::in_dir(dir);
             if !paths.cert.exists() && !paths.key.exists() {
                 let names = ["localhost", "127.0.0.1"].map(String::from);
-                let written = tls::write(dir, &tls::generate(&names)?)?;
+                let written = tls::write(dir, &tls::generate(&names, 365)?)?;
                 tracing::warn!(ca = %written.ca.display(), cert = %written.cert.display(),
                     "no certificate given: generated a development CA and serving certificate \
                      for localhost and 127.0.0.1; trust the CA to call the server");
@@ -98,7 +148,7 @@ fn load_certificate(
             (paths.cert, paths.key)
         }
     };
-    tls::server_config(&cert, &key)
+    CertStore::load(&cert, &key)
 }
 
 async fn shutdown_signal() {

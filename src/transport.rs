@@ -93,6 +93,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    tracing::info!("listener closed; draining in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(limits.drain_timeout) => {

@@ -261,3 +261,50 @@ async fn wire_form_of_every_response_is_pinned() {
     );
     assert_eq!(unjudgeable["response"]["allowed"], json!(false));
 }
+
+/// After real requests, /metrics on the metrics router reports them: requests by endpoint,
+/// kind, operation and outcome, violations by check, mode and namespace, and the latency
+/// histogram with sub-millisecond buckets.
+#[tokio::test]
+async fn metrics_report_real_requests() {
+    let state = AppState::new(PolicySet::embedded());
+    state
+        .ready
+        .store(true, std::sync::atomic::Ordering::Release);
+    let app = router(state.clone(), Duration::from_secs(4));
+    let metrics_app = portcullis::http::metrics_router(state.clone());
+    for file in ["create-pod-2.json", "create-pod.json", "delete-pod.json"] {
+        answer(&app, "/validate", &captured(file)).await;
+    }
+    answer(&app, "/mutate", &captured("create-pod-2.json")).await;
+    let res = send(
+        &metrics_app,
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(res.0, StatusCode::OK);
+    let text = res.1.as_str().unwrap().to_owned();
+    for line in [
+        r#"portcullis_requests_total{endpoint="validate",kind="Pod",operation="CREATE",outcome="denied"} 1"#,
+        r#"portcullis_requests_total{endpoint="validate",kind="Pod",operation="CREATE",outcome="allowed"} 1"#,
+        r#"portcullis_requests_total{endpoint="validate",kind="Pod",operation="DELETE",outcome="skipped"} 1"#,
+        r#"portcullis_requests_total{endpoint="mutate",kind="Pod",operation="CREATE",outcome="patched"} 1"#,
+        r#"portcullis_violations_total{check="run-as-non-root",mode="enforce",namespace="team-a"} 1"#,
+        r#"portcullis_violations_total{check="liveness-probe",mode="enforce",namespace="team-a"} 1"#,
+        r#"portcullis_request_duration_seconds_count{endpoint="validate"} 3"#,
+        r#"portcullis_request_duration_seconds_bucket{le="0.0001",endpoint="validate"}"#,
+        "# TYPE portcullis_certificate_expiry_timestamp_seconds gauge",
+        "# TYPE portcullis_certificate_reloads counter",
+        "# TYPE portcullis_policy_reloads counter",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    for path in ["/healthz", "/readyz"] {
+        let res = send(
+            &metrics_app,
+            Request::get(path).body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(res.0, StatusCode::OK, "{path} on the metrics listener");
+    }
+}

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 fn binary() -> Command {
@@ -19,7 +19,14 @@ fn binary() -> Command {
 async fn serve_on_a_fresh_machine_generates_a_dev_certificate_and_drains_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = binary()
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-format", "json"])
         .current_dir(dir.path())
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
@@ -27,17 +34,7 @@ async fn serve_on_a_fresh_machine_generates_a_dev_certificate_and_drains_on_sigt
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("server exited before serving");
-        let log: serde_json::Value = serde_json::from_str(&line).expect("json log lines");
-        if let Some(listen) = log["fields"]["listen"].as_str() {
-            break listen.parse::<std::net::SocketAddr>().unwrap();
-        }
-    };
+    let [addr, metrics] = wait_for_fields(&mut lines, ["listen", "metrics_listen"]).await;
     let certs = dir.path().join("certs");
     for f in ["ca.crt", "tls.crt", "tls.key"] {
         assert!(certs.join(f).is_file(), "{f} not generated");
@@ -54,12 +51,49 @@ async fn serve_on_a_fresh_machine_generates_a_dev_certificate_and_drains_on_sigt
     let ca = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
     let status = curl_like(addr, &ca, "/readyz").await;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(
+        plain_get(metrics, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
 
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().unwrap().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    // A request in flight when SIGTERM arrives. `Expect: 100-continue` makes the server say
+    // when its handler has started reading the body, so the request is provably in progress.
+    let review = std::fs::read(apiserver_fixtures().join("create-pod-2.json")).unwrap();
+    let mut in_flight = tls_connect(addr, &ca).await;
+    let head = format!(
+        "POST /validate?timeout=5s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        review.len()
+    );
+    in_flight.write_all(head.as_bytes()).await.unwrap();
+    in_flight.flush().await.unwrap();
+    let mut interim = [0u8; 25];
+    in_flight.read_exact(&mut interim).await.unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    let rest = review.as_slice();
+    let pid = child.id().unwrap() as libc::pid_t;
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    wait_for_message(&mut lines, "listener closed; draining in-flight requests").await;
+    // Unready at once, so kubelet and the Service stop sending; the listener is closed.
+    assert!(
+        plain_get(metrics, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 503")
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener stops accepting"
+    );
+    // The request in flight still completes.
+    in_flight.write_all(rest).await.unwrap();
+    let mut answer = String::new();
+    in_flight.read_to_string(&mut answer).await.ok();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("6506b51d-0eb5-4129-a9a2-550fb38d21ab"),
+        "the uid is answered"
+    );
     let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
         .expect("exits after draining")
@@ -67,10 +101,82 @@ async fn serve_on_a_fresh_machine_generates_a_dev_certificate_and_drains_on_sigt
     assert!(exit.success(), "SIGTERM must exit 0, got {exit}");
 }
 
+type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
+
+/// Reads JSON log lines until every one of `fields` has appeared (in any order), and parses
+/// each as an address.
+async fn wait_for_fields<const N: usize>(
+    lines: &mut Lines,
+    fields: [&str; N],
+) -> [std::net::SocketAddr; N] {
+    let mut found: [Option<std::net::SocketAddr>; N] = [None; N];
+    while found.iter().any(Option::is_none) {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("server exited early");
+        let log: serde_json::Value = serde_json::from_str(&line).expect("json log lines");
+        for (slot, field) in found.iter_mut().zip(fields) {
+            if let Some(value) = log["fields"][field].as_str() {
+                *slot = Some(value.parse().unwrap());
+            }
+        }
+    }
+    found.map(Option::unwrap)
+}
+
+async fn wait_for_message(lines: &mut Lines, message: &str) {
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("server exited early");
+        let log: serde_json::Value = serde_json::from_str(&line).expect("json log lines");
+        if log["fields"]["message"] == message {
+            return;
+        }
+    }
+}
+
+/// A plain-HTTP GET to the metrics listener, returning the whole answer.
+async fn plain_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.ok();
+    out
+}
+
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    ca: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(portcullis::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
 /// A minimal GET over TLS that returns the status line.
 async fn curl_like(addr: std::net::SocketAddr, ca: &str, path: &str) -> String {
     use rustls::pki_types::pem::PemObject;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
@@ -107,7 +213,14 @@ async fn a_broken_policy_file_stops_startup_naming_file_and_field() {
     )
     .unwrap();
     let out = binary()
-        .args(["serve", "--listen", "127.0.0.1:0", "--policies"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--policies",
+        ])
         .arg(&policies)
         .current_dir(dir.path())
         .output()
@@ -124,4 +237,77 @@ async fn a_broken_policy_file_stops_startup_naming_file_and_field() {
         !dir.path().join("certs").exists(),
         "nothing is started before policies load"
     );
+}
+
+#[tokio::test]
+async fn certs_writes_a_ca_and_a_serving_certificate_for_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = binary()
+        .args([
+            "certs",
+            "--service",
+            "portcullis",
+            "--namespace",
+            "guard",
+            "--days",
+            "30",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ca = std::fs::read(dir.path().join("ca.crt")).unwrap();
+    let bundle = String::from_utf8(out.stdout).unwrap();
+    use base64::Engine as _;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(bundle.trim())
+            .unwrap(),
+        ca,
+        "stdout is the caBundle"
+    );
+
+    let pem = std::fs::read(dir.path().join("tls.crt")).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let mut sans: Vec<String> = cert
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => d.to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    sans.sort();
+    assert_eq!(
+        sans,
+        [
+            "portcullis",
+            "portcullis.guard",
+            "portcullis.guard.svc",
+            "portcullis.guard.svc.cluster.local"
+        ]
+    );
+    let validity = cert.validity();
+    let days = (validity.not_after.timestamp() - validity.not_before.timestamp()) as f64 / 86400.0;
+    assert!((30.0..30.1).contains(&days), "{days} days");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("tls.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0);
+    }
 }

@@ -32,11 +32,21 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
+fn names() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
+}
+
 async fn start() -> Server {
+    start_with(None).await.0
+}
+
+/// A server whose certificate store the test can reload, optionally requiring client certs.
+async fn start_with(client_ca: Option<&std::path::Path>) -> (Server, Arc<tls::CertStore>) {
     let dir = tempfile::tempdir().unwrap();
-    let bundle = tls::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let bundle = tls::generate(&names(), 30).unwrap();
     let paths = tls::write(dir.path(), &bundle).unwrap();
-    let config = tls::server_config(&paths.cert, &paths.key).unwrap();
+    let store = tls::CertStore::load(&paths.cert, &paths.key).unwrap();
+    let config = tls::server_config(store.clone(), client_ca).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -49,20 +59,22 @@ async fn start() -> Server {
             let _ = stopped.await;
         },
     ));
-    Server {
+    let server = Server {
         addr,
         ca: bundle.ca_cert,
         stop: Some(stop),
         task,
         _dir: dir,
-    }
+    };
+    (server, store)
 }
 
 fn client_config(ca_pem: &str, alpn: &[&[u8]], tls12_only: bool) -> Arc<ClientConfig> {
+    // Every CA in the bundle: during a rotation a caBundle holds the old and the new one.
     let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-        .unwrap();
+    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
     let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
         &[&rustls::version::TLS12]
     } else {
@@ -180,7 +192,7 @@ async fn a_client_that_wants_only_http2_is_refused() {
 #[tokio::test]
 async fn an_untrusted_certificate_fails_verification() {
     let server = start().await;
-    let other = tls::generate(&["localhost".into()]).unwrap();
+    let other = tls::generate(&["localhost".into()], 1).unwrap();
     let result = connect(
         server.addr,
         client_config(&other.ca_cert, &[], false),
@@ -210,4 +222,141 @@ async fn plaintext_http_on_the_tls_port_gets_no_http_answer() {
     if let Some(&first) = reply.first() {
         assert_eq!(first, 0x15, "expected a TLS alert record");
     }
+}
+
+/// The certificate is replaced while requests keep arriving on fresh connections: none fails,
+/// handshakes move to the new certificate, and a broken pair is refused with the old one kept.
+#[tokio::test]
+async fn certificate_reload_under_concurrent_requests_drops_nothing() {
+    let (server, store) = start_with(None).await;
+    let replacement = tls::generate(&names(), 60).unwrap();
+    // The client trusts both CAs, as a caBundle does during a rotation.
+    let mut config = (*client_config(
+        &format!("{}\n{}", server.ca, replacement.ca_cert),
+        &[],
+        false,
+    ))
+    .clone();
+    // Every connection a full handshake, as kube-apiserver's Go client makes them: a resumed
+    // session would report the certificate of the session it resumes.
+    config.resumption = rustls::client::Resumption::disabled();
+    let config = Arc::new(config);
+    let review = read_json(&apiserver_fixtures().join("create-pod.json"));
+    let (progress_tx, mut progress) = tokio::sync::mpsc::channel::<usize>(1);
+    let (addr, client_config_for_task) = (server.addr, config.clone());
+    let client = tokio::spawn(async move {
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..120 {
+            let stream = connect(addr, client_config_for_task.clone(), "localhost")
+                .await
+                .expect("handshake");
+            seen.insert(stream.get_ref().1.peer_certificates().unwrap()[0].to_vec());
+            let mut sender = http1(stream).await;
+            let body = post_review(&mut sender, "/validate", &review).await;
+            assert_eq!(body["response"]["allowed"], true, "request {i}");
+            if i == 30 || i == 60 {
+                let _ = progress_tx.send(i).await;
+            }
+        }
+        seen.len()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let swapped = tls::write(dir.path(), &replacement).unwrap();
+    assert_eq!(progress.recv().await, Some(30));
+    // Point the store's files at the new pair, as a Secret's symlink swap does.
+    let current = tls::CertPaths::in_dir(server._dir.path());
+    std::fs::copy(&swapped.cert, &current.cert).unwrap();
+    std::fs::copy(&swapped.key, &current.key).unwrap();
+    assert!(store.reload().unwrap(), "a new pair is served");
+    assert!(!store.reload().unwrap(), "unchanged files are not reloaded");
+    assert_eq!(progress.recv().await, Some(60));
+    std::fs::write(
+        &current.cert,
+        "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    assert!(store.reload().is_err(), "a broken pair is refused");
+    let distinct = client.await.expect("no request failed");
+    assert_eq!(distinct, 2, "handshakes moved to the new certificate");
+}
+
+#[tokio::test]
+async fn certificate_expiry_is_read_from_the_certificate() {
+    let (_server, store) = start_with(None).await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let days = (store.expires_at() - now) as f64 / 86400.0;
+    assert!((29.9..30.1).contains(&days), "expires in {days} days");
+}
+
+/// With `--client-ca`, a caller without a certificate from that CA gets no answer.
+#[tokio::test]
+async fn client_certificates_are_required_with_a_client_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca_path = dir.path().join("client-ca.crt");
+    std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+    let (server, _) = start_with(Some(&ca_path)).await;
+    let review = read_json(&apiserver_fixtures().join("create-pod.json"));
+
+    // No client certificate: the handshake (or, with TLS 1.3, the first request) fails.
+    let anonymous = async {
+        let stream = connect(
+            server.addr,
+            client_config(&server.ca, &[], false),
+            "localhost",
+        )
+        .await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(conn);
+        let req = hyper::Request::post("/validate")
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(serde_json::to_vec(&review).unwrap())))
+            .unwrap();
+        sender
+            .send_request(req)
+            .await
+            .map_err(std::io::Error::other)
+    };
+    assert!(
+        anonymous.await.is_err(),
+        "an anonymous client must not be answered"
+    );
+
+    // A client certificate from the CA: answered.
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let mut client_params =
+        rcgen::CertificateParams::new(vec!["kube-apiserver".to_owned()]).unwrap();
+    client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client_params
+        .signed_by(&client_key, &rcgen::Issuer::new(ca_params, ca_key))
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(server.ca.as_bytes()).unwrap())
+        .unwrap();
+    let mut config = ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![client_cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(client_key.serialize_pem().as_bytes())
+                .unwrap(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let stream = connect(server.addr, Arc::new(config), "localhost")
+        .await
+        .unwrap();
+    let mut sender = http1(stream).await;
+    assert_eq!(
+        post_review(&mut sender, "/validate", &review).await["response"]["allowed"],
+        true
+    );
 }

@@ -1,0 +1,121 @@
+//! Prometheus metrics, served as text on the plain-HTTP metrics listener. The handlers record
+//! every request and violation here; the certificate and policy reloaders record their
+//! outcomes. Label values are bounded: endpoints, kinds and operations are closed sets, and
+//! namespaces are bounded by the cluster.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicI64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: &'static str,
+    pub kind: String,
+    pub operation: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViolationLabels {
+    pub check: &'static str,
+    pub mode: &'static str,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<EndpointLabels, Histogram>,
+    pub violations: Family<ViolationLabels, Counter>,
+    pub policy_reloads: Family<ResultLabels, Counter>,
+    pub certificate_reloads: Family<ResultLabels, Counter>,
+    pub certificate_expiry: Gauge<i64, AtomicI64>,
+}
+
+/// Seconds: fine below a millisecond, where decisions sit, and coarse up to the 10 s budget.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
+    5.0,
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("portcullis");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Admission requests answered, by endpoint, kind, operation and outcome",
+            requests.clone(),
+        );
+        let latency = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(LATENCY_BUCKETS)
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time from a decoded body to an encoded answer, per endpoint",
+            latency.clone(),
+        );
+        let violations = Family::<ViolationLabels, Counter>::default();
+        registry.register(
+            "violations",
+            "Check violations found, by check, mode and namespace",
+            violations.clone(),
+        );
+        let policy_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy set reloads, by result (ok, failed)",
+            policy_reloads.clone(),
+        );
+        let certificate_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "certificate_reloads",
+            "Serving certificate reloads, by result (ok, failed)",
+            certificate_reloads.clone(),
+        );
+        let certificate_expiry = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the serving certificate in use expires (Unix time)",
+            certificate_expiry.clone(),
+        );
+        // Known outcomes exist from the start at zero, so alerts on them work before the first event.
+        for result in ["ok", "failed"] {
+            let _ = policy_reloads.get_or_create(&ResultLabels { result });
+            let _ = certificate_reloads.get_or_create(&ResultLabels { result });
+        }
+        Self {
+            registry,
+            requests,
+            latency,
+            violations,
+            policy_reloads,
+            certificate_reloads,
+            certificate_expiry,
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
