@@ -1,5 +1,7 @@
-//! The webhook registrations in `deploy/`: typed as the apiserver reads them (no field that the
-//! typed structs would drop), and registering exactly what portcullis judges.
+//! The manifests in `deploy/`: every resource typed as the apiserver reads it (no field the
+//! typed structs would drop), the webhooks registering exactly what portcullis judges, the
+//! rendered overlays (through `kubectl kustomize`) installing what they promise, and
+//! portcullis's own Deployment passing portcullis's own checks.
 
 mod common;
 
@@ -53,7 +55,7 @@ fn registered(rules: &[RuleWithOperations]) -> Vec<(String, String, String)> {
 
 #[test]
 fn webhook_configurations_are_typed_and_complete() {
-    let docs = yaml_docs(&repo().join("deploy/webhooks.yaml"));
+    let docs = yaml_docs(&repo().join("deploy/base/webhooks.yaml"));
     let mutating: MutatingWebhookConfiguration = typed(&docs[0]);
     let validating: ValidatingWebhookConfiguration = typed(&docs[1]);
 
@@ -102,6 +104,17 @@ fn webhook_configurations_are_typed_and_complete() {
         }
     }
     assert_eq!(m.reinvocation_policy.as_deref(), Some("IfNeeded"));
+    // The validating webhook sees UPDATEs; a condition keeps spec-less ones from calling at all.
+    // (The mutating one registers CREATE only, where no condition could cut a call.)
+    let expression = &v
+        .match_conditions
+        .as_ref()
+        .expect("matchConditions cut needless calls")[0]
+        .expression;
+    assert!(
+        expression.contains("object.spec != oldObject.spec"),
+        "{expression}"
+    );
     assert_eq!(
         m.client_config.service.as_ref().unwrap().path.as_deref(),
         Some("/mutate")
@@ -133,6 +146,209 @@ fn webhook_configurations_are_typed_and_complete() {
             assert!(
                 rules.contains(&(group.into(), resource.into(), op.into())),
                 "{group}/{resource} {op} not registered"
+            );
+        }
+    }
+}
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use portcullis::policy::{self, PolicySet};
+
+/// Types a manifest by its kind; kinds k8s-openapi does not know (cert-manager's) are returned
+/// untyped for the caller to check.
+fn type_manifest(doc: &Value) -> Option<&'static str> {
+    let kind = doc["kind"].as_str().unwrap();
+    match kind {
+        "Namespace" => drop(typed::<Namespace>(doc)),
+        "ServiceAccount" => drop(typed::<ServiceAccount>(doc)),
+        "PriorityClass" => drop(typed::<PriorityClass>(doc)),
+        "Deployment" => drop(typed::<Deployment>(doc)),
+        "Service" => drop(typed::<Service>(doc)),
+        "PodDisruptionBudget" => drop(typed::<PodDisruptionBudget>(doc)),
+        "ConfigMap" => drop(typed::<k8s_openapi::api::core::v1::ConfigMap>(doc)),
+        "MutatingWebhookConfiguration" => drop(typed::<MutatingWebhookConfiguration>(doc)),
+        "ValidatingWebhookConfiguration" => drop(typed::<ValidatingWebhookConfiguration>(doc)),
+        "Issuer" | "Certificate" => {
+            assert_eq!(doc["apiVersion"], "cert-manager.io/v1");
+            return None;
+        }
+        other => panic!("unexpected kind {other} in deploy/"),
+    }
+    Some("typed")
+}
+
+#[test]
+fn every_base_and_component_resource_is_typed() {
+    for dir in ["deploy/base", "deploy/components/cert-manager"] {
+        let kustomization = &yaml_docs(&repo().join(dir).join("kustomization.yaml"))[0];
+        for resource in kustomization["resources"].as_array().unwrap() {
+            for doc in yaml_docs(&repo().join(dir).join(resource.as_str().unwrap())) {
+                type_manifest(&doc);
+            }
+        }
+    }
+}
+
+#[test]
+fn policies_in_deploy_stay_in_step_with_policies_dir() {
+    let shipped = std::fs::read_to_string(repo().join("policies/default.yaml")).unwrap();
+    let base = std::fs::read_to_string(repo().join("deploy/base/policies/default.yaml")).unwrap();
+    assert_eq!(
+        base, shipped,
+        "deploy/base/policies/default.yaml must be a copy of policies/default.yaml"
+    );
+    let audit = yaml_docs(&repo().join("deploy/overlays/audit/policies/default.yaml")).remove(0);
+    let as_audit = serde_json::from_str::<Value>(
+        &serde_json::to_string(&yaml_docs(&repo().join("policies/default.yaml"))[0])
+            .unwrap()
+            .replace(r#""mode":"enforce""#, r#""mode":"audit""#),
+    )
+    .unwrap();
+    assert_eq!(
+        audit, as_audit,
+        "the audit policy is the default policy with every mode audit"
+    );
+}
+
+fn render(overlay: &str) -> Option<Vec<Value>> {
+    let out = std::process::Command::new("kubectl")
+        .args(["kustomize", &format!("deploy/overlays/{overlay}")])
+        .current_dir(repo())
+        .output();
+    match out {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "kubectl kustomize {overlay}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let docs: Vec<Value> =
+                serde_saphyr::from_multiple(std::str::from_utf8(&out.stdout).unwrap()).unwrap();
+            Some(docs.into_iter().filter(|d| !d.is_null()).collect())
+        }
+        Err(e) => {
+            // Loud, not silent: the raw manifests are still checked by the other tests.
+            eprintln!(
+                "NOT RENDERED: kubectl is not installed ({e}); the overlays were not rendered"
+            );
+            None
+        }
+    }
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> Option<&'a Value> {
+    docs.iter().find(|d| d["kind"] == kind)
+}
+
+/// A label selector's matchExpressions against a set of labels (In, NotIn, Exists, DoesNotExist).
+fn selects(selector: &LabelSelector, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    let by_labels = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
+        let value = labels.get(&e.key);
+        let values = e.values.clone().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => !value.is_some_and(|v| values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            other => panic!("operator {other}"),
+        }
+    });
+    by_labels && by_expressions
+}
+
+#[tokio::test]
+async fn rendered_overlays_install_what_they_promise() {
+    for overlay in ["enforce", "audit", "audit-cert-manager"] {
+        let Some(docs) = render(overlay) else { return };
+        for doc in &docs {
+            type_manifest(doc);
+        }
+        // portcullis's own Deployment passes portcullis's own checks, and the restricted profile.
+        let deployment = find(&docs, "Deployment").expect("a Deployment");
+        let restricted =
+            policy::load_dir(&repo().join("policies/profiles/pss-restricted")).unwrap();
+        for set in [PolicySet::embedded(), restricted] {
+            let response = answer(&app(set), "/validate", &create(deployment)).await;
+            assert_eq!(response["allowed"], true, "{overlay}: {response}");
+        }
+        let spec = &deployment["spec"]["template"]["spec"];
+        assert!(deployment["spec"]["replicas"].as_i64().unwrap() >= 2);
+        assert!(spec["topologySpreadConstraints"].is_array());
+        assert!(spec["priorityClassName"].is_string());
+        assert_eq!(
+            spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+            true
+        );
+        assert!(find(&docs, "PodDisruptionBudget").is_some());
+
+        // The namespaceSelector excludes the namespace portcullis runs in.
+        let namespace: Namespace =
+            serde_json::from_value(find(&docs, "Namespace").unwrap().clone()).unwrap();
+        let mut labels = namespace.metadata.labels.clone().unwrap_or_default();
+        labels.insert(
+            "kubernetes.io/metadata.name".into(),
+            namespace.metadata.name.clone().unwrap(),
+        );
+        let validating: ValidatingWebhookConfiguration = serde_json::from_value(
+            find(&docs, "ValidatingWebhookConfiguration")
+                .unwrap()
+                .clone(),
+        )
+        .unwrap();
+        let hook = &validating.webhooks.as_ref().unwrap()[0];
+        assert!(
+            !selects(hook.namespace_selector.as_ref().unwrap(), &labels),
+            "{overlay}: portcullis's namespace is judged"
+        );
+        let mut team = std::collections::BTreeMap::new();
+        team.insert(
+            "kubernetes.io/metadata.name".to_owned(),
+            "team-a".to_owned(),
+        );
+        assert!(
+            selects(hook.namespace_selector.as_ref().unwrap(), &team),
+            "an ordinary namespace is judged"
+        );
+        assert_eq!(
+            hook.client_config.service.as_ref().unwrap().namespace,
+            namespace.metadata.name.clone().unwrap()
+        );
+
+        // The policies ConfigMap holds a loadable policy in the promised modes.
+        let config_map = find(&docs, "ConfigMap").unwrap();
+        let text = config_map["data"]["default.yaml"].as_str().unwrap();
+        let policy = policy::parse("rendered ConfigMap", text).unwrap();
+        let mode = policy.spec.checks.run_as_non_root.as_ref().unwrap().mode;
+        let audit = overlay.starts_with("audit");
+        assert_eq!(
+            mode.as_str(),
+            if audit { "audit" } else { "enforce" },
+            "{overlay}"
+        );
+        assert_eq!(
+            find(&docs, "MutatingWebhookConfiguration").is_some(),
+            !audit,
+            "{overlay}: mutation only when enforcing"
+        );
+        assert_eq!(
+            hook.failure_policy.as_deref(),
+            Some(if audit { "Ignore" } else { "Fail" }),
+            "{overlay}"
+        );
+        if overlay == "audit-cert-manager" {
+            assert!(find(&docs, "Certificate").is_some() && find(&docs, "Issuer").is_some());
+            assert_eq!(
+                validating.metadata.annotations.as_ref().unwrap()["cert-manager.io/inject-ca-from"],
+                "portcullis/portcullis"
             );
         }
     }

@@ -311,3 +311,119 @@ async fn certs_writes_a_ca_and_a_serving_certificate_for_the_service() {
         assert_eq!(mode & 0o077, 0);
     }
 }
+
+/// What the image holds, tested without a Docker engine: the Dockerfile's final stage is read,
+/// its files laid out in a read-only directory (plus the certificate a Secret would mount),
+/// and the binary started as the image's numeric user with the image's arguments, re-rooted.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_image_layout_runs_as_non_root_from_a_read_only_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    let final_stage = dockerfile.rsplit("\nFROM ").next().unwrap();
+    assert!(
+        final_stage.starts_with("gcr.io/distroless/"),
+        "runs from distroless: {final_stage}"
+    );
+    let directive = |name: &str| -> Vec<String> {
+        let line = final_stage
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name}"));
+        serde_json::from_str(line[name.len()..].trim()).unwrap()
+    };
+    let user = final_stage
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .unwrap()
+        .trim();
+    let (uid, gid) = user.split_once(':').unwrap();
+    assert!(uid.parse::<u32>().unwrap() > 0, "a numeric non-root user");
+    let copies: Vec<&str> = final_stage
+        .lines()
+        .filter(|l| l.starts_with("COPY"))
+        .collect();
+    assert_eq!(
+        copies.len(),
+        2,
+        "the binary and the policies only: {copies:?}"
+    );
+
+    // The image's files: /portcullis and /policies (*.yaml and README.md), plus /certs.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::copy(env!("CARGO_BIN_EXE_portcullis"), root.join("portcullis")).unwrap();
+    std::fs::create_dir(root.join("policies")).unwrap();
+    for entry in std::fs::read_dir(repo().join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.is_file() && (name.ends_with(".yaml") || name == "README.md") {
+            std::fs::copy(&path, root.join("policies").join(&name)).unwrap();
+        }
+    }
+    let bundle = portcullis::tls::generate(&["localhost".into()], 1).unwrap();
+    portcullis::tls::write(&root.join("certs"), &bundle).unwrap();
+    for (path, mode) in [
+        (root.join("certs/tls.key"), 0o444),
+        (root.join("certs"), 0o555),
+        (root.join("policies"), 0o555),
+        (root.join("portcullis"), 0o555),
+        (root.to_path_buf(), 0o555),
+    ] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    let rerooted = |arg: &str| -> String {
+        match arg {
+            "0.0.0.0:8443" => "127.0.0.1:0".into(),
+            a if a.starts_with('/') => format!("{}{a}", root.display()),
+            a => a.into(),
+        }
+    };
+    let mut argv: Vec<String> = directive("ENTRYPOINT")
+        .iter()
+        .map(|a| rerooted(a))
+        .collect();
+    argv.extend(directive("CMD").iter().map(|a| rerooted(a)));
+    let mut child = Command::new("setpriv")
+        .args(["--reuid", uid, "--regid", gid, "--clear-groups", "--"])
+        .args(&argv)
+        .current_dir(root)
+        .env("PORTCULLIS_METRICS_LISTEN", "127.0.0.1:0")
+        .env("PORTCULLIS_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("setpriv (util-linux) runs the binary as the image's user");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let [addr] = wait_for_fields(&mut lines, ["listen"]).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id().unwrap())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == uid),
+        "{uid_line}"
+    );
+    assert!(
+        curl_like(addr, &bundle.ca_cert, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
+    assert_eq!(
+        unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+    // Restore write permission so the temporary directory can be removed.
+    for path in [
+        root.to_path_buf(),
+        root.join("certs"),
+        root.join("policies"),
+    ] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
