@@ -427,3 +427,59 @@ async fn the_image_layout_runs_as_non_root_from_a_read_only_directory() {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
+
+/// A Secret volume updates by pointing `..data` at a new directory; the server follows the
+/// swap on its own and serves the new certificate from the next handshake.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_secret_style_symlink_swap_is_picked_up_while_serving() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("tls");
+    std::fs::create_dir(&mount).unwrap();
+    let first = portcullis::tls::generate(&["localhost".into()], 1).unwrap();
+    let second = portcullis::tls::generate(&["localhost".into()], 2).unwrap();
+    portcullis::tls::write(&mount.join("..v1"), &first).unwrap();
+    portcullis::tls::write(&mount.join("..v2"), &second).unwrap();
+    symlink("..v1", mount.join("..data")).unwrap();
+    symlink("..data/tls.crt", mount.join("tls.crt")).unwrap();
+    symlink("..data/tls.key", mount.join("tls.key")).unwrap();
+
+    let mut child = binary()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-format", "json", "--cert-reload-interval", "100ms"])
+        .arg("--tls-cert")
+        .arg(mount.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(mount.join("tls.key"))
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let [addr] = wait_for_fields(&mut lines, ["listen"]).await;
+    assert!(
+        curl_like(addr, &first.ca_cert, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+
+    // kubelet's atomic update: a new `..data` link renamed over the old one.
+    symlink("..v2", mount.join("..data_tmp")).unwrap();
+    std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
+    wait_for_message(&mut lines, "serving a new certificate").await;
+    assert!(
+        curl_like(addr, &second.ca_cert, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    child.kill().await.unwrap();
+}
