@@ -76,6 +76,13 @@ pub struct ServeArgs {
     /// Deadline for one request, body included; keep it below the webhooks' timeoutSeconds.
     #[arg(long, env = "PORTCULLIS_REQUEST_TIMEOUT", default_value = "4s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// A client must finish its TLS handshake, and each request head, within this long; an
+    /// idle keep-alive connection is closed after it too.
+    #[arg(long, env = "PORTCULLIS_CONNECTION_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub connection_timeout: Duration,
+    /// Connections served at once.
+    #[arg(long, env = "PORTCULLIS_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
     /// How long in-flight requests may take to finish on SIGTERM.
     #[arg(long, env = "PORTCULLIS_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,

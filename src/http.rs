@@ -27,6 +27,9 @@ use crate::verdict::Verdict;
 /// buffered whole.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
+/// The apiserver's URLs are a path and `?timeout=10s`; anything much longer is not from it.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
 #[derive(Clone)]
 pub struct AppState {
     pub policies: Arc<PolicySet>,
@@ -55,6 +58,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { Error::NotFound })
+        .layer(axum::middleware::map_request(refuse_oversized))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -83,6 +87,33 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+/// Refuses what no apiserver sends before a byte of body is read: an overlong URL (414),
+/// oversized headers (431; hyper's read buffer limit is the backstop), or a
+/// declared body larger than the limit (413, answered at once instead of after the upload).
+async fn refuse_oversized(req: axum::extract::Request) -> Result<axum::extract::Request, Error> {
+    let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if len > MAX_URI_BYTES {
+        return Err(Error::UriTooLong(len));
+    }
+    let head: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if head > crate::transport::MAX_HEAD_BYTES {
+        return Err(Error::HeadersTooLarge(head));
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(declared) = declared.filter(|&d| d > MAX_BODY_BYTES as u64) {
+        return Err(Error::BodyTooLarge(declared));
+    }
+    Ok(req)
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -242,6 +273,12 @@ pub enum Error {
         "no such endpoint: portcullis serves POST /validate, POST /mutate, GET /healthz, GET /readyz"
     )]
     NotFound,
+    #[error("the URL is {0} bytes long; at most {MAX_URI_BYTES} are accepted")]
+    UriTooLong(usize),
+    #[error("the body is {0} bytes long; at most {MAX_BODY_BYTES} are accepted")]
+    BodyTooLarge(u64),
+    #[error("the headers are {0} bytes long; at most {max} are accepted", max = crate::transport::MAX_HEAD_BYTES)]
+    HeadersTooLarge(usize),
 }
 
 impl IntoResponse for Error {
@@ -251,6 +288,9 @@ impl IntoResponse for Error {
             Self::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Body(rejection) => rejection.status(),
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         };
         tracing::debug!(%status, error = %self, "request refused");
         (status, format!("{self}\n")).into_response()

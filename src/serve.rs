@@ -64,8 +64,10 @@ pub async fn run(args: ServeArgs, started: std::time::Instant) -> Result<(), Sta
     });
     let app = http::router(state, args.request_timeout);
     let limits = Limits {
+        handshake_timeout: args.connection_timeout,
+        header_read_timeout: args.connection_timeout,
         drain_timeout: args.drain_timeout,
-        ..Limits::default()
+        max_connections: args.max_connections,
     };
     let local = listener.local_addr().map_or(args.listen, |a| a);
     tracing::info!(listen = %local, startup_ms = started.elapsed().as_secs_f64() * 1e3,

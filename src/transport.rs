@@ -24,7 +24,14 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may take to finish once shutdown starts.
     pub drain_timeout: Duration,
+    /// Connections served at once; further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
 }
+
+/// A request head (request line and headers) larger than this gets 431: apiserver requests
+/// carry a handful of short headers.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub const MAX_HEADERS: usize = 64;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -32,6 +39,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(20),
+            max_connections: 1024,
         }
     }
 }
@@ -47,8 +55,13 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -69,6 +82,8 @@ pub async fn serve(
         let service = TowerToHyperService::new(app.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            // Held for the connection's life: the cap counts connections, not requests.
+            let _permit = permit;
             let tls =
                 match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => stream,
@@ -82,9 +97,14 @@ pub async fn serve(
                     }
                 };
             let mut builder = http1::Builder::new();
+            // The header timer also runs while a keep-alive connection waits for its next
+            // request, so it doubles as the idle timeout; Go's client (the apiserver's)
+            // reopens a closed idle connection and retries the request.
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .max_headers(MAX_HEADERS)
                 .keep_alive(true);
             let conn = builder.serve_connection(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn).await {
