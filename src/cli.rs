@@ -83,6 +83,11 @@ pub struct ServeArgs {
     /// Connections served at once.
     #[arg(long, env = "PORTCULLIS_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// After SIGTERM, keep serving this long (unready, every answer with `Connection: close`)
+    /// before the listener closes, so the apiserver's keep-alive connections move to other
+    /// replicas between requests instead of losing one mid-write.
+    #[arg(long, env = "PORTCULLIS_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
     /// How long in-flight requests may take to finish on SIGTERM.
     #[arg(long, env = "PORTCULLIS_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,

@@ -59,6 +59,10 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/readyz", get(readyz))
         .fallback(|| async { Error::NotFound })
         .layer(axum::middleware::map_request(refuse_oversized))
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            close_when_draining,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -87,6 +91,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+/// Once shutdown has begun, every answer asks the client to close the connection: it then
+/// reconnects (to another replica) before its next request, rather than racing the close.
+async fn close_when_draining(State(state): State<AppState>, mut res: Response) -> Response {
+    if !state.ready.load(Ordering::Acquire) {
+        res.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    res
 }
 
 /// Refuses what no apiserver sends before a byte of body is read: an overlong URL (414),

@@ -78,6 +78,7 @@ pub async fn run(args: ServeArgs, started: std::time::Instant) -> Result<(), Sta
         // Unready first, so probes fail while in-flight requests still finish.
         ready.store(false, Ordering::Release);
         tracing::info!("shutdown requested: draining");
+        tokio::time::sleep(args.shutdown_delay).await;
     })
     .await;
     metrics_server.abort();

@@ -11,7 +11,9 @@ use portcullis::{admission, review};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
-fn maybe<T: std::fmt::Debug + Clone + 'static>(s: impl Strategy<Value = T> + 'static) -> BoxedStrategy<Option<T>> {
+fn maybe<T: std::fmt::Debug + Clone + 'static>(
+    s: impl Strategy<Value = T> + 'static,
+) -> BoxedStrategy<Option<T>> {
     prop_oneof![Just(None), s.prop_map(Some)].boxed()
 }
 
@@ -21,59 +23,95 @@ fn quantity(resource: &'static str) -> BoxedStrategy<String> {
     } else {
         &["16Mi", "64Mi", "128Mi", "256Mi", "1Gi", "2G", "100M"]
     };
-    prop::sample::select(values.to_vec()).prop_map(String::from).boxed()
+    prop::sample::select(values.to_vec())
+        .prop_map(String::from)
+        .boxed()
 }
 
 fn resources() -> BoxedStrategy<Option<Value>> {
     let map = (maybe(quantity("cpu")), maybe(quantity("memory"))).prop_map(|(cpu, memory)| {
         let mut m = Map::new();
-        if let Some(c) = cpu { m.insert("cpu".into(), json!(c)); }
-        if let Some(mem) = memory { m.insert("memory".into(), json!(mem)); }
+        if let Some(c) = cpu {
+            m.insert("cpu".into(), json!(c));
+        }
+        if let Some(mem) = memory {
+            m.insert("memory".into(), json!(mem));
+        }
         Value::Object(m)
     });
-    maybe((maybe(map.clone()), maybe(map)).prop_map(|(limits, requests)| {
-        let mut r = Map::new();
-        if let Some(l) = limits { r.insert("limits".into(), l); }
-        if let Some(q) = requests { r.insert("requests".into(), q); }
-        Value::Object(r)
-    }))
+    maybe(
+        (maybe(map.clone()), maybe(map)).prop_map(|(limits, requests)| {
+            let mut r = Map::new();
+            if let Some(l) = limits {
+                r.insert("limits".into(), l);
+            }
+            if let Some(q) = requests {
+                r.insert("requests".into(), q);
+            }
+            Value::Object(r)
+        }),
+    )
 }
 
 fn security_context() -> BoxedStrategy<Option<Value>> {
-    let caps = prop::sample::subsequence(vec!["NET_BIND_SERVICE", "SYS_ADMIN", "CAP_SYS_ADMIN", "NET_RAW"], 0..=2);
-    maybe((
-        maybe(prop::sample::select(vec![0i64, 1000, 65532])),
-        maybe(any::<bool>()),
-        maybe(any::<bool>()),
-        maybe(any::<bool>()),
-        maybe((maybe(caps.clone()), maybe(caps))),
-    ).prop_map(|(user, non_root, privileged, escalation, capabilities)| {
-        let mut sc = Map::new();
-        if let Some(u) = user { sc.insert("runAsUser".into(), json!(u)); }
-        if let Some(n) = non_root { sc.insert("runAsNonRoot".into(), json!(n)); }
-        if let Some(p) = privileged { sc.insert("privileged".into(), json!(p)); }
-        if let Some(e) = escalation { sc.insert("allowPrivilegeEscalation".into(), json!(e)); }
-        if let Some((add, drop)) = capabilities {
-            let mut c = Map::new();
-            if let Some(a) = add { c.insert("add".into(), json!(a)); }
-            if let Some(d) = drop { c.insert("drop".into(), json!(d)); }
-            sc.insert("capabilities".into(), Value::Object(c));
-        }
-        Value::Object(sc)
-    }))
+    let caps = prop::sample::subsequence(
+        vec!["NET_BIND_SERVICE", "SYS_ADMIN", "CAP_SYS_ADMIN", "NET_RAW"],
+        0..=2,
+    );
+    maybe(
+        (
+            maybe(prop::sample::select(vec![0i64, 1000, 65532])),
+            maybe(any::<bool>()),
+            maybe(any::<bool>()),
+            maybe(any::<bool>()),
+            maybe((maybe(caps.clone()), maybe(caps))),
+        )
+            .prop_map(|(user, non_root, privileged, escalation, capabilities)| {
+                let mut sc = Map::new();
+                if let Some(u) = user {
+                    sc.insert("runAsUser".into(), json!(u));
+                }
+                if let Some(n) = non_root {
+                    sc.insert("runAsNonRoot".into(), json!(n));
+                }
+                if let Some(p) = privileged {
+                    sc.insert("privileged".into(), json!(p));
+                }
+                if let Some(e) = escalation {
+                    sc.insert("allowPrivilegeEscalation".into(), json!(e));
+                }
+                if let Some((add, drop)) = capabilities {
+                    let mut c = Map::new();
+                    if let Some(a) = add {
+                        c.insert("add".into(), json!(a));
+                    }
+                    if let Some(d) = drop {
+                        c.insert("drop".into(), json!(d));
+                    }
+                    sc.insert("capabilities".into(), Value::Object(c));
+                }
+                Value::Object(sc)
+            }),
+    )
 }
 
 fn container(prefix: &'static str) -> impl Strategy<Value = Value> {
-    (0u8..100, security_context(), resources(), any::<bool>()).prop_map(move |(n, sc, res, probes)| {
-        let mut c = json!({"name": format!("{prefix}{n}"), "image": "registry.example/app:1"});
-        if let Some(sc) = sc { c["securityContext"] = sc; }
-        if let Some(r) = res { c["resources"] = r; }
-        if probes {
-            c["livenessProbe"] = json!({"httpGet": {"path": "/healthz", "port": 8080}});
-            c["readinessProbe"] = json!({"tcpSocket": {"port": 8080}});
-        }
-        c
-    })
+    (0u8..100, security_context(), resources(), any::<bool>()).prop_map(
+        move |(n, sc, res, probes)| {
+            let mut c = json!({"name": format!("{prefix}{n}"), "image": "registry.example/app:1"});
+            if let Some(sc) = sc {
+                c["securityContext"] = sc;
+            }
+            if let Some(r) = res {
+                c["resources"] = r;
+            }
+            if probes {
+                c["livenessProbe"] = json!({"httpGet": {"path": "/healthz", "port": 8080}});
+                c["readinessProbe"] = json!({"tcpSocket": {"port": 8080}});
+            }
+            c
+        },
+    )
 }
 
 fn pod() -> impl Strategy<Value = Value> {
@@ -100,7 +138,9 @@ fn pod() -> impl Strategy<Value = Value> {
 fn mutate(set: &PolicySet, object: &Value) -> Vec<Value> {
     let req = review::decode(&serde_json::to_vec(&create(object)).unwrap()).unwrap();
     let ops = admission::mutate(set, &req);
-    ops.iter().map(|op| serde_json::to_value(op).unwrap()).collect()
+    ops.iter()
+        .map(|op| serde_json::to_value(op).unwrap())
+        .collect()
 }
 
 fn denied(set: &PolicySet, object: &Value) -> Vec<&'static str> {
@@ -114,9 +154,15 @@ fn user_values_kept(before: &Value, after: &Value, path: &str) -> Result<(), Str
     match before {
         Value::Object(m) => m.iter().try_for_each(|(k, v)| {
             let p = format!("{path}/{}", k.replace('~', "~0").replace('/', "~1"));
-            if v.is_null() { Ok(()) } else { user_values_kept(v, after, &p) }
+            if v.is_null() {
+                Ok(())
+            } else {
+                user_values_kept(v, after, &p)
+            }
         }),
-        Value::Array(items) if !items.is_empty() => items.iter().enumerate()
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .enumerate()
             .try_for_each(|(i, v)| user_values_kept(v, after, &format!("{path}/{i}"))),
         leaf => match after.pointer(path) {
             Some(v) if v == leaf => Ok(()),
