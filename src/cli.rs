@@ -69,6 +69,9 @@ pub struct ServeArgs {
     /// How often the certificate files are checked for a new pair.
     #[arg(long, env = "PORTCULLIS_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub cert_reload_interval: Duration,
+    /// How often the policy directory is read again for changes.
+    #[arg(long, env = "PORTCULLIS_POLICY_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub policy_reload_interval: Duration,
     /// Directory of policy files. Default policies/; when that directory does not exist and
     /// the flag is not given, the default policy compiled into the binary is used.
     #[arg(long, env = "PORTCULLIS_POLICIES")]

@@ -17,7 +17,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::admission;
 use crate::metrics::{EndpointLabels, Metrics, RequestLabels, ViolationLabels};
-use crate::policy::PolicySet;
+use crate::policy::{PolicySet, SharedPolicies};
 use crate::request::{Operation, Request};
 use crate::review::{self, ReviewError};
 use crate::verdict::Verdict;
@@ -32,7 +32,7 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub policies: Arc<PolicySet>,
+    pub policies: Arc<SharedPolicies>,
     /// True once policies and certificate are loaded and the listener serves; false again
     /// when shutting down, so load balancers stop sending before the listener closes.
     pub ready: Arc<AtomicBool>,
@@ -42,7 +42,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(policies: PolicySet) -> Self {
         Self {
-            policies: Arc::new(policies),
+            policies: Arc::new(SharedPolicies::new(policies)),
             ready: Arc::new(AtomicBool::new(false)),
             metrics: Arc::new(Metrics::default()),
         }
@@ -149,7 +149,7 @@ async fn validate(
     let started = Instant::now();
     let span = tracing::info_span!("review", uid = %req.uid);
     let body = span.in_scope(|| {
-        let verdict = admission::validate(&state.policies, &req);
+        let verdict = admission::validate(&state.policies.current(), &req);
         log_validation(&req, &verdict);
         record_validation(&state.metrics, &req, &verdict);
         review::encode_validation(&req, &verdict)
@@ -167,7 +167,7 @@ async fn mutate(
     let started = Instant::now();
     let span = tracing::info_span!("review", uid = %req.uid);
     let body = span.in_scope(|| {
-        let ops = admission::mutate(&state.policies, &req);
+        let ops = admission::mutate(&state.policies.current(), &req);
         tracing::debug!(namespace = %req.namespace, kind = %req.kind,
             operation = ?req.operation, patch_operations = ops.len(), "mutated");
         let outcome = if ops.is_empty() {

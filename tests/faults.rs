@@ -183,3 +183,174 @@ async fn sigterm_under_load_answers_every_accepted_request_exactly_once() {
         "each client can lose at most the one request racing the close"
     );
 }
+
+/// Live policy reload under continuous load, through a ConfigMap-style symlink swap: a valid
+/// new set takes over between requests, an invalid one is refused and the last good set stays
+/// in force, and no request fails or is judged by a half-loaded set.
+#[cfg(unix)]
+#[tokio::test]
+async fn policy_reload_under_load_valid_then_invalid() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("policies");
+    let enforce = std::fs::read_to_string(repo().join("policies/default.yaml")).unwrap();
+    let audit = enforce.replace("mode: enforce", "mode: audit");
+    let broken = enforce.replacen("mode: enforce", "mode: enforced", 1);
+    for (version, text) in [("..v1", &enforce), ("..v2", &audit), ("..v3", &broken)] {
+        std::fs::create_dir_all(mount.join(version)).unwrap();
+        std::fs::write(mount.join(version).join("default.yaml"), text).unwrap();
+    }
+    symlink("..v1", mount.join("..data")).unwrap();
+    symlink("..data/default.yaml", mount.join("default.yaml")).unwrap();
+    let swap = |version: &str| {
+        symlink(version, mount.join("..data_tmp")).unwrap();
+        std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
+    };
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-format", "json", "--policy-reload-interval", "100ms"])
+        .arg("--policies")
+        .arg(&mount)
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Every log line is read at once (a full pipe would stall the server); events are forwarded.
+    let (events, mut event_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(log) = serde_json::from_str::<Value>(&line) {
+                let _ = events.send(log);
+            }
+        }
+    });
+    let mut wait_for = async |message: &str| -> Value {
+        loop {
+            let log = event_rx.recv().await.expect("server exited");
+            if log["fields"]["message"] == message || log["fields"].get(message).is_some() {
+                return log;
+            }
+        }
+    };
+    let addr: std::net::SocketAddr = wait_for("listen").await["fields"]["listen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let ca = std::fs::read_to_string(dir.path().join("certs/ca.crt")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(portcullis::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let template = read_json(&apiserver_fixtures().join("create-pod-2.json"));
+    // Each answer: (order it arrived in, whether it admitted).
+    let order = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let (config, template, order, stop) = (
+            config.clone(),
+            template.clone(),
+            order.clone(),
+            stop.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect("localhost".try_into().unwrap(), tcp)
+                .await
+                .unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let mut seen = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let uid = format!("reload-{c}-{i}");
+                i += 1;
+                let mut review = template.clone();
+                review["request"]["uid"] = Value::String(uid.clone());
+                let req = hyper::Request::post("/validate")
+                    .header("host", "localhost")
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(serde_json::to_vec(&review).unwrap())))
+                    .unwrap();
+                let res = sender
+                    .send_request(req)
+                    .await
+                    .expect("no request fails during reloads");
+                assert_eq!(res.status(), 200);
+                let body: Value =
+                    serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes())
+                        .unwrap();
+                assert_eq!(body["response"]["uid"], uid.as_str());
+                let at = order.fetch_add(1, Ordering::SeqCst);
+                seen.push((at, body["response"]["allowed"] == true));
+            }
+            seen
+        }));
+    }
+
+    let settle = || async {
+        // Enough answers after an event that every client has sent a fresh request.
+        let from = order.load(Ordering::SeqCst);
+        while order.load(Ordering::SeqCst) < from + 40 {
+            tokio::task::yield_now().await;
+        }
+    };
+    settle().await;
+    let before_valid = order.load(Ordering::SeqCst);
+    swap("..v2");
+    wait_for("policies reloaded").await;
+    let after_valid = order.load(Ordering::SeqCst) + 4;
+    settle().await;
+    swap("..v3");
+    let rejected = wait_for("policy reload rejected; the last good policies stay in force").await;
+    let reason = rejected["fields"]["error"].as_str().unwrap();
+    assert!(
+        reason.contains("default.yaml") && reason.contains("enforced"),
+        "{reason}"
+    );
+    settle().await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut answers = Vec::new();
+    for client in clients {
+        answers.extend(client.await.unwrap());
+    }
+    assert!(answers.len() >= 120, "{} answers", answers.len());
+    for (at, allowed) in answers {
+        if at < before_valid {
+            assert!(
+                !allowed,
+                "answer {at}: the enforcing set denies the bare pod"
+            );
+        }
+        if at >= after_valid {
+            assert!(
+                allowed,
+                "answer {at}: the audit set (and, after the broken one, still it) admits"
+            );
+        }
+    }
+    child.kill().await.unwrap();
+}

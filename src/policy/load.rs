@@ -45,34 +45,61 @@ pub fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
 
 /// Loads every policy file in `dir` as one set.
 pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
-    let io = |source| PolicyError::Io {
-        path: dir.to_owned(),
-        source,
-    };
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let path = entry.map_err(io)?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        // Dot-files include a mounted ConfigMap's `..data` symlink farm: the real files are
-        // reached through the top-level symlinks, which `is_file` follows.
-        let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
-        if yaml && !name.starts_with('.') && path.is_file() {
-            files.push(path);
-        }
-    }
-    if files.is_empty() {
-        return Err(PolicyError::Empty(dir.to_owned()));
-    }
-    files.sort();
-    let mut policies = Vec::with_capacity(files.len());
-    for path in files {
-        let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Io {
-            path: path.clone(),
+    Snapshot::read(dir)?.parse()
+}
+
+/// The policy files of a directory as read at one moment: parsed from memory, so a file that
+/// changes while a set is being built cannot mix two versions, and compared with the last
+/// snapshot to tell whether anything changed at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    dir: PathBuf,
+    files: Vec<(PathBuf, String)>,
+}
+
+impl Snapshot {
+    pub fn read(dir: &Path) -> Result<Self, PolicyError> {
+        let io = |source| PolicyError::Io {
+            path: dir.to_owned(),
             source,
-        })?;
-        policies.push(parse(&path.display().to_string(), &text)?);
+        };
+        let mut paths = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            // Dot-files include a mounted ConfigMap's `..data` symlink farm: the real files
+            // are reached through the top-level symlinks, which `is_file` follows.
+            let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+            if yaml && !name.starts_with('.') && path.is_file() {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        let mut files = Vec::with_capacity(paths.len());
+        for path in paths {
+            let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            files.push((path, text));
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            files,
+        })
     }
-    assemble(policies)
+
+    pub fn parse(&self) -> Result<PolicySet, PolicyError> {
+        if self.files.is_empty() {
+            return Err(PolicyError::Empty(self.dir.clone()));
+        }
+        let policies = self
+            .files
+            .iter()
+            .map(|(path, text)| parse(&path.display().to_string(), text))
+            .collect::<Result<Vec<_>, _>>()?;
+        assemble(policies)
+    }
 }
 
 /// Checks that hold across files: unique names, one mutation section.

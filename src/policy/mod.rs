@@ -5,7 +5,28 @@
 
 mod load;
 
-pub use load::{DEFAULT_POLICY, PolicyError, load_dir, parse};
+pub use load::{DEFAULT_POLICY, PolicyError, Snapshot, load_dir, parse};
+
+use std::sync::{Arc, RwLock};
+
+/// The policy set in force, replaced whole on reload. A request takes the set once and is
+/// judged by it to the end, so no request ever sees a half-loaded or mixed set.
+#[derive(Debug)]
+pub struct SharedPolicies(RwLock<Arc<PolicySet>>);
+
+impl SharedPolicies {
+    pub fn new(set: PolicySet) -> Self {
+        Self(RwLock::new(Arc::new(set)))
+    }
+
+    pub fn current(&self) -> Arc<PolicySet> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, set: PolicySet) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+    }
+}
 
 use serde::Deserialize;
 
