@@ -354,3 +354,149 @@ async fn policy_reload_under_load_valid_then_invalid() {
     }
     child.kill().await.unwrap();
 }
+
+/// Certificate rotation in a real process under continuous load: every request on a fresh
+/// connection (a full handshake each), a Secret-style swap to a new pair mid-stream, then a
+/// broken pair that is refused. No request fails; handshakes move to the new certificate.
+#[cfg(unix)]
+#[tokio::test]
+async fn certificate_rotation_under_load_fails_no_request() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("tls");
+    let first = portcullis::tls::generate(&["localhost".into()], 1).unwrap();
+    let second = portcullis::tls::generate(&["localhost".into()], 2).unwrap();
+    portcullis::tls::write(&mount.join("..v1"), &first).unwrap();
+    portcullis::tls::write(&mount.join("..v2"), &second).unwrap();
+    std::fs::create_dir_all(mount.join("..v3")).unwrap();
+    std::fs::write(
+        mount.join("..v3/tls.crt"),
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(mount.join("..v3/tls.key"), "not a key").unwrap();
+    symlink("..v1", mount.join("..data")).unwrap();
+    symlink("..data/tls.crt", mount.join("tls.crt")).unwrap();
+    symlink("..data/tls.key", mount.join("tls.key")).unwrap();
+    let swap = |version: &str| {
+        symlink(version, mount.join("..data_tmp")).unwrap();
+        std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
+    };
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-format", "json", "--cert-reload-interval", "100ms"])
+        .arg("--tls-cert")
+        .arg(mount.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(mount.join("tls.key"))
+        .arg("--policies")
+        .arg(repo().join("policies"))
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (events, mut event_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(log) = serde_json::from_str::<Value>(&line) {
+                let _ = events.send(log);
+            }
+        }
+    });
+    let mut wait_for = async |message: &str| -> Value {
+        loop {
+            let log = event_rx.recv().await.expect("server exited");
+            if log["fields"]["message"] == message || log["fields"].get(message).is_some() {
+                return log;
+            }
+        }
+    };
+    let addr: std::net::SocketAddr = wait_for("listen").await["fields"]["listen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // Clients trust both CAs (a caBundle during rotation) and resume no sessions.
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in [&first.ca_cert, &second.ca_cert] {
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+            .unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(portcullis::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    let config = Arc::new(config);
+    let body = std::fs::read(apiserver_fixtures().join("create-pod.json")).unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (config, body, done, stop) = (config.clone(), body.clone(), done.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut certificates = BTreeSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect("localhost".try_into().unwrap(), tcp)
+                    .await
+                    .expect("every handshake succeeds during rotation");
+                certificates.insert(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec());
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                let req = hyper::Request::post("/validate")
+                    .header("host", "localhost")
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body.clone())))
+                    .unwrap();
+                let res = sender
+                    .send_request(req)
+                    .await
+                    .expect("no request fails during rotation");
+                assert_eq!(res.status(), 200);
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+            certificates
+        }));
+    }
+    let settle = || async {
+        let from = done.load(Ordering::SeqCst);
+        while done.load(Ordering::SeqCst) < from + 40 {
+            tokio::task::yield_now().await;
+        }
+    };
+    settle().await;
+    swap("..v2");
+    wait_for("serving a new certificate").await;
+    settle().await;
+    swap("..v3");
+    wait_for("new certificate rejected; the previous one stays in use").await;
+    settle().await;
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = BTreeSet::new();
+    for client in clients {
+        seen.extend(client.await.unwrap());
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "handshakes moved from the first certificate to the second"
+    );
+    child.kill().await.unwrap();
+}

@@ -360,3 +360,43 @@ async fn client_certificates_are_required_with_a_client_ca() {
         true
     );
 }
+
+/// With the connection cap reached, a further client waits in the accept queue: its handshake
+/// completes only once a held connection closes.
+#[tokio::test]
+async fn the_connection_cap_holds_further_clients_until_one_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = tls::generate(&names(), 1).unwrap();
+    let paths = tls::write(dir.path(), &bundle).unwrap();
+    let config =
+        tls::server_config(tls::CertStore::load(&paths.cert, &paths.key).unwrap(), None).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    tokio::spawn(transport::serve(
+        listener,
+        config,
+        default_app(),
+        limits,
+        std::future::pending(),
+    ));
+    let client = client_config(&bundle.ca_cert, &[b"http/1.1"], false);
+    let first = connect(addr, client.clone(), "localhost").await.unwrap();
+    let _second = connect(addr, client.clone(), "localhost").await.unwrap();
+    let mut third = tokio::spawn(connect(addr, client, "localhost"));
+    // A bound, not a synchronisation: the third must still be waiting after a while.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut third)
+            .await
+            .is_err(),
+        "the cap did not hold"
+    );
+    drop(first);
+    let third = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("admitted once a slot frees");
+    assert!(third.unwrap().is_ok());
+}
