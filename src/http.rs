@@ -59,10 +59,6 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/readyz", get(readyz))
         .fallback(|| async { Error::NotFound })
         .layer(axum::middleware::map_request(refuse_oversized))
-        .layer(axum::middleware::map_response_with_state(
-            state.clone(),
-            close_when_draining,
-        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -91,18 +87,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
-}
-
-/// Once shutdown has begun, every answer asks the client to close the connection: it then
-/// reconnects (to another replica) before its next request, rather than racing the close.
-async fn close_when_draining(State(state): State<AppState>, mut res: Response) -> Response {
-    if !state.ready.load(Ordering::Acquire) {
-        res.headers_mut().insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("close"),
-        );
-    }
-    res
 }
 
 /// Refuses what no apiserver sends before a byte of body is read: an overlong URL (414),
@@ -147,7 +131,7 @@ async fn validate(
 ) -> Result<Response, Error> {
     let req = read_review(&headers, body)?;
     let started = Instant::now();
-    let span = tracing::info_span!("review", uid = %req.uid);
+    let span = tracing::debug_span!("review", uid = %req.uid);
     let body = span.in_scope(|| {
         let verdict = admission::validate(&state.policies.current(), &req);
         log_validation(&req, &verdict);
@@ -155,7 +139,7 @@ async fn validate(
         review::encode_validation(&req, &verdict)
     });
     observe(&state.metrics, "validate", started);
-    Ok(json(body))
+    Ok(json(&state, body))
 }
 
 async fn mutate(
@@ -165,7 +149,7 @@ async fn mutate(
 ) -> Result<Response, Error> {
     let req = read_review(&headers, body)?;
     let started = Instant::now();
-    let span = tracing::info_span!("review", uid = %req.uid);
+    let span = tracing::debug_span!("review", uid = %req.uid);
     let body = span.in_scope(|| {
         let ops = admission::mutate(&state.policies.current(), &req);
         tracing::debug!(namespace = %req.namespace, kind = %req.kind,
@@ -183,7 +167,7 @@ async fn mutate(
         review::encode_mutation(&req, &ops)
     });
     observe(&state.metrics, "mutate", started);
-    Ok(json(body))
+    Ok(json(&state, body))
 }
 
 fn observe(metrics: &Metrics, endpoint: &'static str, started: Instant) {
@@ -198,7 +182,7 @@ fn observe(metrics: &Metrics, endpoint: &'static str, started: Instant) {
 fn request_labels(endpoint: &'static str, req: &Request, outcome: &'static str) -> RequestLabels {
     RequestLabels {
         endpoint,
-        kind: req.workload.map_or("other", |k| k.as_str()).to_owned(),
+        kind: req.workload.map_or("other", |k| k.as_str()),
         operation: match req.operation {
             Operation::Create => "CREATE",
             Operation::Update => "UPDATE",
@@ -243,8 +227,18 @@ fn read_review(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Resu
     Ok(review::decode(&body)?)
 }
 
-fn json(body: Vec<u8>) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+/// A JSON answer. Once shutdown has begun it also asks the client to close the connection:
+/// the client then reconnects (to another replica) before its next request instead of racing
+/// the close.
+fn json(state: &AppState, body: Vec<u8>) -> Response {
+    let mut res = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if !state.ready.load(Ordering::Acquire) {
+        res.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    res
 }
 
 /// One line per decision; plain allows at debug so the log shows what matters.
@@ -263,7 +257,7 @@ fn log_validation(req: &Request, verdict: &Verdict) {
     let plain = matches!(verdict, Verdict::Skipped(_)) || outcome == "allowed";
     macro_rules! decision {
         ($level:expr) => {
-            tracing::event!($level, namespace = %req.namespace, kind = %req.kind,
+            tracing::event!($level, uid = %req.uid, namespace = %req.namespace, kind = %req.kind,
                 name = %req.name, operation = ?req.operation, user = %req.user, dry_run = req.dry_run,
                 outcome, violations = ?violations, "validated")
         };

@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicI64;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub endpoint: &'static str,
-    pub kind: String,
+    pub kind: &'static str,
     pub operation: &'static str,
     pub outcome: &'static str,
 }
