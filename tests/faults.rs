@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -17,9 +16,7 @@ use axum::body::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const CLIENTS: usize = 8;
 const PER_CLIENT: usize = 400;
@@ -35,54 +32,21 @@ enum End {
 #[tokio::test]
 async fn sigterm_under_load_answers_every_accepted_request_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--log-format",
-            "json",
-            "--drain-timeout",
-            "20s",
-            "--shutdown-delay",
-            "1s",
-        ])
-        .arg("--policies")
-        .arg(repo().join("policies"))
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr: std::net::SocketAddr = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("server exited early");
-        let log: Value = serde_json::from_str(&line).unwrap();
-        if let Some(listen) = log["fields"]["listen"].as_str() {
-            break listen.parse().unwrap();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let ca = std::fs::read_to_string(dir.path().join("certs/ca.crt")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
-        .unwrap();
-    let config = Arc::new(
-        rustls::ClientConfig::builder_with_provider(portcullis::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
+    let mut server = Portcullis::spawn(
+        portcullis_serve(dir.path())
+            .args([
+                "--drain-timeout",
+                "20s",
+                "--shutdown-delay",
+                "1s",
+                "--policies",
+            ])
+            .arg(repo().join("policies")),
+    );
+    let addr = server.address("listen").await;
+    let config = tls_client(
+        &[&std::fs::read_to_string(dir.path().join("certs/ca.crt")).unwrap()],
+        &[],
     );
     let template = read_json(&apiserver_fixtures().join("create-pod-2.json"));
     let answered = Arc::new(AtomicUsize::new(0));
@@ -147,7 +111,7 @@ async fn sigterm_under_load_answers_every_accepted_request_exactly_once() {
     while answered.load(Ordering::Relaxed) < 300 {
         progress.notified().await;
     }
-    let pid = child.id().unwrap() as libc::pid_t;
+    let pid = server.child.id().unwrap() as libc::pid_t;
     // SAFETY: kill(2) on our own child's pid has no memory effects.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
 
@@ -172,7 +136,7 @@ async fn sigterm_under_load_answers_every_accepted_request_exactly_once() {
             );
         }
     }
-    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+    let exit = tokio::time::timeout(Duration::from_secs(30), server.child.wait())
         .await
         .unwrap()
         .unwrap();
@@ -207,58 +171,15 @@ async fn policy_reload_under_load_valid_then_invalid() {
         std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
     };
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--log-format", "json", "--policy-reload-interval", "100ms"])
-        .arg("--policies")
-        .arg(&mount)
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    // Every log line is read at once (a full pipe would stall the server); events are forwarded.
-    let (events, mut event_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(log) = serde_json::from_str::<Value>(&line) {
-                let _ = events.send(log);
-            }
-        }
-    });
-    let mut wait_for = async |message: &str| -> Value {
-        loop {
-            let log = event_rx.recv().await.expect("server exited");
-            if log["fields"]["message"] == message || log["fields"].get(message).is_some() {
-                return log;
-            }
-        }
-    };
-    let addr: std::net::SocketAddr = wait_for("listen").await["fields"]["listen"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-
-    let ca = std::fs::read_to_string(dir.path().join("certs/ca.crt")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
-        .unwrap();
-    let config = Arc::new(
-        rustls::ClientConfig::builder_with_provider(portcullis::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
+    let mut server = Portcullis::spawn(
+        portcullis_serve(dir.path())
+            .args(["--policy-reload-interval", "100ms", "--policies"])
+            .arg(&mount),
+    );
+    let addr = server.address("listen").await;
+    let config = tls_client(
+        &[&std::fs::read_to_string(dir.path().join("certs/ca.crt")).unwrap()],
+        &[],
     );
     let template = read_json(&apiserver_fixtures().join("create-pod-2.json"));
     // Each answer: (order it arrived in, whether it admitted).
@@ -320,11 +241,13 @@ async fn policy_reload_under_load_valid_then_invalid() {
     settle().await;
     let before_valid = order.load(Ordering::SeqCst);
     swap("..v2");
-    wait_for("policies reloaded").await;
+    server.wait_for("policies reloaded").await;
     let after_valid = order.load(Ordering::SeqCst) + 4;
     settle().await;
     swap("..v3");
-    let rejected = wait_for("policy reload rejected; the last good policies stay in force").await;
+    let rejected = server
+        .wait_for("policy reload rejected; the last good policies stay in force")
+        .await;
     let reason = rejected["fields"]["error"].as_str().unwrap();
     assert!(
         reason.contains("default.yaml") && reason.contains("enforced"),
@@ -352,7 +275,7 @@ async fn policy_reload_under_load_valid_then_invalid() {
             );
         }
     }
-    child.kill().await.unwrap();
+    server.child.kill().await.unwrap();
 }
 
 /// Certificate rotation in a real process under continuous load: every request on a fresh
@@ -383,64 +306,18 @@ async fn certificate_rotation_under_load_fails_no_request() {
         std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
     };
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--log-format", "json", "--cert-reload-interval", "100ms"])
-        .arg("--tls-cert")
-        .arg(mount.join("tls.crt"))
-        .arg("--tls-key")
-        .arg(mount.join("tls.key"))
-        .arg("--policies")
-        .arg(repo().join("policies"))
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let (events, mut event_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(log) = serde_json::from_str::<Value>(&line) {
-                let _ = events.send(log);
-            }
-        }
-    });
-    let mut wait_for = async |message: &str| -> Value {
-        loop {
-            let log = event_rx.recv().await.expect("server exited");
-            if log["fields"]["message"] == message || log["fields"].get(message).is_some() {
-                return log;
-            }
-        }
-    };
-    let addr: std::net::SocketAddr = wait_for("listen").await["fields"]["listen"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-
-    // Clients trust both CAs (a caBundle during rotation) and resume no sessions.
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in [&first.ca_cert, &second.ca_cert] {
-        roots
-            .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
-            .unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(portcullis::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
-    let config = Arc::new(config);
+    let mut server = Portcullis::spawn(
+        portcullis_serve(dir.path())
+            .args(["--cert-reload-interval", "100ms", "--tls-cert"])
+            .arg(mount.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(mount.join("tls.key"))
+            .arg("--policies")
+            .arg(repo().join("policies")),
+    );
+    let addr = server.address("listen").await;
+    // Clients trust both CAs, as a caBundle does during a rotation.
+    let config = tls_client(&[&first.ca_cert, &second.ca_cert], &[]);
     let body = std::fs::read(apiserver_fixtures().join("create-pod.json")).unwrap();
     let done = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -483,10 +360,12 @@ async fn certificate_rotation_under_load_fails_no_request() {
     };
     settle().await;
     swap("..v2");
-    wait_for("serving a new certificate").await;
+    server.wait_for("serving a new certificate").await;
     settle().await;
     swap("..v3");
-    wait_for("new certificate rejected; the previous one stays in use").await;
+    server
+        .wait_for("new certificate rejected; the previous one stays in use")
+        .await;
     settle().await;
     stop.store(true, Ordering::Relaxed);
     let mut seen = BTreeSet::new();
@@ -498,5 +377,5 @@ async fn certificate_rotation_under_load_fails_no_request() {
         2,
         "handshakes moved from the first certificate to the second"
     );
-    child.kill().await.unwrap();
+    server.child.kill().await.unwrap();
 }

@@ -6,84 +6,46 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 struct Server {
     addr: SocketAddr,
     ca: String,
-    _child: tokio::process::Child,
+    _process: Portcullis,
     _dir: tempfile::TempDir,
 }
 
 async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--log-format",
-            "json",
-            "--connection-timeout",
-            "1s",
-            "--request-timeout",
-            "2s",
-        ])
-        .arg("--policies")
-        .arg(repo().join("policies"))
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("server exited early");
-        let log: Value = serde_json::from_str(&line).unwrap();
-        if let Some(listen) = log["fields"]["listen"].as_str() {
-            break listen.parse().unwrap();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let mut process = Portcullis::spawn(
+        portcullis_serve(dir.path())
+            .args([
+                "--connection-timeout",
+                "1s",
+                "--request-timeout",
+                "2s",
+                "--policies",
+            ])
+            .arg(repo().join("policies")),
+    );
+    let addr = process.address("listen").await;
     let ca = std::fs::read_to_string(dir.path().join("certs/ca.crt")).unwrap();
     Server {
         addr,
         ca,
-        _child: child,
+        _process: process,
         _dir: dir,
     }
 }
 
 fn tls_config(ca: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
-        .unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(portcullis::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
+    tls_client(&[ca], alpn)
 }
 
 async fn tls(server: &Server) -> tokio_rustls::client::TlsStream<TcpStream> {

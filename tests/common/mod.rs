@@ -195,3 +195,86 @@ pub fn review(
 pub fn create(object: &Value) -> Value {
     review("CREATE", "team-a", Some(object), None)
 }
+
+/// `portcullis serve` on loopback ports with JSON logs at info, run in `dir`; add flags, then
+/// hand it to `Portcullis::spawn`.
+pub fn portcullis_serve(dir: &Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-format", "json"])
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// A running portcullis process. Every log line is read as it comes (a full pipe would stall
+/// the server) and forwarded, so a test can wait for the events it cares about.
+pub struct Portcullis {
+    pub child: tokio::process::Child,
+    events: tokio::sync::mpsc::UnboundedReceiver<Value>,
+}
+
+impl Portcullis {
+    pub fn spawn(command: &mut tokio::process::Command) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = command.spawn().expect("the portcullis binary starts");
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(log) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(log);
+                }
+            }
+        });
+        Self { child, events }
+    }
+
+    /// The next log line whose message is `key`, or which carries a field named `key`.
+    pub async fn wait_for(&mut self, key: &str) -> Value {
+        loop {
+            let log = self.events.recv().await.expect("the server exited");
+            if log["fields"]["message"] == key || log["fields"].get(key).is_some() {
+                return log;
+            }
+        }
+    }
+
+    /// The address the server logs under `field` (`listen`, `metrics_listen`).
+    pub async fn address(&mut self, field: &str) -> std::net::SocketAddr {
+        self.wait_for(field).await["fields"][field]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// A TLS client trusting the PEM CAs in `cas`, offering `alpn`, with session resumption off so
+/// every connection is a full handshake, as kube-apiserver's Go client makes them.
+pub fn tls_client(cas: &[&str], alpn: &[&[u8]]) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in cas {
+        for ca in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots.add(ca.unwrap()).unwrap();
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(portcullis::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.resumption = rustls::client::Resumption::disabled();
+    std::sync::Arc::new(config)
+}
