@@ -163,18 +163,6 @@ pub fn decode_json(kind: WorkloadKind, json: &str) -> Result<Workload, serde_jso
     Ok(workload)
 }
 
-/// Decodes an object from a JSON value (a manifest read from YAML or JSON).
-pub fn decode_value(
-    kind: WorkloadKind,
-    object: &serde_json::Value,
-) -> Result<Workload, serde_json::Error> {
-    let mut workload = decode(kind, object)?;
-    if has_sourceless_volume(&workload) {
-        note_unknown_volume_sources(kind, object, &mut workload);
-    }
-    Ok(workload)
-}
-
 /// The apiserver defaults a volume without a source to emptyDir before admission, so a
 /// volume that reaches us with no known source either is such a manifest or carries a source
 /// type newer than k8s-openapi. Only then is the object read a second time, to tell which.
@@ -182,7 +170,7 @@ fn has_sourceless_volume(w: &Workload) -> bool {
     w.pod_spec
         .iter()
         .flat_map(|s| s.volumes.iter().flatten())
-        .any(|v| volume_source_count(v) == 0)
+        .any(|v| !has_known_source(v))
 }
 
 fn note_unknown_volume_sources(kind: WorkloadKind, object: &serde_json::Value, w: &mut Workload) {
@@ -196,7 +184,7 @@ fn note_unknown_volume_sources(kind: WorkloadKind, object: &serde_json::Value, w
             if w.pod_spec
                 .iter()
                 .flat_map(|s| s.volumes.iter().flatten())
-                .any(|v| v.name == name && volume_source_count(v) == 0)
+                .any(|v| v.name == name && !has_known_source(v))
             {
                 w.unknown_volume_sources.push(format!("{name}:{source}"));
             }
@@ -204,16 +192,39 @@ fn note_unknown_volume_sources(kind: WorkloadKind, object: &serde_json::Value, w
     }
 }
 
-/// How many volume source fields known to k8s-openapi are set.
-pub fn volume_source_count(v: &k8s_openapi::api::core::v1::Volume) -> usize {
-    let mut value = serde_json::to_value(v).unwrap_or_default();
-    value
-        .as_object_mut()
-        .map(|m| {
-            m.remove("name");
-            m.len()
-        })
-        .unwrap_or(0)
+/// Whether any volume source known to k8s-openapi is set: checked field by field, since it
+/// runs for every volume of every decoded pod.
+pub fn has_known_source(v: &k8s_openapi::api::core::v1::Volume) -> bool {
+    v.aws_elastic_block_store.is_some()
+        || v.azure_disk.is_some()
+        || v.azure_file.is_some()
+        || v.cephfs.is_some()
+        || v.cinder.is_some()
+        || v.config_map.is_some()
+        || v.csi.is_some()
+        || v.downward_api.is_some()
+        || v.empty_dir.is_some()
+        || v.ephemeral.is_some()
+        || v.fc.is_some()
+        || v.flex_volume.is_some()
+        || v.flocker.is_some()
+        || v.gce_persistent_disk.is_some()
+        || v.git_repo.is_some()
+        || v.glusterfs.is_some()
+        || v.host_path.is_some()
+        || v.image.is_some()
+        || v.iscsi.is_some()
+        || v.nfs.is_some()
+        || v.persistent_volume_claim.is_some()
+        || v.photon_persistent_disk.is_some()
+        || v.portworx_volume.is_some()
+        || v.projected.is_some()
+        || v.quobyte.is_some()
+        || v.rbd.is_some()
+        || v.scale_io.is_some()
+        || v.secret.is_some()
+        || v.storageos.is_some()
+        || v.vsphere_volume.is_some()
 }
 
 /// The few shapes between an object's root and its pod spec. Everything else in the object

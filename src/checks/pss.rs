@@ -556,11 +556,11 @@ fn volume_types(t: &Target, out: &mut Vec<Finding>) {
             .unknown_volume_sources
             .iter()
             .find_map(|u| u.strip_prefix(&format!("{}:", v.name)));
-        let kind = match (crate::workload::volume_source_count(v), unknown) {
+        let kind = match (crate::workload::has_known_source(v), unknown) {
             (_, Some(source)) => format!("{source} (a type this portcullis build does not know)"),
             // No source at all: the apiserver defaults it to emptyDir before admission.
-            (0, None) => continue,
-            _ => serde_json::to_value(v)
+            (false, None) => continue,
+            (true, None) => serde_json::to_value(v)
                 .ok()
                 .and_then(|j| {
                     j.as_object()
