@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 fn binary() -> Command {
@@ -18,23 +18,8 @@ fn binary() -> Command {
 #[tokio::test]
 async fn serve_on_a_fresh_machine_generates_a_dev_certificate_and_drains_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = binary()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--log-format", "json"])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let [addr, metrics] = wait_for_fields(&mut lines, ["listen", "metrics_listen"]).await;
+    let mut server = Portcullis::spawn(&mut portcullis_serve(dir.path()));
+    let [addr, metrics] = server.addresses(["listen", "metrics_listen"]).await;
     let certs = dir.path().join("certs");
     for f in ["ca.crt", "tls.crt", "tls.key"] {
         assert!(certs.join(f).is_file(), "{f} not generated");
@@ -71,10 +56,12 @@ async fn serve_on_a_fresh_machine_generates_a_dev_certificate_and_drains_on_sigt
     in_flight.read_exact(&mut interim).await.unwrap();
     assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
     let rest = review.as_slice();
-    let pid = child.id().unwrap() as libc::pid_t;
+    let pid = server.child.id().unwrap() as libc::pid_t;
     // SAFETY: kill(2) on our own child's pid has no memory effects.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    wait_for_message(&mut lines, "listener closed; draining in-flight requests").await;
+    server
+        .wait_for("listener closed; draining in-flight requests")
+        .await;
     // Unready at once, so kubelet and the Service stop sending; the listener is closed.
     assert!(
         plain_get(metrics, "/readyz")
@@ -94,50 +81,11 @@ async fn serve_on_a_fresh_machine_generates_a_dev_certificate_and_drains_on_sigt
         answer.contains("6506b51d-0eb5-4129-a9a2-550fb38d21ab"),
         "the uid is answered"
     );
-    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+    let exit = tokio::time::timeout(Duration::from_secs(30), server.child.wait())
         .await
         .expect("exits after draining")
         .unwrap();
     assert!(exit.success(), "SIGTERM must exit 0, got {exit}");
-}
-
-type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
-
-/// Reads JSON log lines until every one of `fields` has appeared (in any order), and parses
-/// each as an address.
-async fn wait_for_fields<const N: usize>(
-    lines: &mut Lines,
-    fields: [&str; N],
-) -> [std::net::SocketAddr; N] {
-    let mut found: [Option<std::net::SocketAddr>; N] = [None; N];
-    while found.iter().any(Option::is_none) {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("server exited early");
-        let log: serde_json::Value = serde_json::from_str(&line).expect("json log lines");
-        for (slot, field) in found.iter_mut().zip(fields) {
-            if let Some(value) = log["fields"][field].as_str() {
-                *slot = Some(value.parse().unwrap());
-            }
-        }
-    }
-    found.map(Option::unwrap)
-}
-
-async fn wait_for_message(lines: &mut Lines, message: &str) {
-    loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("server exited early");
-        let log: serde_json::Value = serde_json::from_str(&line).expect("json log lines");
-        if log["fields"]["message"] == message {
-            return;
-        }
-    }
 }
 
 /// A plain-HTTP GET to the metrics listener, returning the whole answer.
@@ -157,18 +105,8 @@ async fn tls_connect(
     addr: std::net::SocketAddr,
     ca: &str,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(portcullis::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    tokio_rustls::TlsConnector::from(tls_client(&[ca], &[]))
         .connect("localhost".try_into().unwrap(), tcp)
         .await
         .unwrap()
@@ -176,21 +114,7 @@ async fn tls_connect(
 
 /// A minimal GET over TLS that returns the status line.
 async fn curl_like(addr: std::net::SocketAddr, ca: &str, path: &str) -> String {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(portcullis::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut tls = tls_connect(addr, ca).await;
     tls.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
     )
@@ -385,19 +309,19 @@ async fn the_image_layout_runs_as_non_root_from_a_read_only_directory() {
         .map(|a| rerooted(a))
         .collect();
     argv.extend(directive("CMD").iter().map(|a| rerooted(a)));
-    let mut child = Command::new("setpriv")
-        .args(["--reuid", uid, "--regid", gid, "--clear-groups", "--"])
-        .args(&argv)
-        .current_dir(root)
-        .env("PORTCULLIS_METRICS_LISTEN", "127.0.0.1:0")
-        .env("PORTCULLIS_LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("setpriv (util-linux) runs the binary as the image's user");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let [addr] = wait_for_fields(&mut lines, ["listen"]).await;
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id().unwrap())).unwrap();
+    let mut server = Portcullis::spawn(
+        Command::new("setpriv")
+            .args(["--reuid", uid, "--regid", gid, "--clear-groups", "--"])
+            .args(&argv)
+            .current_dir(root)
+            .env("PORTCULLIS_METRICS_LISTEN", "127.0.0.1:0")
+            .env("PORTCULLIS_LOG_FORMAT", "json")
+            .stderr(Stdio::piped())
+            .kill_on_drop(true),
+    );
+    let [addr] = server.addresses(["listen"]).await;
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", server.child.id().unwrap())).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert!(
         uid_line.split_whitespace().skip(1).all(|u| u == uid),
@@ -410,10 +334,10 @@ async fn the_image_layout_runs_as_non_root_from_a_read_only_directory() {
     );
     // SAFETY: kill(2) on our own child's pid has no memory effects.
     assert_eq!(
-        unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) },
+        unsafe { libc::kill(server.child.id().unwrap() as libc::pid_t, libc::SIGTERM) },
         0
     );
-    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+    let exit = tokio::time::timeout(Duration::from_secs(30), server.child.wait())
         .await
         .unwrap()
         .unwrap();
@@ -445,27 +369,14 @@ async fn a_secret_style_symlink_swap_is_picked_up_while_serving() {
     symlink("..data/tls.crt", mount.join("tls.crt")).unwrap();
     symlink("..data/tls.key", mount.join("tls.key")).unwrap();
 
-    let mut child = binary()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--log-format", "json", "--cert-reload-interval", "100ms"])
-        .arg("--tls-cert")
-        .arg(mount.join("tls.crt"))
-        .arg("--tls-key")
-        .arg(mount.join("tls.key"))
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let [addr] = wait_for_fields(&mut lines, ["listen"]).await;
+    let mut server = Portcullis::spawn(
+        portcullis_serve(dir.path())
+            .args(["--cert-reload-interval", "100ms", "--tls-cert"])
+            .arg(mount.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(mount.join("tls.key")),
+    );
+    let [addr] = server.addresses(["listen"]).await;
     assert!(
         curl_like(addr, &first.ca_cert, "/readyz")
             .await
@@ -475,11 +386,11 @@ async fn a_secret_style_symlink_swap_is_picked_up_while_serving() {
     // kubelet's atomic update: a new `..data` link renamed over the old one.
     symlink("..v2", mount.join("..data_tmp")).unwrap();
     std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
-    wait_for_message(&mut lines, "serving a new certificate").await;
+    server.wait_for("serving a new certificate").await;
     assert!(
         curl_like(addr, &second.ca_cert, "/readyz")
             .await
             .starts_with("HTTP/1.1 200")
     );
-    child.kill().await.unwrap();
+    server.child.kill().await.unwrap();
 }

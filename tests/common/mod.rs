@@ -249,6 +249,23 @@ impl Portcullis {
         }
     }
 
+    /// The addresses logged under each of `fields`, in whatever order the lines come.
+    pub async fn addresses<const N: usize>(
+        &mut self,
+        fields: [&str; N],
+    ) -> [std::net::SocketAddr; N] {
+        let mut found = [None; N];
+        while found.iter().any(Option::is_none) {
+            let log = self.events.recv().await.expect("the server exited");
+            for (slot, field) in found.iter_mut().zip(fields) {
+                if let Some(value) = log["fields"][field].as_str() {
+                    *slot = Some(value.parse().unwrap());
+                }
+            }
+        }
+        found.map(Option::unwrap)
+    }
+
     /// The address the server logs under `field` (`listen`, `metrics_listen`).
     pub async fn address(&mut self, field: &str) -> std::net::SocketAddr {
         self.wait_for(field).await["fields"][field]
