@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use divan::{Bencher, black_box};
 use portcullis::policy::{self, PolicySet};
+use portcullis::rollout::Context;
 use portcullis::{admission, review};
 
 #[global_allocator]
@@ -55,7 +56,7 @@ fn validate_review(bencher: Bencher, set: &PolicySet, body: &[u8]) {
         .counter(divan::counter::BytesCount::new(body.len()))
         .bench(|| {
             let req = review::decode(black_box(body)).unwrap();
-            let verdict = admission::validate(set, &req);
+            let verdict = admission::validate(set, &req, &Context::now());
             review::encode_validation(&req, &verdict)
         });
 }
@@ -108,7 +109,7 @@ fn evaluate_profile(bencher: Bencher, name: &str) {
     let set = profile(name);
     let body = restricted_pod_review();
     let req = review::decode(&body).unwrap();
-    bencher.bench(|| admission::validate(&set, black_box(&req)));
+    bencher.bench(|| admission::validate(&set, black_box(&req), &Context::now()));
 }
 
 /// The PSA restricted `base` fixture's pod (one container, one init container), as a review.

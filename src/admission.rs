@@ -10,6 +10,7 @@ use crate::checks::{self, Target};
 use crate::defaults;
 use crate::policy::{MutationTarget, PolicySet};
 use crate::request::{Decoded, Operation, Request};
+use crate::rollout::{self, Context};
 use crate::verdict::{Skip, Verdict};
 use crate::workload::WorkloadKind;
 
@@ -43,7 +44,7 @@ fn gate(req: &Request) -> Result<WorkloadKind, Skip> {
 }
 
 /// Judges a request against every policy that applies to its namespace.
-pub fn validate(set: &PolicySet, req: &Request) -> Verdict {
+pub fn validate(set: &PolicySet, req: &Request, ctx: &Context) -> Verdict {
     let kind = match gate(req) {
         Ok(kind) => kind,
         Err(skip) => return Verdict::Skipped(skip),
@@ -91,7 +92,13 @@ pub fn validate(set: &PolicySet, req: &Request) -> Verdict {
     };
     let mut violations = Vec::new();
     for policy in policies {
-        checks::run(policy, &target, &mut violations);
+        let start = violations.len();
+        let mode_of = |check, configured| {
+            rollout::effective_mode(policy, check, configured, &req.namespace, ctx)
+        };
+        checks::run(policy, &target, mode_of, &mut violations);
+        let found = &mut violations[start..];
+        rollout::apply_exemptions(policy, &req.namespace, workload, &spec, ctx, found);
     }
     Verdict::Judged(violations)
 }

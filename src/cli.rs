@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve /validate and /mutate over HTTPS.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a CA and a serving certificate for the in-cluster Service, and print the caBundle.
     Certs(CertsArgs),
 }
@@ -76,6 +76,14 @@ pub struct ServeArgs {
     /// the flag is not given, the default policy compiled into the binary is used.
     #[arg(long, env = "PORTCULLIS_POLICIES")]
     pub policies: Option<PathBuf>,
+    /// A second policy directory judged on every request alongside the real one, never
+    /// answered with: disagreements are logged and counted (shadow evaluation).
+    #[arg(long, env = "PORTCULLIS_CANDIDATE_POLICIES")]
+    pub candidate_policies: Option<PathBuf>,
+    /// Keep a cache of namespace labels for `namespaceLabels` and namespace selectors:
+    /// `auto` watches when running in a cluster, `always` also from a kubeconfig.
+    #[arg(long, env = "PORTCULLIS_WATCH_NAMESPACES", value_enum, default_value_t = WatchNamespaces::Auto)]
+    pub watch_namespaces: WatchNamespaces,
     /// Deadline for one request, body included; keep it below the webhooks' timeoutSeconds.
     #[arg(long, env = "PORTCULLIS_REQUEST_TIMEOUT", default_value = "4s", value_parser = parse_duration)]
     pub request_timeout: Duration,
@@ -97,6 +105,13 @@ pub struct ServeArgs {
     /// Log line format.
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WatchNamespaces {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

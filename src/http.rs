@@ -15,11 +15,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::timeout::TimeoutLayer;
 
+use std::collections::BTreeSet;
+
 use crate::admission;
-use crate::metrics::{EndpointLabels, Metrics, RequestLabels, ViolationLabels};
-use crate::policy::{PolicySet, SharedPolicies};
+use crate::checks::CheckId;
+use crate::metrics::{
+    EndpointLabels, ExemptionLabels, Metrics, RequestLabels, ShadowLabels, ViolationLabels,
+};
+use crate::namespaces::NamespaceCache;
+use crate::policy::{Date, PolicySet, SharedPolicies};
 use crate::request::{Operation, Request};
 use crate::review::{self, ReviewError};
+use crate::rollout::Context;
 use crate::verdict::Verdict;
 
 /// Large enough for an UPDATE carrying object and oldObject at the apiserver's 3 MiB object
@@ -30,9 +37,17 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// The apiserver's URLs are a path and `?timeout=10s`; anything much longer is not from it.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 
+/// Today's date, asked once per request: the schedule and exemption expiry depend on it.
+/// Injected so tests can pin any day.
+pub type Clock = Arc<dyn Fn() -> Date + Send + Sync>;
+
 #[derive(Clone)]
 pub struct AppState {
     pub policies: Arc<SharedPolicies>,
+    /// `--candidate-policies`: judged alongside, never answered with.
+    pub candidate: Option<Arc<SharedPolicies>>,
+    pub namespaces: NamespaceCache,
+    pub clock: Clock,
     /// True once policies and certificate are loaded and the listener serves; false again
     /// when shutting down, so load balancers stop sending before the listener closes.
     pub ready: Arc<AtomicBool>,
@@ -41,11 +56,31 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(policies: PolicySet) -> Self {
+        let metrics = Metrics::default();
+        metrics.set_exemptions(&policies, Date::today());
         Self {
             policies: Arc::new(SharedPolicies::new(policies)),
+            candidate: None,
+            namespaces: NamespaceCache::disabled(),
+            clock: Arc::new(Date::today),
             ready: Arc::new(AtomicBool::new(false)),
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(metrics),
         }
+    }
+
+    pub fn with_candidate(mut self, candidate: PolicySet) -> Self {
+        self.candidate = Some(Arc::new(SharedPolicies::new(candidate)));
+        self
+    }
+
+    pub fn with_namespaces(mut self, namespaces: NamespaceCache) -> Self {
+        self.namespaces = namespaces;
+        self
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 }
 
@@ -133,13 +168,49 @@ async fn validate(
     let started = Instant::now();
     let span = tracing::debug_span!("review", uid = %req.uid);
     let body = span.in_scope(|| {
-        let verdict = admission::validate(&state.policies.current(), &req);
+        let meta = if state.namespaces.is_watching() {
+            state.namespaces.get(&req.namespace)
+        } else {
+            None
+        };
+        let ctx = Context {
+            today: (state.clock)(),
+            namespace_labels: NamespaceCache::labels(&meta),
+        };
+        let verdict = admission::validate(&state.policies.current(), &req, &ctx);
         log_validation(&req, &verdict);
         record_validation(&state.metrics, &req, &verdict);
+        if let Some(candidate) = &state.candidate {
+            let shadow = admission::validate(&candidate.current(), &req, &ctx);
+            compare_shadow(&state.metrics, &req, &verdict, &shadow);
+        }
         review::encode_validation(&req, &verdict)
     });
     observe(&state.metrics, "validate", started);
     Ok(json(&state, body))
+}
+
+/// Logs and counts where the candidate set would decide a check differently. Only enforced
+/// denials count: they are what switching sets would change for the workload's owner.
+fn compare_shadow(metrics: &Metrics, req: &Request, current: &Verdict, candidate: &Verdict) {
+    let denied = |v: &Verdict| -> BTreeSet<CheckId> { v.denials().map(|d| d.check).collect() };
+    let (now, then) = (denied(current), denied(candidate));
+    let changes = then
+        .difference(&now)
+        .map(|c| (c, "newly-denied"))
+        .chain(now.difference(&then).map(|c| (c, "no-longer-denied")));
+    for (check, change) in changes {
+        tracing::info!(uid = %req.uid, namespace = %req.namespace, kind = %req.kind,
+            name = %req.name, operation = ?req.operation, user = %req.user,
+            dry_run = req.dry_run, check = check.as_str(), change,
+            "candidate policies disagree");
+        let labels = ShadowLabels {
+            check: check.as_str(),
+            namespace: req.namespace.clone(),
+            change,
+        };
+        metrics.shadow_disagreements.get_or_create(&labels).inc();
+    }
 }
 
 async fn mutate(
@@ -190,6 +261,7 @@ fn request_labels(endpoint: &'static str, req: &Request, outcome: &'static str) 
             Operation::Connect => "CONNECT",
         },
         outcome,
+        dry_run: if req.dry_run { "true" } else { "false" },
     }
 }
 
@@ -204,13 +276,27 @@ fn record_validation(metrics: &Metrics, req: &Request, verdict: &Verdict) {
         .requests
         .get_or_create(&request_labels("validate", req, outcome))
         .inc();
+    let dry_run = if req.dry_run { "true" } else { "false" };
     for v in verdict.violations() {
         let labels = ViolationLabels {
             check: v.check.as_str(),
-            mode: v.mode.as_str(),
+            mode: if v.exemption.is_some() {
+                "exempt"
+            } else {
+                v.mode.as_str()
+            },
             namespace: req.namespace.clone(),
+            dry_run,
         };
         metrics.violations.get_or_create(&labels).inc();
+        if let Some(e) = &v.exemption {
+            let labels = ExemptionLabels {
+                check: v.check.as_str(),
+                namespace: req.namespace.clone(),
+                source: e.source.as_str(),
+            };
+            metrics.exemptions_applied.get_or_create(&labels).inc();
+        }
     }
 }
 
@@ -241,12 +327,10 @@ fn json(state: &AppState, body: Vec<u8>) -> Response {
     res
 }
 
-/// One line per decision; plain allows at debug so the log shows what matters.
+/// One line per decision that is not a plain allow, and one per violation in it, each with
+/// uid, namespace, kind, name, operation, user and dryRun so any can be read alone; plain
+/// allows and skips at debug.
 fn log_validation(req: &Request, verdict: &Verdict) {
-    let violations: Vec<String> = verdict
-        .violations()
-        .map(|v| format!("{}:{}", v.check.as_str(), v.mode.as_str()))
-        .collect();
     let outcome = match verdict {
         Verdict::Skipped(skip) => skip.as_str(),
         Verdict::Unjudgeable(_) => "unjudgeable",
@@ -254,18 +338,35 @@ fn log_validation(req: &Request, verdict: &Verdict) {
         Verdict::Judged(v) if v.is_empty() => "allowed",
         Verdict::Judged(_) => "allowed-with-violations",
     };
-    let plain = matches!(verdict, Verdict::Skipped(_)) || outcome == "allowed";
-    macro_rules! decision {
-        ($level:expr) => {
+    macro_rules! line {
+        ($level:expr, $($field:tt)*) => {
             tracing::event!($level, uid = %req.uid, namespace = %req.namespace, kind = %req.kind,
-                name = %req.name, operation = ?req.operation, user = %req.user, dry_run = req.dry_run,
-                outcome, violations = ?violations, "validated")
+                name = %req.name, operation = ?req.operation, user = %req.user,
+                dry_run = req.dry_run, $($field)*)
         };
     }
-    if plain {
-        decision!(tracing::Level::DEBUG);
-    } else {
-        decision!(tracing::Level::INFO);
+    if matches!(verdict, Verdict::Skipped(_)) || outcome == "allowed" {
+        line!(tracing::Level::DEBUG, outcome, "validated");
+        return;
+    }
+    if let Verdict::Unjudgeable(reason) = verdict {
+        line!(tracing::Level::INFO, outcome, reason = %reason, "validated");
+        return;
+    }
+    line!(
+        tracing::Level::INFO,
+        outcome,
+        violations = verdict.violations().count(),
+        "validated"
+    );
+    for v in verdict.violations() {
+        let (result, exemption) = match &v.exemption {
+            Some(e) => ("exempted", e.name.as_str()),
+            None => (v.mode.participle(), ""),
+        };
+        line!(tracing::Level::INFO, policy = %v.policy, check = v.check.as_str(),
+            mode = v.mode.as_str(), outcome = result, exemption, field = %v.field,
+            problem = %v.problem, "violation");
     }
 }
 

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     let started = std::time::Instant::now();
     let cli = Cli::parse();
     let args = match cli.command {
-        Command::Serve(args) => args,
+        Command::Serve(args) => *args,
         Command::Certs(args) => {
             return match portcullis::certs::run(&args) {
                 Ok(()) => ExitCode::SUCCESS,

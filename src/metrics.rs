@@ -17,6 +17,8 @@ pub struct RequestLabels {
     pub kind: &'static str,
     pub operation: &'static str,
     pub outcome: &'static str,
+    /// "true" for `dryRun` requests: judged alike, but nothing was persisted.
+    pub dry_run: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -27,8 +29,27 @@ pub struct EndpointLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ViolationLabels {
     pub check: &'static str,
+    /// The effective mode, or `exempt` when an exemption lifted the violation.
     pub mode: &'static str,
     pub namespace: String,
+    pub dry_run: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowLabels {
+    pub check: &'static str,
+    pub namespace: String,
+    /// `newly-denied` or `no-longer-denied`: what switching to the candidate would change.
+    pub change: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExemptionLabels {
+    pub check: &'static str,
+    /// The exemption's namespace pattern (`*` when it names none), or the request namespace
+    /// for applied exemptions.
+    pub namespace: String,
+    pub source: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,6 +65,10 @@ pub struct Metrics {
     pub policy_reloads: Family<ResultLabels, Counter>,
     pub certificate_reloads: Family<ResultLabels, Counter>,
     pub certificate_expiry: Gauge<i64, AtomicI64>,
+    pub shadow_disagreements: Family<ShadowLabels, Counter>,
+    pub exemptions_live: Family<ExemptionLabels, Gauge>,
+    pub exemptions_applied: Family<ExemptionLabels, Counter>,
+    pub namespace_cache_synced: Gauge,
 }
 
 /// Seconds: fine below a millisecond, where decisions sit, and coarse up to the 10 s budget.
@@ -93,6 +118,30 @@ impl Default for Metrics {
             "When the serving certificate in use expires (Unix time)",
             certificate_expiry.clone(),
         );
+        let shadow_disagreements = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "shadow_disagreements",
+            "Requests where the candidate policies (--candidate-policies) would decide a check differently, by check, namespace and change",
+            shadow_disagreements.clone(),
+        );
+        let exemptions_live = Family::<ExemptionLabels, Gauge>::default();
+        registry.register(
+            "exemptions_live",
+            "Exception debt: unexpired policy exemptions, by check and namespace pattern",
+            exemptions_live.clone(),
+        );
+        let exemptions_applied = Family::<ExemptionLabels, Counter>::default();
+        registry.register(
+            "exemptions_applied",
+            "Violations lifted by an exemption, by check, namespace and source (policy, annotation)",
+            exemptions_applied.clone(),
+        );
+        let namespace_cache_synced = Gauge::default();
+        registry.register(
+            "namespace_cache_synced",
+            "1 once the namespace label cache has listed the cluster's namespaces",
+            namespace_cache_synced.clone(),
+        );
         // Known outcomes exist from the start at zero, so alerts on them work before the first event.
         for result in ["ok", "failed"] {
             let _ = policy_reloads.get_or_create(&ResultLabels { result });
@@ -106,6 +155,10 @@ impl Default for Metrics {
             policy_reloads,
             certificate_reloads,
             certificate_expiry,
+            shadow_disagreements,
+            exemptions_live,
+            exemptions_applied,
+            namespace_cache_synced,
         }
     }
 }
@@ -117,5 +170,31 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+impl Metrics {
+    /// Sets the exception-debt gauge from the policies in force on `today`.
+    pub fn set_exemptions(&self, set: &crate::policy::PolicySet, today: crate::policy::Date) {
+        self.exemptions_live.clear();
+        for policy in &set.policies {
+            for e in policy.spec.exemptions.iter().filter(|e| today < e.expires) {
+                let patterns: Vec<String> = if e.namespaces.is_empty() {
+                    vec!["*".to_owned()]
+                } else {
+                    e.namespaces.clone()
+                };
+                for check in &e.checks {
+                    for namespace in &patterns {
+                        let labels = ExemptionLabels {
+                            check: check.as_str(),
+                            namespace: namespace.clone(),
+                            source: "policy",
+                        };
+                        self.exemptions_live.get_or_create(&labels).inc();
+                    }
+                }
+            }
+        }
     }
 }

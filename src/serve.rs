@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, WatchNamespaces};
 use crate::http::{self, AppState};
 use crate::metrics::ResultLabels;
-use crate::policy::{PolicyError, PolicySet, Snapshot};
+use crate::namespaces::{self, NamespaceCache};
+use crate::policy::{PolicyError, PolicySet, SharedPolicies, Snapshot};
 use crate::tls::{self, CertStore, TlsError};
 use crate::transport::{self, Limits};
 
@@ -44,7 +45,28 @@ pub async fn run(args: ServeArgs, started: std::time::Instant) -> Result<(), Sta
     };
     let listener = bind(args.listen).await?;
     let metrics_listener = bind(args.metrics_listen).await?;
-    let state = AppState::new(policies);
+    let mut state = AppState::new(policies);
+    if let Some(dir) = &args.candidate_policies {
+        let snapshot = Snapshot::read(dir)?;
+        state = state.with_candidate(snapshot.parse()?);
+        tracing::info!(dir = %dir.display(), "candidate policies loaded: judging every request with them too (shadow)");
+        let target = state.candidate.clone().expect("just set");
+        tokio::spawn(reload_policies(
+            dir.clone(),
+            snapshot,
+            target,
+            state.clone(),
+            args.policy_reload_interval,
+        ));
+    }
+    state = state.with_namespaces(watch_namespaces(args.watch_namespaces).await);
+    let synced = state.clone();
+    tokio::spawn(async move {
+        synced.namespaces.synced().await;
+        synced.metrics.namespace_cache_synced.set(1);
+        tracing::info!("namespace label cache synced");
+    });
+    tokio::spawn(refresh_exemption_debt(state.clone()));
     let ready = state.ready.clone();
     state.metrics.certificate_expiry.set(certs.expires_at());
     tokio::spawn(reload_certificates(
@@ -58,7 +80,14 @@ pub async fn run(args: ServeArgs, started: std::time::Instant) -> Result<(), Sta
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY_DIR));
         let interval = args.policy_reload_interval;
-        tokio::spawn(reload_policies(dir, snapshot, state.clone(), interval));
+        let target = state.policies.clone();
+        tokio::spawn(reload_policies(
+            dir,
+            snapshot,
+            target,
+            state.clone(),
+            interval,
+        ));
     }
     let metrics_addr = metrics_listener
         .local_addr()
@@ -149,7 +178,13 @@ fn load_policies(dir: Option<&Path>) -> Result<(PolicySet, Option<Snapshot>), Po
 /// Reads the policy directory every `interval` (a mounted ConfigMap changes by a symlink
 /// swap, which a fresh read follows). A new set that loads whole replaces the old one between
 /// requests; one that does not is logged with file, field and reason, counted, and ignored.
-async fn reload_policies(dir: PathBuf, mut last: Snapshot, state: AppState, interval: Duration) {
+async fn reload_policies(
+    dir: PathBuf,
+    mut last: Snapshot,
+    target: Arc<SharedPolicies>,
+    state: AppState,
+    interval: Duration,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -160,19 +195,22 @@ async fn reload_policies(dir: PathBuf, mut last: Snapshot, state: AppState, inte
             Ok(snapshot) => match snapshot.parse() {
                 Ok(set) => {
                     let names: Vec<&str> = set.policies.iter().map(|p| p.name.as_str()).collect();
-                    tracing::info!(policies = ?names, "policies reloaded");
-                    state.policies.replace(set);
+                    tracing::info!(dir = %dir.display(), policies = ?names, "policies reloaded");
+                    if Arc::ptr_eq(&target, &state.policies) {
+                        state.metrics.set_exemptions(&set, (state.clock)());
+                    }
+                    target.replace(set);
                     last = snapshot;
                     "ok"
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "policy reload rejected; the last good policies stay in force");
+                    tracing::error!(dir = %dir.display(), error = %e, "policy reload rejected; the last good policies stay in force");
                     last = snapshot;
                     "failed"
                 }
             },
             Err(e) => {
-                tracing::error!(error = %e, "policy reload rejected; the last good policies stay in force");
+                tracing::error!(dir = %dir.display(), error = %e, "policy reload rejected; the last good policies stay in force");
                 "failed"
             }
         };
@@ -182,6 +220,39 @@ async fn reload_policies(dir: PathBuf, mut last: Snapshot, state: AppState, inte
             .get_or_create(&ResultLabels { result })
             .inc();
     }
+}
+
+/// Exemptions expire with the date, not with a reload: the debt gauge is recomputed hourly.
+async fn refresh_exemption_debt(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let set = state.policies.current();
+        state.metrics.set_exemptions(&set, (state.clock)());
+    }
+}
+
+/// The namespace label cache, or none. Never fails start-up: without it, label rules and
+/// selectors do not match and the policies' own modes apply.
+async fn watch_namespaces(mode: WatchNamespaces) -> NamespaceCache {
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    if mode == WatchNamespaces::Never || (mode == WatchNamespaces::Auto && !in_cluster) {
+        return NamespaceCache::disabled();
+    }
+    let client = match kube::Config::infer().await.map(kube::Client::try_from) {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "no namespace label cache: cannot build a Kubernetes client");
+            return NamespaceCache::disabled();
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no namespace label cache: no Kubernetes configuration");
+            return NamespaceCache::disabled();
+        }
+    };
+    tracing::info!("watching namespace labels");
+    namespaces::watch(client)
 }
 
 fn load_certificate(

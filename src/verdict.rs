@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::checks::CheckId;
-use crate::policy::Mode;
+use crate::policy::{Date, Mode};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Verdict {
@@ -40,9 +40,9 @@ impl Skip {
 }
 
 impl Verdict {
-    /// Violations in `enforce` mode: any one of them denies the request.
+    /// Violations in `enforce` mode that no exemption lifts: any one of them denies.
     pub fn denials(&self) -> impl Iterator<Item = &Violation> {
-        self.violations().filter(|v| v.mode == Mode::Enforce)
+        self.violations().filter(|v| v.denies())
     }
 
     pub fn violations(&self) -> impl Iterator<Item = &Violation> {
@@ -61,8 +61,8 @@ impl Verdict {
         }
     }
 
-    /// The denial shown to the user: every enforced violation, one per line, so all can be
-    /// fixed in one pass. `None` when nothing is enforced.
+    /// The denial shown to the user: every enforced violation with the YAML that fixes it,
+    /// so all can be fixed in one pass. `None` when nothing is enforced.
     pub fn denial_message(&self, kind: &str, name: &str) -> Option<String> {
         let denials: Vec<&Violation> = self.denials().collect();
         if denials.is_empty() {
@@ -76,22 +76,74 @@ impl Verdict {
         for v in denials {
             message.push_str("\n- ");
             message.push_str(&v.to_string());
+            if let Some(add) = &v.add {
+                message.push_str("\n  fix: at ");
+                message.push_str(&add.at);
+                message.push_str(" set:");
+                for line in add.yaml.lines() {
+                    message.push_str("\n    ");
+                    message.push_str(line);
+                }
+            }
         }
         Some(message)
     }
 
-    /// One AdmissionResponse warning per violation in warn mode. The apiserver truncates
-    /// warnings over 256 characters, so each is cut at a character boundary before that.
+    /// Short AdmissionResponse warnings: one per violation in warn mode (with the date the
+    /// schedule enforces it, if any), one per exemption that expires soon. kubectl prints them
+    /// and the apiserver truncates long ones, so each stays near `WARNING_TARGET_LEN` and the
+    /// total under `MAX_WARNINGS_BYTES`; the full fix is in the audit annotations.
     pub fn warnings(&self) -> Vec<String> {
-        self.violations()
-            .filter(|v| v.mode == Mode::Warn)
-            .map(|v| truncate(format!("portcullis: {v}"), MAX_WARNING_LEN))
-            .collect()
+        let mut out: Vec<String> = Vec::new();
+        let mut exemptions: Vec<&str> = Vec::new();
+        for v in self.violations() {
+            match &v.exemption {
+                Some(e) if e.expiring_soon && !exemptions.contains(&e.name.as_str()) => {
+                    exemptions.push(&e.name);
+                    let expires = e.expires.map(|d| d.to_string()).unwrap_or_default();
+                    out.push(format!(
+                        "portcullis: exemption {:?} ({}) for [{}] expires {expires}; fix before then",
+                        e.name,
+                        e.owner,
+                        v.check.as_str()
+                    ));
+                }
+                None if v.mode == Mode::Warn => {
+                    let mut w = format!(
+                        "portcullis: {} {} [{}]",
+                        v.subject,
+                        v.problem,
+                        v.check.as_str()
+                    );
+                    if let Some((mode, date)) = v.next {
+                        w.push_str(&format!(" ({} from {date})", mode.participle()));
+                    }
+                    out.push(w);
+                }
+                _ => {}
+            }
+        }
+        let mut total = 0;
+        let mut kept = Vec::with_capacity(out.len());
+        let count = out.len();
+        for w in out {
+            let w = truncate(w, MAX_WARNING_LEN);
+            if total + w.len() > MAX_WARNINGS_BYTES - 64 {
+                kept.push(format!(
+                    "portcullis: {} more warnings; see the audit annotations",
+                    count - kept.len()
+                ));
+                break;
+            }
+            total += w.len();
+            kept.push(w);
+        }
+        kept
     }
 
     /// auditAnnotations, keyed by check id (the apiserver prefixes the webhook name, and the
-    /// ids are valid keys), recording every violation that is not `off` with its mode, so the
-    /// audit log holds the would-be denials of audit mode as well as real ones.
+    /// ids are valid keys), recording every violation that is not `off` with its mode, or
+    /// `exempt` and the exemption, so the audit log holds would-be denials and exceptions too.
     pub fn audit_annotations(&self) -> BTreeMap<String, String> {
         let mut out: BTreeMap<String, String> = BTreeMap::new();
         for v in self.violations() {
@@ -99,8 +151,17 @@ impl Verdict {
             if !entry.is_empty() {
                 entry.push_str("; ");
             }
-            entry.push_str(v.mode.as_str());
-            entry.push_str(": ");
+            match &v.exemption {
+                Some(e) => {
+                    entry.push_str("exempt (");
+                    entry.push_str(&e.to_string());
+                    entry.push_str("): ");
+                }
+                None => {
+                    entry.push_str(v.mode.as_str());
+                    entry.push_str(": ");
+                }
+            }
             entry.push_str(&v.to_string());
         }
         out
@@ -108,6 +169,8 @@ impl Verdict {
 }
 
 pub const MAX_WARNING_LEN: usize = 256;
+/// The apiserver keeps at most 4 KiB of warnings per response.
+pub const MAX_WARNINGS_BYTES: usize = 4096;
 
 fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
@@ -179,6 +242,61 @@ pub struct Violation {
     pub field: String,
     pub problem: String,
     pub fix: String,
+    /// The YAML that fixes it, where one snippet does.
+    pub add: Option<Fix>,
+    /// The schedule's next step for this check, when it will be stricter.
+    pub next: Option<(Mode, Date)>,
+    /// Set when an exemption lifts the violation: it is recorded, never denied or warned.
+    pub exemption: Option<Box<Exempted>>,
+}
+
+impl Violation {
+    pub fn denies(&self) -> bool {
+        self.mode == Mode::Enforce && self.exemption.is_none()
+    }
+}
+
+/// YAML to add under a path of the submitted object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fix {
+    /// Dotted path of the mapping the snippet goes into, e.g. `spec.containers[0]`.
+    pub at: String,
+    pub yaml: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExemptionSource {
+    Policy,
+    Annotation,
+}
+
+impl ExemptionSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Policy => "policy",
+            Self::Annotation => "annotation",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exempted {
+    pub name: String,
+    pub source: ExemptionSource,
+    pub reason: String,
+    pub owner: String,
+    pub expires: Option<Date>,
+    pub expiring_soon: bool,
+}
+
+impl fmt::Display for Exempted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}, owner {}: {}", self.name, self.owner, self.reason)?;
+        if let Some(expires) = self.expires {
+            write!(f, ", expires {expires}")?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for Violation {

@@ -211,8 +211,22 @@ async fn wire_form_of_every_response_is_pinned() {
         json!(
             "DaemonSet \"agent\" was denied by portcullis (3 violations):\n\
 - container \"agent\" runs as root (runAsUser: 0): set securityContext.runAsUser to a non-zero UID [run-as-non-root]\n\
+\x20 fix: at spec.template.spec.containers[0] set:\n\
+\x20   securityContext:\n\
+\x20     runAsUser: 10001  # any non-zero UID\n\
+\x20     runAsNonRoot: true\n\
 - container \"agent\" has no livenessProbe: add a livenessProbe (httpGet, tcpSocket, grpc or exec) [liveness-probe]\n\
-- container \"agent\" has no readinessProbe: add a readinessProbe (httpGet, tcpSocket, grpc or exec) [readiness-probe]"
+\x20 fix: at spec.template.spec.containers[0] set:\n\
+\x20   livenessProbe:\n\
+\x20     httpGet:\n\
+\x20       path: /healthz  # an endpoint of your app\n\
+\x20       port: 8080\n\
+- container \"agent\" has no readinessProbe: add a readinessProbe (httpGet, tcpSocket, grpc or exec) [readiness-probe]\n\
+\x20 fix: at spec.template.spec.containers[0] set:\n\
+\x20   readinessProbe:\n\
+\x20     httpGet:\n\
+\x20       path: /healthz  # an endpoint of your app\n\
+\x20       port: 8080"
         )
     );
     for value in response["auditAnnotations"].as_object().unwrap().values() {
@@ -285,12 +299,12 @@ async fn metrics_report_real_requests() {
     assert_eq!(res.0, StatusCode::OK);
     let text = res.1.as_str().unwrap().to_owned();
     for line in [
-        r#"portcullis_requests_total{endpoint="validate",kind="Pod",operation="CREATE",outcome="denied"} 1"#,
-        r#"portcullis_requests_total{endpoint="validate",kind="Pod",operation="CREATE",outcome="allowed"} 1"#,
-        r#"portcullis_requests_total{endpoint="validate",kind="Pod",operation="DELETE",outcome="skipped"} 1"#,
-        r#"portcullis_requests_total{endpoint="mutate",kind="Pod",operation="CREATE",outcome="patched"} 1"#,
-        r#"portcullis_violations_total{check="run-as-non-root",mode="enforce",namespace="team-a"} 1"#,
-        r#"portcullis_violations_total{check="liveness-probe",mode="enforce",namespace="team-a"} 1"#,
+        r#"portcullis_requests_total{endpoint="validate",kind="Pod",operation="CREATE",outcome="denied",dry_run="false"} 1"#,
+        r#"portcullis_requests_total{endpoint="validate",kind="Pod",operation="CREATE",outcome="allowed",dry_run="false"} 1"#,
+        r#"portcullis_requests_total{endpoint="validate",kind="Pod",operation="DELETE",outcome="skipped",dry_run="false"} 1"#,
+        r#"portcullis_requests_total{endpoint="mutate",kind="Pod",operation="CREATE",outcome="patched",dry_run="false"} 1"#,
+        r#"portcullis_violations_total{check="run-as-non-root",mode="enforce",namespace="team-a",dry_run="false"} 1"#,
+        r#"portcullis_violations_total{check="liveness-probe",mode="enforce",namespace="team-a",dry_run="false"} 1"#,
         r#"portcullis_request_duration_seconds_count{endpoint="validate"} 3"#,
         r#"portcullis_request_duration_seconds_bucket{le="0.0001",endpoint="validate"}"#,
         "# TYPE portcullis_certificate_expiry_timestamp_seconds gauge",

@@ -145,7 +145,7 @@ fn mutate(set: &PolicySet, object: &Value) -> Vec<Value> {
 
 fn denied(set: &PolicySet, object: &Value) -> Vec<&'static str> {
     let req = review::decode(&serde_json::to_vec(&create(object)).unwrap()).unwrap();
-    let verdict = admission::validate(set, &req);
+    let verdict = admission::validate(set, &req, &portcullis::rollout::Context::now());
     verdict.denials().map(|v| v.check.as_str()).collect()
 }
 

@@ -7,16 +7,19 @@ mod pss;
 mod resources;
 mod run_as_non_root;
 
+pub use pss::configured as pss_configured;
+
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, Lifecycle, PodSpec, Probe, ResourceRequirements, SecurityContext,
 };
 
 use crate::policy::{Mode, Policy};
-use crate::verdict::{ContainerKind, Subject, Violation};
+use crate::rollout::Effective;
+use crate::verdict::{ContainerKind, Fix, Subject, Violation};
 use crate::workload::{Workload, WorkloadKind, pod_spec_field};
 
 /// Stable check ids: they appear in messages, metrics, logs and policy files.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CheckId {
     RunAsNonRoot,
     LivenessProbe,
@@ -42,6 +45,34 @@ pub enum CheckId {
 }
 
 impl CheckId {
+    pub const ALL: [CheckId; 21] = [
+        Self::RunAsNonRoot,
+        Self::LivenessProbe,
+        Self::ReadinessProbe,
+        Self::ResourceLimits,
+        Self::PssPrivileged,
+        Self::PssHostNamespaces,
+        Self::PssHostPathVolumes,
+        Self::PssHostPorts,
+        Self::PssCapabilitiesBaseline,
+        Self::PssCapabilitiesRestricted,
+        Self::PssSeccomp,
+        Self::PssProcMount,
+        Self::PssSelinux,
+        Self::PssApparmor,
+        Self::PssSysctls,
+        Self::PssWindowsHostProcess,
+        Self::PssHostProbes,
+        Self::PssVolumeTypes,
+        Self::PssPrivilegeEscalation,
+        Self::PssRunAsNonRoot,
+        Self::PssRunAsUser,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RunAsNonRoot => "run-as-non-root",
@@ -69,6 +100,13 @@ impl CheckId {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for CheckId {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(de)?;
+        Self::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a check id")))
+    }
+}
+
 /// What a check is judging.
 pub struct Target<'a> {
     pub kind: WorkloadKind,
@@ -87,6 +125,24 @@ impl Target<'_> {
         )
     }
 
+    /// Dotted path of a container itself: where a fix's YAML goes.
+    fn container_path(&self, c: &ContainerRef) -> String {
+        format!(
+            "{}.{}[{}]",
+            pod_spec_field(self.kind),
+            c.kind.field(),
+            c.index
+        )
+    }
+
+    /// A fix that adds `yaml` to the container.
+    fn add_to_container(&self, c: &ContainerRef, yaml: impl Into<String>) -> Option<Fix> {
+        Some(Fix {
+            at: self.container_path(c),
+            yaml: yaml.into(),
+        })
+    }
+
     fn pod_field(&self, suffix: &str) -> String {
         format!("{}.{suffix}", pod_spec_field(self.kind))
     }
@@ -98,54 +154,64 @@ pub struct Finding {
     pub field: String,
     pub problem: String,
     pub fix: String,
+    pub add: Option<Fix>,
 }
 
-/// Runs every check of `policy` that is not off, appending its violations to `out`.
-pub fn run(policy: &Policy, target: &Target, out: &mut Vec<Violation>) {
+/// Runs every check of `policy` whose effective mode (as `mode_of` resolves the configured
+/// one) is not off, appending its violations to `out`.
+pub fn run(
+    policy: &Policy,
+    target: &Target,
+    mode_of: impl Fn(CheckId, Mode) -> Effective,
+    out: &mut Vec<Violation>,
+) {
     let checks = &policy.spec.checks;
-    let emit = |check: CheckId, mode: Mode| {
-        let name = &policy.name;
-        move |f: Finding| Violation {
-            check,
-            mode,
-            policy: name.clone(),
+    for (id, configured) in checks.configured() {
+        let effective = mode_of(id, configured);
+        if effective.mode == Mode::Off {
+            continue;
+        }
+        let wrap = |f: Finding| Violation {
+            check: id,
+            mode: effective.mode,
+            policy: policy.name.clone(),
             subject: f.subject,
             field: f.field,
             problem: f.problem,
             fix: f.fix,
+            add: f.add,
+            next: effective.next,
+            exemption: None,
+        };
+        match id {
+            CheckId::RunAsNonRoot => {
+                if let Some(c) = &checks.run_as_non_root {
+                    out.extend(run_as_non_root::check(c, target).map(wrap));
+                }
+            }
+            CheckId::LivenessProbe => {
+                if let Some(c) = &checks.liveness_probe {
+                    let own = crate::policy::ProbeField::LivenessProbe;
+                    out.extend(probes::check(c, own, target).into_iter().map(wrap));
+                }
+            }
+            CheckId::ReadinessProbe => {
+                if let Some(c) = &checks.readiness_probe {
+                    let own = crate::policy::ProbeField::ReadinessProbe;
+                    out.extend(probes::check(c, own, target).into_iter().map(wrap));
+                }
+            }
+            CheckId::ResourceLimits => {
+                if let Some(c) = &checks.resource_limits {
+                    out.extend(resources::check(c, target).map(wrap));
+                }
+            }
+            pss_control => {
+                let level = pss::level(checks, pss_control);
+                out.extend(pss::check(pss_control, level, target).into_iter().map(wrap));
+            }
         }
-    };
-    if let Some(c) = active(&checks.run_as_non_root, |c| c.mode) {
-        let wrap = emit(CheckId::RunAsNonRoot, c.mode);
-        out.extend(run_as_non_root::check(c, target).map(wrap));
     }
-    if let Some(c) = active(&checks.liveness_probe, |c| c.mode) {
-        let wrap = emit(CheckId::LivenessProbe, c.mode);
-        let own = crate::policy::ProbeField::LivenessProbe;
-        out.extend(probes::check(c, own, target).into_iter().map(wrap));
-    }
-    if let Some(c) = active(&checks.readiness_probe, |c| c.mode) {
-        let wrap = emit(CheckId::ReadinessProbe, c.mode);
-        let own = crate::policy::ProbeField::ReadinessProbe;
-        out.extend(probes::check(c, own, target).into_iter().map(wrap));
-    }
-    if let Some(c) = active(&checks.resource_limits, |c| c.mode) {
-        let wrap = emit(CheckId::ResourceLimits, c.mode);
-        out.extend(resources::check(c, target).map(wrap));
-    }
-    for (id, mode, level) in pss::configured(checks) {
-        if mode != Mode::Off {
-            out.extend(
-                pss::check(id, level, target)
-                    .into_iter()
-                    .map(emit(id, mode)),
-            );
-        }
-    }
-}
-
-fn active<T>(check: &Option<T>, mode: impl Fn(&T) -> Mode) -> Option<&T> {
-    check.as_ref().filter(|c| mode(c) != Mode::Off)
 }
 
 /// A container of any of the three kinds, seen through the fields checks read.

@@ -42,6 +42,13 @@ pub fn check(params: &ProbeCheck, own: ProbeField, target: &Target) -> Vec<Findi
                     "add a {} (httpGet, tcpSocket, grpc or exec)",
                     accepted[0].as_str()
                 ),
+                add: target.add_to_container(
+                    &c,
+                    format!(
+                        "{}:\n  httpGet:\n    path: /healthz  # an endpoint of your app\n    port: 8080",
+                        accepted[0].as_str()
+                    ),
+                ),
             }
         })
         .collect()

@@ -58,6 +58,16 @@ pub fn configured(checks: &Checks) -> impl Iterator<Item = (CheckId, Mode, PssLe
         )
 }
 
+/// The level a control is configured at; only seccomp and procMount differ between levels.
+pub fn level(checks: &Checks, id: CheckId) -> PssLevel {
+    let leveled = match id {
+        CheckId::PssSeccomp => &checks.pss_seccomp,
+        CheckId::PssProcMount => &checks.pss_proc_mount,
+        _ => &None,
+    };
+    leveled.as_ref().map_or(PssLevel::Baseline, |c| c.level)
+}
+
 pub fn check(id: CheckId, level: PssLevel, t: &Target) -> Vec<Finding> {
     let mut out = Vec::new();
     match id {
@@ -92,6 +102,7 @@ fn on_container(t: &Target, c: &ContainerRef, field: &str, problem: String, fix:
         field: t.container_field(c, field),
         problem,
         fix: fix.to_owned(),
+        add: None,
     }
 }
 
@@ -101,6 +112,7 @@ fn on_pod(t: &Target, field: &str, problem: String, fix: &str) -> Finding {
         field: t.pod_field(field),
         problem,
         fix: fix.to_owned(),
+        add: None,
     }
 }
 
@@ -417,6 +429,7 @@ fn apparmor(t: &Target, out: &mut Vec<Finding>) {
                 field: format!("{meta}metadata.annotations[{key:?}]"),
                 problem: format!("sets AppArmor annotation {key}: {value:?}"),
                 fix: "set it to runtime/default or localhost/<profile>, or remove it".into(),
+                add: None,
             });
         }
     }

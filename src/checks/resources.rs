@@ -33,6 +33,7 @@ pub fn check<'a>(
                         .collect::<Vec<_>>()
                         .join(" and ")
                 ),
+                add: target.add_to_container(&c, resources_yaml(&missing)),
             })
         })
 }
@@ -46,4 +47,29 @@ fn lacking<'a>(
         .iter()
         .filter(move |r| present.is_none_or(|p| !p.contains_key(r.as_str())))
         .map(move |r| format!("{section}.{}", r.as_str()))
+}
+
+/// `resources:` with each missing entry filled with an example value to adjust.
+fn resources_yaml(missing: &[String]) -> String {
+    let mut yaml = String::from("resources:");
+    for section in ["limits", "requests"] {
+        let entries: Vec<&str> = missing
+            .iter()
+            .filter_map(|m| m.strip_prefix(section)?.strip_prefix('.'))
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        yaml.push_str(&format!("\n  {section}:"));
+        for name in entries {
+            let example = match (section, name) {
+                ("limits", "cpu") => "500m",
+                ("limits", "memory") | ("requests", "memory") => "256Mi",
+                ("requests", "cpu") => "100m",
+                _ => "1Gi",
+            };
+            yaml.push_str(&format!("\n    {name}: {example}"));
+        }
+    }
+    yaml
 }

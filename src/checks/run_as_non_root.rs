@@ -28,6 +28,10 @@ pub fn check<'a>(
                 field,
                 problem: "runs as root (runAsUser: 0)".into(),
                 fix: "set securityContext.runAsUser to a non-zero UID".into(),
+                add: target.add_to_container(
+                    &c,
+                    "securityContext:\n  runAsUser: 10001  # any non-zero UID\n  runAsNonRoot: true",
+                ),
             });
         }
         let proven =
@@ -41,6 +45,7 @@ pub fn check<'a>(
             } else {
                 "set securityContext.runAsNonRoot: true".into()
             },
+            add: target.add_to_container(&c, "securityContext:\n  runAsNonRoot: true"),
         })
     })
 }

@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Policy, PolicyDocument, PolicySet};
+use super::{Date, LabelOperator, Policy, PolicyDocument, PolicySet};
+use crate::checks::CheckId;
 
 /// The shipped default policy, compiled in so `portcullis serve` works from anywhere.
 pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.yaml");
@@ -182,6 +183,7 @@ fn validate(policy: &Policy) -> Result<(), PolicyError> {
             }
         }
     }
+    validate_rollout(policy)?;
     let checks = &policy.spec.checks;
     for (id, probe) in [
         ("liveness-probe", &checks.liveness_probe),
@@ -219,4 +221,108 @@ fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// Schedules in order, rules that say something, exemptions that are accountable and name
+/// only checks the policy configures (anything else would silently do nothing).
+fn validate_rollout(policy: &Policy) -> Result<(), PolicyError> {
+    let spec = &policy.spec;
+    let configured = |id: CheckId| spec.checks.configured().any(|(c, _)| c == id);
+    let mut previous: Option<Date> = None;
+    for (i, stage) in spec.schedule.iter().enumerate() {
+        let field = format!("spec.schedule[{i}].until");
+        match stage.until {
+            None if i + 1 < spec.schedule.len() => {
+                return Err(invalid(
+                    policy,
+                    &field,
+                    "only the last stage may leave out `until`".into(),
+                ));
+            }
+            Some(until) if previous.is_some_and(|p| until <= p) => {
+                return Err(invalid(
+                    policy,
+                    &field,
+                    format!("{until} is not after the previous stage's date"),
+                ));
+            }
+            until => previous = until,
+        }
+    }
+    for (i, rule) in spec.namespace_modes.iter().enumerate() {
+        let at = format!("spec.namespaceModes[{i}]");
+        if rule.names.is_empty() && rule.selector.is_none() {
+            return Err(invalid(
+                policy,
+                &at,
+                "set names, selector or both: a rule for every namespace is the check's own mode"
+                    .into(),
+            ));
+        }
+        if rule.mode.is_none() && rule.checks.is_empty() {
+            return Err(invalid(policy, &at, "set mode, checks or both".into()));
+        }
+        if let Some(selector) = &rule.selector {
+            for (j, r) in selector.match_expressions.iter().enumerate() {
+                let needs_values = matches!(r.operator, LabelOperator::In | LabelOperator::NotIn);
+                if needs_values == r.values.is_empty() {
+                    return Err(invalid(
+                        policy,
+                        &format!("{at}.selector.matchExpressions[{j}].values"),
+                        "In and NotIn need values; Exists and DoesNotExist take none".into(),
+                    ));
+                }
+            }
+        }
+        if let Some(id) = rule.checks.keys().find(|&&id| !configured(id)) {
+            return Err(not_configured(policy, &format!("{at}.checks"), *id));
+        }
+    }
+    for (i, e) in spec.exemptions.iter().enumerate() {
+        let at = format!("spec.exemptions[{i}]");
+        for (field, value) in [
+            ("name", &e.name),
+            ("reason", &e.reason),
+            ("owner", &e.owner),
+        ] {
+            if value.trim().is_empty() {
+                return Err(invalid(
+                    policy,
+                    &format!("{at}.{field}"),
+                    "must not be empty".into(),
+                ));
+            }
+        }
+        if e.checks.is_empty() {
+            return Err(invalid(
+                policy,
+                &format!("{at}.checks"),
+                "must name at least one check".into(),
+            ));
+        }
+        if let Some(id) = e.checks.iter().find(|&&id| !configured(id)) {
+            return Err(not_configured(policy, &format!("{at}.checks"), *id));
+        }
+    }
+    if let Some(a) = &spec.annotation_exemptions
+        && let Some(id) = a.checks.iter().find(|&&id| !configured(id))
+    {
+        return Err(not_configured(
+            policy,
+            "spec.annotationExemptions.checks",
+            *id,
+        ));
+    }
+    Ok(())
+}
+
+fn not_configured(policy: &Policy, field: &str, id: CheckId) -> PolicyError {
+    invalid(
+        policy,
+        field,
+        format!(
+            "{} is not configured in spec.checks of this policy, so this would do nothing",
+            id.as_str()
+        ),
+    )
 }

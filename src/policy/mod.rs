@@ -4,6 +4,7 @@
 //! The set is immutable once loaded; reloading builds a new one and swaps it whole.
 
 mod load;
+pub mod matching;
 
 pub use load::{DEFAULT_POLICY, PolicyError, Snapshot, load_dir, parse};
 
@@ -28,8 +29,11 @@ impl SharedPolicies {
     }
 }
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
+use crate::checks::CheckId;
 use crate::quantity::Quantity;
 use crate::verdict::ContainerKind;
 use crate::workload::WorkloadKind;
@@ -103,6 +107,156 @@ pub struct PolicySpec {
     /// At most one policy in a set may carry mutation defaults.
     #[serde(default)]
     pub mutation: Option<Mutation>,
+    /// A timeline capping every check's mode: `audit` until a date, `warn` until a later
+    /// one, then the checks' own modes. Each stage but the last has `until`.
+    #[serde(default)]
+    pub schedule: Vec<Stage>,
+    /// Per-namespace modes, first match wins; they replace the check's mode and schedule.
+    #[serde(default)]
+    pub namespace_modes: Vec<NamespaceMode>,
+    /// Honour `portcullis.dev/mode` and `portcullis.dev/mode.<check>` namespace labels, as
+    /// Pod Security Admission honours its own. Off by default: whoever may label a namespace
+    /// could then relax the policy for it.
+    #[serde(default)]
+    pub namespace_labels: bool,
+    /// Time-boxed exemptions, written by whoever writes policy files.
+    #[serde(default)]
+    pub exemptions: Vec<Exemption>,
+    /// Lets workloads exempt themselves with a `portcullis.dev/exempt` annotation from the
+    /// checks listed here (and only those), in the namespaces listed (all when empty).
+    #[serde(default)]
+    pub annotation_exemptions: Option<AnnotationExemptions>,
+    /// Admitted requests that an exemption lets through get a warning this many days before
+    /// it expires.
+    #[serde(default = "fourteen")]
+    pub exemption_warning_days: u32,
+}
+
+fn fourteen() -> u32 {
+    14
+}
+
+/// One step of a schedule: `mode` applies until `until` (a UTC date, exclusive).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    pub mode: Mode,
+    #[serde(default)]
+    pub until: Option<Date>,
+}
+
+/// A mode for the namespaces a rule selects: by name glob, by label selector, or both (then
+/// both must match). `checks` sets single checks; `mode` sets the others.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NamespaceMode {
+    #[serde(default)]
+    pub names: Vec<String>,
+    #[serde(default)]
+    pub selector: Option<LabelSelector>,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    #[serde(default)]
+    pub checks: BTreeMap<CheckId, Mode>,
+}
+
+/// Which violations an exemption lifts. Every selector given must match; `checks` is required.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Exemption {
+    pub name: String,
+    pub checks: Vec<CheckId>,
+    /// Namespace globs (`*` and `?`).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Object name globs: the workload's `metadata.name` (a Pod's, or its controller's).
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Image globs, matched on normalised references (`nginx` is `docker.io/library/nginx`);
+    /// without a tag or digest a pattern matches every tag and digest.
+    #[serde(default)]
+    pub images: Vec<String>,
+    pub reason: String,
+    pub owner: String,
+    /// The first UTC day the exemption no longer applies.
+    pub expires: Date,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnotationExemptions {
+    pub checks: Vec<CheckId>,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+/// A label selector as Kubernetes writes one.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub match_expressions: Vec<LabelRequirement>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelRequirement {
+    pub key: String,
+    pub operator: LabelOperator,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum LabelOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+/// A UTC calendar day, written `YYYY-MM-DD`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Date(pub time::Date);
+
+impl Date {
+    pub fn parse(s: &str) -> Option<Self> {
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        time::Date::parse(s, &format).ok().map(Self)
+    }
+
+    pub fn today() -> Self {
+        Self(time::OffsetDateTime::now_utc().date())
+    }
+
+    /// Whole days from `self` to `later` (negative when `later` is earlier).
+    pub fn days_until(self, later: Date) -> i64 {
+        (later.0 - self.0).whole_days()
+    }
+}
+
+impl std::fmt::Display for Date {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self.0;
+        write!(
+            f,
+            "{:04}-{:02}-{:02}",
+            d.year(),
+            u8::from(d.month()),
+            d.day()
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for Date {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(de)?;
+        Self::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("{s:?} is not a date written YYYY-MM-DD"))
+        })
+    }
 }
 
 fn default_exempt_namespaces() -> Vec<String> {
@@ -127,6 +281,36 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Stricter modes rank higher: off < audit < warn < enforce.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Off => 0,
+            Self::Audit => 1,
+            Self::Warn => 2,
+            Self::Enforce => 3,
+        }
+    }
+
+    /// "enforced", "warned", ...: for "enforced from 2027-01-15" and the decision log.
+    pub fn participle(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforced",
+            Self::Warn => "warned",
+            Self::Audit => "audited",
+            Self::Off => "off",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "enforce" => Self::Enforce,
+            "warn" => Self::Warn,
+            "audit" => Self::Audit,
+            "off" => Self::Off,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Enforce => "enforce",
@@ -184,6 +368,33 @@ pub struct Checks {
     pub pss_seccomp: Option<PssLeveledCheck>,
     #[serde(rename = "pss-proc-mount")]
     pub pss_proc_mount: Option<PssLeveledCheck>,
+}
+
+impl Checks {
+    /// Every configured check with its configured mode.
+    pub fn configured(&self) -> impl Iterator<Item = (CheckId, Mode)> + '_ {
+        let own = [
+            (
+                CheckId::RunAsNonRoot,
+                self.run_as_non_root.as_ref().map(|c| c.mode),
+            ),
+            (
+                CheckId::LivenessProbe,
+                self.liveness_probe.as_ref().map(|c| c.mode),
+            ),
+            (
+                CheckId::ReadinessProbe,
+                self.readiness_probe.as_ref().map(|c| c.mode),
+            ),
+            (
+                CheckId::ResourceLimits,
+                self.resource_limits.as_ref().map(|c| c.mode),
+            ),
+        ];
+        own.into_iter()
+            .filter_map(|(id, m)| m.map(|m| (id, m)))
+            .chain(crate::checks::pss_configured(self).map(|(id, m, _)| (id, m)))
+    }
 }
 
 /// A Pod Security Standards control: it has no parameters, the standard fixes them.

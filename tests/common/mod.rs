@@ -85,6 +85,7 @@ pub fn denied_checks(response: &Value) -> Vec<String> {
     let message = response["status"]["message"].as_str().unwrap_or("");
     let mut ids: Vec<String> = message
         .lines()
+        .filter(|l| l.starts_with("- "))
         .filter_map(|l| {
             l.rsplit_once('[')
                 .map(|(_, id)| id.trim_end_matches(']').to_owned())
