@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::policy::Date;
+use crate::report::Format;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "portcullis",
@@ -24,6 +27,76 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Write a CA and a serving certificate for the in-cluster Service, and print the caBundle.
     Certs(CertsArgs),
+    /// Judge manifests offline (files, directories, or - for stdin); exit 1 if any would be denied.
+    Check(CheckArgs),
+    /// Judge the live workloads of a cluster as if they were created now.
+    Audit(AuditArgs),
+    /// Read an apiserver audit log and report what the policies would have denied.
+    Replay(ReplayArgs),
+}
+
+/// What the offline commands share: which policies, as of which day, and the output format.
+#[derive(Debug, Args)]
+pub struct JudgeArgs {
+    /// Directory of policy files. Default policies/ if it exists, else the embedded default.
+    #[arg(long, env = "PORTCULLIS_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// Judge as of this UTC day (YYYY-MM-DD) instead of today: schedules and exemption
+    /// expiry follow it, so "what happens on the enforce date" can be asked now.
+    #[arg(long, value_parser = parse_date)]
+    pub as_of: Option<Date>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub judge: JudgeArgs,
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+    /// Namespace for objects whose metadata names none.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Manifest files or directories (read recursively), or - for standard input.
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub judge: JudgeArgs,
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+    /// Kubeconfig to use; default as kubectl finds it (KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Only these namespaces (repeatable); default all.
+    #[arg(long = "namespace", short = 'n')]
+    pub namespaces: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub judge: JudgeArgs,
+    /// The audit log: JSON lines as the apiserver's log backend writes them; - for stdin.
+    #[arg(long)]
+    pub audit_log: PathBuf,
+    /// How many offenders (users, workloads) to list.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    #[arg(short, long, value_enum, default_value_t = ReplayFormat::Text)]
+    pub output: ReplayFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReplayFormat {
+    Text,
+    Json,
+}
+
+fn parse_date(s: &str) -> Result<Date, String> {
+    Date::parse(s).ok_or_else(|| format!("{s:?} is not a date written YYYY-MM-DD"))
 }
 
 #[derive(Debug, Args)]

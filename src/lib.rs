@@ -4,15 +4,20 @@
 //! again for the response.
 
 pub mod admission;
+pub mod audit;
 pub mod certs;
+pub mod check;
 pub mod checks;
 pub mod cli;
 pub mod defaults;
 pub mod http;
 pub mod metrics;
 pub mod namespaces;
+pub mod offline;
 pub mod policy;
 pub mod quantity;
+pub mod replay;
+pub mod report;
 pub mod request;
 pub mod review;
 pub mod rollout;

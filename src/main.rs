@@ -23,6 +23,15 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::Check(args) => return verdict_exit("check", portcullis::check::run(&args)),
+        Command::Replay(args) => return verdict_exit("replay", portcullis::replay::run(&args)),
+        Command::Audit(args) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let result = tokio::runtime::Runtime::new()
+                .map_err(portcullis::offline::OfflineError::Output)
+                .and_then(|rt| rt.block_on(portcullis::audit::run(&args)));
+            return verdict_exit("audit", result);
+        }
     };
     let _log_flush = init_logging(args.log_format);
     // Our own configs name the ring provider explicitly; installing it process-wide as well
@@ -41,6 +50,22 @@ fn main() -> ExitCode {
             // Logging is set up by now, so the reason goes where operators read logs.
             tracing::error!(error = %e, "startup failed");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Offline commands: 0 when nothing would be denied, 1 when something would, 2 when the
+/// command could not run.
+fn verdict_exit(
+    command: &str,
+    result: Result<bool, portcullis::offline::OfflineError>,
+) -> ExitCode {
+    match result {
+        Ok(false) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("portcullis {command}: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -13,11 +13,10 @@ use crate::cli::{ServeArgs, WatchNamespaces};
 use crate::http::{self, AppState};
 use crate::metrics::ResultLabels;
 use crate::namespaces::{self, NamespaceCache};
-use crate::policy::{PolicyError, PolicySet, SharedPolicies, Snapshot};
+use crate::policy::{self, PolicyError, PolicySet, SharedPolicies, Snapshot};
 use crate::tls::{self, CertStore, TlsError};
 use crate::transport::{self, Limits};
 
-const DEFAULT_POLICY_DIR: &str = "policies";
 const DEFAULT_CERT_DIR: &str = "certs";
 
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +77,7 @@ pub async fn run(args: ServeArgs, started: std::time::Instant) -> Result<(), Sta
         let dir = args
             .policies
             .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY_DIR));
+            .unwrap_or_else(|| PathBuf::from(policy::DEFAULT_DIR));
         let interval = args.policy_reload_interval;
         let target = state.policies.clone();
         tokio::spawn(reload_policies(
@@ -152,14 +151,9 @@ async fn reload_certificates(certs: Arc<CertStore>, state: AppState, interval: D
 
 /// The policies to serve, and the directory they came from (`None`: the embedded default).
 fn load_policies(dir: Option<&Path>) -> Result<(PolicySet, Option<Snapshot>), PolicyError> {
-    let dir = match dir {
-        Some(dir) => Some(dir),
-        None if Path::new(DEFAULT_POLICY_DIR).is_dir() => Some(Path::new(DEFAULT_POLICY_DIR)),
-        None => None,
-    };
-    let (set, snapshot) = match dir {
+    let (set, snapshot) = match policy::configured_dir(dir) {
         Some(dir) => {
-            let snapshot = Snapshot::read(dir)?;
+            let snapshot = Snapshot::read(&dir)?;
             (snapshot.parse()?, Some(snapshot))
         }
         None => {

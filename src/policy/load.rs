@@ -44,6 +44,19 @@ pub fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
     Ok(policy)
 }
 
+/// Where policies come from when a command is not told: `policies/` if it exists, else
+/// `None`, meaning the embedded default.
+pub fn configured_dir(dir: Option<&Path>) -> Option<PathBuf> {
+    match dir {
+        Some(dir) => Some(dir.to_owned()),
+        None if Path::new(DEFAULT_DIR).is_dir() => Some(PathBuf::from(DEFAULT_DIR)),
+        None => None,
+    }
+}
+
+/// The directory read when no `--policies` is given.
+pub const DEFAULT_DIR: &str = "policies";
+
 /// Loads every policy file in `dir` as one set.
 pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
     Snapshot::read(dir)?.parse()

@@ -6,7 +6,9 @@
 mod load;
 pub mod matching;
 
-pub use load::{DEFAULT_POLICY, PolicyError, Snapshot, load_dir, parse};
+pub use load::{
+    DEFAULT_DIR, DEFAULT_POLICY, PolicyError, Snapshot, configured_dir, load_dir, parse,
+};
 
 use std::sync::{Arc, RwLock};
 

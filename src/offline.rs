@@ -1,0 +1,215 @@
+//! Judging objects outside the webhook: manifests (`check`), live objects (`audit`) and
+//! audit-log events (`replay`) go through the same pure core as admission requests, with the
+//! same controller logic, pod defaulting, modes and exemptions.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::admission;
+use crate::policy::{self, PolicyError, PolicySet};
+use crate::request::{Decoded, Operation, Request};
+use crate::rollout::Context;
+use crate::verdict::Verdict;
+use crate::workload::{self, WorkloadKind};
+
+/// One object and what the policies say of it.
+#[derive(Clone, Debug)]
+pub struct Judged {
+    /// Where it came from: `file.yaml#2`, `cluster`, `audit.log:118`.
+    pub source: String,
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub uid: Option<String>,
+    pub verdict: Verdict,
+}
+
+/// The object as an admission request for `operation`, or `None` when its kind is not one
+/// portcullis judges. `namespace` applies when the object names none.
+pub fn request(object: &Value, operation: Operation, namespace: &str) -> Option<Request> {
+    let kind_name = object.get("kind")?.as_str()?;
+    let kind = WorkloadKind::from_kind(kind_name)?;
+    let meta = object.get("metadata");
+    let text = |field: &str| {
+        meta.and_then(|m| m.get(field))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let decoded = match workload::decode_json(kind, &object.to_string()) {
+        Ok(w) => Decoded::Workload(Box::new(w)),
+        Err(e) => Decoded::Unreadable(format!("the {kind_name} cannot be read: {e}")),
+    };
+    Some(Request {
+        uid: String::new(),
+        operation,
+        kind: kind_name.to_owned(),
+        workload: Some(kind),
+        sub_resource: None,
+        namespace: text("namespace").unwrap_or_else(|| namespace.to_owned()),
+        name: text("name")
+            .or_else(|| text("generateName"))
+            .unwrap_or_default(),
+        user: String::new(),
+        dry_run: false,
+        object: decoded,
+        old_object: Decoded::Absent,
+    })
+}
+
+/// Judges `object` as if it were created now: a Pod is first given the defaults the mutating
+/// webhook would patch in, exactly as the apiserver calls `/mutate` before `/validate`.
+pub fn judge(set: &PolicySet, ctx: &Context, object: &Value, namespace: &str) -> Option<Judged> {
+    let mut req = request(object, Operation::Create, namespace)?;
+    let ops = admission::mutate(set, &req);
+    if !ops.is_empty() {
+        let mut patched = object.clone();
+        if json_patch::patch(&mut patched, &ops).is_ok() {
+            req = request(&patched, Operation::Create, namespace)?;
+        }
+    }
+    let verdict = admission::validate(set, &req, ctx);
+    Some(Judged {
+        source: String::new(),
+        api_version: object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+        kind: req.kind,
+        namespace: req.namespace,
+        name: req.name,
+        uid: object
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        verdict,
+    })
+}
+
+/// The objects of a document: itself, or the items of a `kind: List` (what `kubectl get -o
+/// yaml` prints).
+pub fn objects(doc: Value) -> Vec<Value> {
+    match doc {
+        Value::Object(mut map)
+            if map.get("kind").and_then(Value::as_str) == Some("List")
+                || map
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| k.ends_with("List"))
+                    && map.get("items").is_some_and(Value::is_array) =>
+        {
+            match map.remove("items") {
+                Some(Value::Array(items)) => items.into_iter().flat_map(objects).collect(),
+                _ => Vec::new(),
+            }
+        }
+        Value::Null => Vec::new(),
+        other => vec![other],
+    }
+}
+
+/// Why an offline command could not run at all (exit code 2); findings are not errors.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error("policy: {0}")]
+    Policy(#[from] PolicyError),
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("kubernetes API: {0}")]
+    Kube(String),
+    #[error("writing the report: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// The policies an offline command judges with: `--policies`, else `policies/` when it
+/// exists, else the embedded default, as `serve` chooses.
+pub fn load_policies(dir: Option<&Path>) -> Result<PolicySet, OfflineError> {
+    Ok(match policy::configured_dir(dir) {
+        Some(dir) => policy::load_dir(&dir)?,
+        None => PolicySet::embedded(),
+    })
+}
+
+/// Every document of every input: `-` is stdin, a directory is read recursively for
+/// `*.yaml`, `*.yml` and `*.json` (sorted, dot-files skipped). Each object is paired with
+/// `path#n`, its document's position.
+pub fn read_inputs(paths: &[String]) -> Result<Vec<(String, Value)>, OfflineError> {
+    let mut files: Vec<(String, String)> = Vec::new();
+    for path in paths {
+        if path == "-" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|source| {
+                OfflineError::Read {
+                    path: "<stdin>".into(),
+                    source,
+                }
+            })?;
+            files.push(("<stdin>".into(), text));
+            continue;
+        }
+        let mut found = Vec::new();
+        collect(Path::new(path), true, &mut found)?;
+        for file in found {
+            let name = file.display().to_string();
+            let text = std::fs::read_to_string(&file).map_err(|source| OfflineError::Read {
+                path: name.clone(),
+                source,
+            })?;
+            files.push((name, text));
+        }
+    }
+    let mut out = Vec::new();
+    for (name, text) in files {
+        let docs: Vec<Value> =
+            serde_saphyr::from_multiple(&text).map_err(|e| OfflineError::Parse {
+                path: name.clone(),
+                reason: e.to_string(),
+            })?;
+        for (i, doc) in docs.into_iter().enumerate() {
+            for object in objects(doc) {
+                out.push((format!("{name}#{}", i + 1), object));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn collect(path: &Path, named: bool, out: &mut Vec<PathBuf>) -> Result<(), OfflineError> {
+    let io = |source| OfflineError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.is_dir() {
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(path).map_err(io)? {
+            entries.push(entry.map_err(io)?.path());
+        }
+        entries.sort();
+        for entry in entries {
+            let hidden = entry
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
+            if !hidden {
+                collect(&entry, false, out)?;
+            }
+        }
+    } else {
+        let manifest = ["yaml", "yml", "json"]
+            .iter()
+            .any(|ext| path.extension().is_some_and(|e| e == *ext));
+        // A file named on the command line is read whatever its name.
+        if named || manifest {
+            out.push(path.to_owned());
+        }
+    }
+    Ok(())
+}

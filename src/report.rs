@@ -1,0 +1,237 @@
+//! What `check` and `audit` print: plain text for people, JSON for scripts, and the
+//! `wgpolicyk8s.io/v1alpha2` PolicyReport / ClusterPolicyReport format that Policy Reporter
+//! and other tools read.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use serde_json::{Value, json};
+
+use crate::offline::Judged;
+use crate::policy::Mode;
+use crate::verdict::{Subject, Verdict, Violation};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Policyreport,
+}
+
+/// True when anything would be denied: an enforced violation, or an object that cannot be read.
+pub fn any_denied(judged: &[Judged]) -> bool {
+    judged.iter().any(|j| !j.verdict.is_allowed())
+}
+
+pub fn write(judged: &[Judged], format: Format, out: &mut impl Write) -> io::Result<()> {
+    match format {
+        Format::Text => text(judged, out),
+        Format::Json => {
+            let items: Vec<Value> = judged.iter().map(to_json).collect();
+            serde_json::to_writer_pretty(&mut *out, &items)?;
+            writeln!(out)
+        }
+        Format::Policyreport => {
+            serde_json::to_writer_pretty(&mut *out, &policy_reports(judged, now_seconds()))?;
+            writeln!(out)
+        }
+    }
+}
+
+fn outcome(v: &Violation) -> &'static str {
+    if v.exemption.is_some() {
+        "exempt"
+    } else {
+        v.mode.as_str()
+    }
+}
+
+fn text(judged: &[Judged], out: &mut impl Write) -> io::Result<()> {
+    let (mut denied, mut findings, mut clean) = (0, 0, 0);
+    for j in judged {
+        let object = format!("{} {}/{}", j.kind, j.namespace, j.name);
+        match &j.verdict {
+            Verdict::Skipped(skip) => {
+                clean += 1;
+                writeln!(out, "{} {object}: skipped ({})", j.source, skip.as_str())?;
+            }
+            Verdict::Unjudgeable(reason) => {
+                denied += 1;
+                writeln!(out, "{} {object}: DENIED: {reason}", j.source)?;
+            }
+            Verdict::Judged(violations) if violations.is_empty() => {
+                clean += 1;
+                writeln!(out, "{} {object}: ok", j.source)?;
+            }
+            Verdict::Judged(violations) => {
+                if j.verdict.is_allowed() {
+                    findings += 1;
+                } else {
+                    denied += 1;
+                }
+                for v in violations {
+                    writeln!(out, "{} {object}: {}: {v}", j.source, outcome(v))?;
+                    if let Some(e) = &v.exemption {
+                        writeln!(out, "    exempted by {e}")?;
+                    } else if let Some(add) = v.add.as_ref().filter(|_| v.mode != Mode::Audit) {
+                        writeln!(out, "    fix: at {} set:", add.at)?;
+                        for line in add.yaml.lines() {
+                            writeln!(out, "      {line}")?;
+                        }
+                    }
+                    if let Some((mode, date)) = v.next.filter(|_| v.exemption.is_none()) {
+                        writeln!(out, "    {} from {date}", mode.participle())?;
+                    }
+                }
+            }
+        }
+    }
+    writeln!(
+        out,
+        "{} objects: {denied} denied, {findings} admitted with findings, {clean} clean",
+        judged.len()
+    )
+}
+
+fn to_json(j: &Judged) -> Value {
+    let violations: Vec<Value> = j
+        .verdict
+        .violations()
+        .map(|v| {
+            let container = match &v.subject {
+                Subject::Pod => Value::Null,
+                Subject::Container { kind, index, name } => {
+                    json!({"type": kind.field(), "index": index, "name": name})
+                }
+            };
+            json!({
+                "policy": v.policy,
+                "check": v.check.as_str(),
+                "mode": v.mode.as_str(),
+                "outcome": outcome(v),
+                "container": container,
+                "field": v.field,
+                "message": v.to_string(),
+                "fix": v.add.as_ref().map(|a| json!({"at": a.at, "yaml": a.yaml})),
+                "next": v.next.map(|(mode, date)| json!({"mode": mode.as_str(), "from": date.to_string()})),
+                "exemption": v.exemption.as_ref().map(|e| json!({
+                    "name": e.name, "source": e.source.as_str(), "reason": e.reason,
+                    "owner": e.owner, "expires": e.expires.map(|d| d.to_string()),
+                })),
+            })
+        })
+        .collect();
+    let error = match &j.verdict {
+        Verdict::Unjudgeable(reason) => Value::String(reason.clone()),
+        _ => Value::Null,
+    };
+    json!({
+        "source": j.source,
+        "apiVersion": j.api_version,
+        "kind": j.kind,
+        "namespace": j.namespace,
+        "name": j.name,
+        "allowed": j.verdict.is_allowed(),
+        "error": error,
+        "violations": violations,
+    })
+}
+
+fn now_seconds() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// One PolicyReport per namespace (a ClusterPolicyReport for objects without one), in a
+/// `v1` List so `kubectl apply -f` takes the output as is.
+pub fn policy_reports(judged: &[Judged], timestamp: i64) -> Value {
+    let mut by_namespace: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for j in judged {
+        let resource = json!({
+            "apiVersion": j.api_version, "kind": j.kind, "name": j.name,
+            "namespace": j.namespace, "uid": j.uid,
+        });
+        let result = |policy: &str, rule: &str, result: &str, message: String, props: Value| {
+            json!({
+                "source": "portcullis",
+                "policy": policy,
+                "rule": rule,
+                "result": result,
+                "scored": true,
+                "message": message,
+                "properties": props,
+                "resources": [resource],
+                "timestamp": {"seconds": timestamp, "nanos": 0},
+            })
+        };
+        let results = by_namespace.entry(j.namespace.as_str()).or_default();
+        match &j.verdict {
+            Verdict::Skipped(skip) => results.push(result(
+                "portcullis",
+                "all-checks",
+                "skip",
+                skip.as_str().to_owned(),
+                json!({}),
+            )),
+            Verdict::Unjudgeable(reason) => results.push(result(
+                "portcullis",
+                "readable-object",
+                "error",
+                reason.clone(),
+                json!({}),
+            )),
+            Verdict::Judged(violations) if violations.is_empty() => results.push(result(
+                "portcullis",
+                "all-checks",
+                "pass",
+                "every check passed".to_owned(),
+                json!({}),
+            )),
+            Verdict::Judged(violations) => {
+                for v in violations {
+                    let status = match (&v.exemption, v.mode) {
+                        (Some(_), _) => "skip",
+                        (None, Mode::Warn) => "warn",
+                        (None, _) => "fail",
+                    };
+                    let mut props = json!({"mode": v.mode.as_str(), "field": v.field});
+                    if let Some(e) = &v.exemption {
+                        props["exemption"] = Value::String(e.to_string());
+                    }
+                    results.push(result(
+                        &v.policy,
+                        v.check.as_str(),
+                        status,
+                        v.to_string(),
+                        props,
+                    ));
+                }
+            }
+        }
+    }
+    let items: Vec<Value> = by_namespace
+        .into_iter()
+        .map(|(namespace, results)| {
+            let mut summary = json!({"pass": 0, "fail": 0, "warn": 0, "error": 0, "skip": 0});
+            for r in &results {
+                let key = r["result"].as_str().unwrap_or("error").to_owned();
+                summary[&key] = json!(summary[&key].as_i64().unwrap_or(0) + 1);
+            }
+            let (kind, metadata) = if namespace.is_empty() {
+                ("ClusterPolicyReport", json!({"name": "portcullis"}))
+            } else {
+                (
+                    "PolicyReport",
+                    json!({"name": "portcullis", "namespace": namespace}),
+                )
+            };
+            json!({
+                "apiVersion": "wgpolicyk8s.io/v1alpha2",
+                "kind": kind,
+                "metadata": metadata,
+                "summary": summary,
+                "results": results,
+            })
+        })
+        .collect();
+    json!({"apiVersion": "v1", "kind": "List", "items": items})
+}

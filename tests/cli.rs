@@ -1,0 +1,589 @@
+//! The offline commands as processes, exit codes included: `check` on fixture manifests
+//! (files, directories, stdin, Lists, every output format), `replay` on an audit log built
+//! from the captured apiserver reviews (tests/fixtures/audit/generate.py), and `audit`
+//! against a minimal API server on loopback that serves paginated lists.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Request, State};
+use common::*;
+use serde_json::{Value, json};
+
+fn portcullis(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn fixtures() -> PathBuf {
+    repo().join("tests/fixtures")
+}
+
+/// A directory holding one policy file (so `check` does not pick up the repository's).
+fn policies(yaml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), yaml).unwrap();
+    dir
+}
+
+fn arg(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn check_exits_1_and_names_file_object_container_and_check_on_a_denial() {
+    let deny = fixtures().join("checks/run-as-non-root/deny.init-container-as-root.yaml");
+    let out = portcullis(&repo(), &["check", arg(&deny)], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("deny.init-container-as-root.yaml#1 Pod default/")
+            && text.contains("enforce: init container \"")
+            && text.contains("[run-as-non-root]")
+            && text.contains("fix: at spec.initContainers[0] set:"),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let compliant = dir.path().join("web.yml");
+    std::fs::write(
+        &compliant,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    spec:\n      containers:\n      - name: app\n        image: nginx\n        livenessProbe: {tcpSocket: {port: 80}}\n        readinessProbe: {tcpSocket: {port: 80}}\n",
+    )
+    .unwrap();
+    let out = portcullis(&repo(), &["check", arg(&compliant)], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).ends_with("1 objects: 0 denied, 0 admitted with findings, 1 clean\n"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test]
+async fn check_agrees_with_the_webhooks_on_every_fixture_directory() {
+    // Every check fixture, read as one directory tree, must get from `check` exactly the
+    // denials the apiserver would get from the webhooks: /mutate, the patch applied, then
+    // /validate. Exit code 1: there are deny fixtures.
+    let out = portcullis(
+        &repo(),
+        &["check", "-o", "json", arg(&fixtures().join("checks"))],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let app = default_app();
+    let mut files = 0;
+    for r in &results {
+        let source = r["source"].as_str().unwrap();
+        let path = source.rsplit_once('#').unwrap().0;
+        let [object] = yaml_docs(Path::new(path)).try_into().unwrap();
+        let mutated = answer(&app, "/mutate", &create(&object)).await;
+        let object = apply(&object, &patch_of(&mutated));
+        let webhook = denied_checks(&answer(&app, "/validate", &create(&object)).await);
+        let mut offline: Vec<String> = r["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["outcome"] == "enforce")
+            .map(|v| v["check"].as_str().unwrap().to_owned())
+            .collect();
+        offline.sort();
+        offline.dedup();
+        assert_eq!(offline, webhook, "{source}");
+        files += 1;
+    }
+    assert!(files > 30, "{files}");
+}
+
+#[test]
+fn check_reads_stdin_multi_document_yaml_and_lists() {
+    let stream = "\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: ignored}
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: a, namespace: team-a}
+  spec:
+    containers: [{name: app, image: nginx}]
+---
+{\"apiVersion\": \"apps/v1\", \"kind\": \"Deployment\", \"metadata\": {\"name\": \"b\"},
+ \"spec\": {\"template\": {\"spec\": {\"containers\": [{\"name\": \"app\", \"image\": \"nginx\"}]}}}}
+";
+    let out = portcullis(&repo(), &["check", "-o", "json", "-"], Some(stream));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<(&str, &str, &str)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["source"].as_str().unwrap(),
+                r["namespace"].as_str().unwrap(),
+                r["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [("<stdin>#2", "team-a", "a"), ("<stdin>#3", "default", "b")]
+    );
+    // The Pod gets the mutating defaults first (runAsNonRoot, limits): only probes remain.
+    let checks = |r: &Value| -> Vec<String> {
+        let mut c: Vec<String> = r["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["check"].as_str().unwrap().to_owned())
+            .collect();
+        c.sort();
+        c
+    };
+    assert_eq!(checks(&results[0]), ["liveness-probe", "readiness-probe"]);
+    // A Deployment is judged as the pods it will create, also defaulted.
+    assert_eq!(checks(&results[1]), ["liveness-probe", "readiness-probe"]);
+    assert_eq!(
+        results[1]["violations"][0]["fix"]["at"],
+        "spec.template.spec.containers[0]"
+    );
+}
+
+const ROLLOUT: &str = "apiVersion: portcullis.dev/v1alpha1
+kind: Policy
+metadata: {name: rollout}
+spec:
+  checks:
+    liveness-probe: {mode: enforce}
+  schedule:
+  - {mode: warn, until: 2027-01-15}
+  - {mode: enforce}
+  exemptions:
+  - name: legacy
+    checks: [liveness-probe]
+    names: [legacy-*]
+    reason: rewrite pending
+    owner: team-legacy
+    expires: 2027-03-01
+";
+
+const TWO_PODS: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop}
+spec: {containers: [{name: app, image: nginx}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: legacy-web, namespace: shop}
+spec: {containers: [{name: app, image: nginx}]}
+";
+
+#[test]
+fn check_follows_modes_schedules_and_exemption_expiry_as_of_a_date() {
+    let dir = policies(ROLLOUT);
+    let p = arg(dir.path());
+    // Warn stage: nothing would be denied.
+    let out = portcullis(
+        &repo(),
+        &["check", "--policies", p, "--as-of", "2026-12-01", "-"],
+        Some(TWO_PODS),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("shop/web: warn: ") && text.contains("enforced from 2027-01-15"),
+        "{text}"
+    );
+    assert!(
+        text.contains("shop/legacy-web: exempt: ") && text.contains("team-legacy"),
+        "{text}"
+    );
+    // Enforce stage, exemption still live: only web is denied.
+    let out = portcullis(
+        &repo(),
+        &[
+            "check",
+            "--policies",
+            p,
+            "--as-of",
+            "2027-02-01",
+            "-o",
+            "json",
+            "-",
+        ],
+        Some(TWO_PODS),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results[0]["allowed"], false);
+    assert_eq!(results[1]["allowed"], true);
+    assert_eq!(
+        results[1]["violations"][0]["exemption"]["owner"],
+        "team-legacy"
+    );
+    // After expiry the exemption applies nowhere.
+    let out = portcullis(
+        &repo(),
+        &[
+            "check",
+            "--policies",
+            p,
+            "--as-of",
+            "2027-03-01",
+            "-o",
+            "json",
+            "-",
+        ],
+        Some(TWO_PODS),
+    );
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results[1]["allowed"], false, "{results:#?}");
+}
+
+#[test]
+fn check_writes_policy_reports_per_namespace() {
+    let dir = policies(ROLLOUT);
+    let out = portcullis(
+        &repo(),
+        &[
+            "check",
+            "--policies",
+            arg(dir.path()),
+            "--as-of",
+            "2027-02-01",
+            "-o",
+            "policyreport",
+            "-",
+        ],
+        Some(&format!(
+            "{TWO_PODS}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: ok, namespace: other}}\nspec: {{containers: [{{name: app, image: nginx, livenessProbe: {{tcpSocket: {{port: 80}}}}}}]}}\n"
+        )),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["kind"], "List");
+    let reports = list["items"].as_array().unwrap();
+    assert_eq!(reports.len(), 2);
+    for r in reports {
+        assert_eq!(r["apiVersion"], "wgpolicyk8s.io/v1alpha2");
+        assert_eq!(r["kind"], "PolicyReport");
+    }
+    let shop = reports
+        .iter()
+        .find(|r| r["metadata"]["namespace"] == "shop")
+        .unwrap();
+    assert_eq!(
+        shop["summary"],
+        json!({"pass": 0, "fail": 1, "warn": 0, "error": 0, "skip": 1})
+    );
+    let fail = shop["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["result"] == "fail")
+        .unwrap();
+    assert_eq!(fail["policy"], "rollout");
+    assert_eq!(fail["rule"], "liveness-probe");
+    assert_eq!(fail["source"], "portcullis");
+    assert_eq!(
+        fail["resources"][0],
+        json!({"apiVersion": "v1", "kind": "Pod", "name": "web", "namespace": "shop", "uid": null})
+    );
+    assert!(fail["timestamp"]["seconds"].as_i64().unwrap() > 1_700_000_000);
+    let other = reports
+        .iter()
+        .find(|r| r["metadata"]["namespace"] == "other")
+        .unwrap();
+    assert_eq!(other["summary"]["pass"], 1);
+}
+
+#[test]
+fn check_exits_2_on_unreadable_input_or_policies() {
+    let out = portcullis(&repo(), &["check", "-"], Some("a: [unclosed"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("portcullis check: <stdin>: "),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = portcullis(&repo(), &["check", "no/such/file.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no/such/file.yaml"),
+        "{}",
+        stderr(&out)
+    );
+
+    let dir = policies(&ROLLOUT.replace("owner: team-legacy", "owner: ''"));
+    let out = portcullis(
+        &repo(),
+        &["check", "--policies", arg(dir.path()), "-"],
+        Some(TWO_PODS),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("policy.yaml: spec.exemptions[0].owner: must not be empty"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn audit_log() -> PathBuf {
+    fixtures().join("audit/audit.log")
+}
+
+#[test]
+fn replay_reports_would_be_denials_per_namespace_check_and_user() {
+    let log = audit_log();
+    let out = portcullis(
+        &repo(),
+        &[
+            "replay",
+            "--audit-log",
+            arg(&log),
+            "--as-of",
+            "2026-11-22",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 78 lines: 37 RequestReceived copies are not counted twice; 24 workload requests carry
+    // an object worth judging (creates, controller updates, a patch via its responseObject,
+    // the ephemeral-containers update); pod updates, other subresources, deletes, reads, a
+    // ConfigMap, a Metadata-level event and one truncated line are not judged.
+    assert_eq!(report["events"], 78);
+    assert_eq!(report["judged"], 24);
+    assert_eq!(report["denied"], 15);
+    assert_eq!(report["skipped"]["not the ResponseComplete stage"], 37);
+    assert_eq!(report["skipped"]["unparseable line"], 1);
+    assert_eq!(report["skipped"]["no object (Metadata-level event)"], 1);
+    assert_eq!(report["skipped"]["pod update"], 4);
+    let rows = report["byNamespaceCheckUser"].as_array().unwrap();
+    let row = |ns: &str, check: &str, user: &str| {
+        rows.iter()
+            .find(|r| r["namespace"] == ns && r["check"] == check && r["user"] == user)
+            .cloned()
+    };
+    // The impersonated user is the one accountable, not the admin acting for them.
+    assert_eq!(
+        row("team-a", "liveness-probe", "alice@example.com").unwrap()["denied"],
+        1
+    );
+    // The patch is judged from its responseObject, in its namespace.
+    assert_eq!(
+        row("team-b", "liveness-probe", "bob@example.com").unwrap()["denied"],
+        1
+    );
+    // kube-system is exempt: nothing counted there.
+    assert!(rows.iter().all(|r| r["namespace"] != "kube-system"));
+    assert_eq!(
+        report["worstUsers"][0],
+        json!({"name": "admin", "denied": 5})
+    );
+    assert_eq!(
+        report["worstWorkloads"][0]["name"],
+        "team-a/Pod dep-79745dff4c-"
+    );
+
+    // The same log through stdin, in text, with an audit-mode policy: nothing denied.
+    let dir =
+        policies(&ROLLOUT.replace("{mode: enforce}\n  schedule", "{mode: audit}\n  schedule"));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let out = portcullis(
+        &repo(),
+        &["replay", "--audit-log", "-", "--policies", arg(dir.path())],
+        Some(&text),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("-: 78 events, 24 workload requests judged as of "),
+        "{text}"
+    );
+    assert!(text.contains(", 0 would have been denied"), "{text}");
+    assert!(
+        text.contains("alice@example.com") && text.contains(" 0 / 0 / 1 / 0"),
+        "{text}"
+    );
+}
+
+#[test]
+fn replay_exits_2_when_the_log_cannot_be_read() {
+    let out = portcullis(&repo(), &["replay", "--audit-log", "no-such.log"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("portcullis replay: no-such.log: "),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// What the minimal API server serves, and every request it saw.
+#[derive(Clone, Default)]
+struct Cluster {
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+fn list(kind: &str, items: Vec<Value>, next: Option<&str>) -> Value {
+    json!({"apiVersion": "v1", "kind": format!("{kind}List"),
+           "metadata": {"resourceVersion": "1", "continue": next.unwrap_or("")}, "items": items})
+}
+
+fn captured_object(file: &str) -> Value {
+    let mut o = read_json(&apiserver_fixtures().join(file))["request"]["object"].clone();
+    let m = o["metadata"].as_object_mut().unwrap();
+    m.remove("generateName");
+    o
+}
+
+async fn api(State(cluster): State<Cluster>, req: Request) -> impl axum::response::IntoResponse {
+    let uri = req.uri().to_string();
+    cluster.seen.lock().unwrap().push(uri.clone());
+    let path = req.uri().path();
+    let query = req.uri().query().unwrap_or("");
+    let mut bare = captured_object("create-pod-2.json");
+    bare["metadata"]["name"] = json!("bare");
+    let mut owned = captured_object("create-pod-by-replicaset-controller.json");
+    owned["metadata"]["name"] = json!("dep-abc");
+    let mut other = bare.clone();
+    other["metadata"]["name"] = json!("bare-b");
+    other["metadata"]["namespace"] = json!("team-b");
+    let body = match path {
+        "/api/v1/namespaces" => list(
+            "Namespace",
+            vec![
+                json!({"metadata": {"name": "team-a", "labels": {"portcullis.dev/mode": "warn"}}}),
+                json!({"metadata": {"name": "team-b"}}),
+            ],
+            None,
+        ),
+        // Two pages: the second only with the first page's continue token.
+        "/api/v1/pods" if !query.contains("continue=") => {
+            list("Pod", vec![bare, owned], Some("page-2"))
+        }
+        "/api/v1/pods" if query.contains("continue=page-2") => list("Pod", vec![other], None),
+        "/api/v1/namespaces/team-b/pods" => list("Pod", vec![other], None),
+        "/apis/apps/v1/deployments" => list(
+            "Deployment",
+            vec![captured_object("create-deployment.json")],
+            None,
+        ),
+        _ => list("Unknown", vec![], None),
+    };
+    ([("content-type", "application/json")], body.to_string())
+}
+
+#[tokio::test]
+async fn audit_lists_live_workloads_page_by_page_and_judges_them_with_namespace_labels() {
+    let cluster = Cluster::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .fallback(api)
+        .with_state(cluster.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: 'http://{addr}'}}}}]\n\
+users: [{{name: u, user: {{token: t}}}}]\ncontexts: [{{name: c, context: {{cluster: fake, user: u}}}}]\ncurrent-context: c\n"
+        ),
+    )
+    .unwrap();
+    let policy = std::fs::read_to_string(repo().join("policies/default.yaml"))
+        .unwrap()
+        .replace("spec:\n", "spec:\n  namespaceLabels: true\n");
+    let policies = policies(&policy);
+    let run = |extra: &'static [&'static str]| {
+        let kubeconfig = kubeconfig.clone();
+        let policies = policies.path().to_owned();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+                .args(["audit", "--kubeconfig", kubeconfig.to_str().unwrap()])
+                .args(["--policies", policies.to_str().unwrap(), "-o", "json"])
+                .args(extra)
+                .env_remove("KUBECONFIG")
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = run(&[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let seen: Vec<(String, String, bool)> = results
+        .iter()
+        .map(|r| {
+            (
+                format!(
+                    "{} {}/{}",
+                    r["kind"].as_str().unwrap(),
+                    r["namespace"].as_str().unwrap(),
+                    r["name"].as_str().unwrap()
+                ),
+                r["violations"][0]["mode"].as_str().unwrap_or("").to_owned(),
+                r["allowed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    // The pod a ReplicaSet owns is left to its owner; team-a is labelled warn.
+    assert_eq!(
+        seen,
+        [
+            ("Pod team-a/bare".to_owned(), "warn".to_owned(), true),
+            ("Pod team-b/bare-b".to_owned(), "enforce".to_owned(), false),
+            ("Deployment team-a/dep".to_owned(), "warn".to_owned(), true),
+        ]
+    );
+    let requests = cluster.seen.lock().unwrap().clone();
+    assert!(
+        requests.iter().any(|u| u.starts_with("/api/v1/pods?")
+            && u.contains("limit=250")
+            && u.contains("continue=page-2")),
+        "{requests:?}"
+    );
+
+    // Limited to one namespace, the cluster-wide lists are not read.
+    cluster.seen.lock().unwrap().clear();
+    let out = run(&["--namespace", "team-b"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results.len(), 1);
+    let requests = cluster.seen.lock().unwrap().clone();
+    assert!(
+        requests.iter().all(|u| !u.starts_with("/api/v1/pods")),
+        "{requests:?}"
+    );
+}
