@@ -154,6 +154,7 @@ fn webhook_configurations_are_typed_and_complete() {
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use portcullis::policy::{self, PolicySet};
@@ -165,6 +166,8 @@ fn type_manifest(doc: &Value) -> Option<&'static str> {
     match kind {
         "Namespace" => drop(typed::<Namespace>(doc)),
         "ServiceAccount" => drop(typed::<ServiceAccount>(doc)),
+        "ClusterRole" => drop(typed::<ClusterRole>(doc)),
+        "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(doc)),
         "PriorityClass" => drop(typed::<PriorityClass>(doc)),
         "Deployment" => drop(typed::<Deployment>(doc)),
         "Service" => drop(typed::<Service>(doc)),
@@ -191,6 +194,27 @@ fn every_base_and_component_resource_is_typed() {
             }
         }
     }
+}
+
+#[test]
+fn the_only_permission_is_reading_namespaces() {
+    let docs = yaml_docs(&repo().join("deploy/base/rbac.yaml"));
+    let role: ClusterRole = typed(&docs[0]);
+    let rules = role.rules.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].api_groups.as_deref(), Some(&[String::new()][..]));
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["namespaces".to_owned()][..])
+    );
+    assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
+    let binding: ClusterRoleBinding = typed(&docs[1]);
+    assert_eq!(binding.role_ref.name, "portcullis-namespace-reader");
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!(
+        (subject.kind.as_str(), subject.name.as_str()),
+        ("ServiceAccount", "portcullis")
+    );
 }
 
 #[test]

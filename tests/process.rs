@@ -394,3 +394,80 @@ async fn a_secret_style_symlink_swap_is_picked_up_while_serving() {
     );
     server.child.kill().await.unwrap();
 }
+
+/// A POST over TLS with `Connection: close`, returning the whole answer.
+async fn post_review(addr: std::net::SocketAddr, ca: &str, body: &[u8]) -> String {
+    let mut tls = tls_connect(addr, ca).await;
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(body).await.unwrap();
+    let mut out = String::new();
+    tls.read_to_string(&mut out).await.ok();
+    out
+}
+
+#[tokio::test]
+async fn candidate_policies_are_judged_alongside_and_counted_never_answered_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, candidate) = (dir.path().join("live"), dir.path().join("candidate"));
+    let default = std::fs::read_to_string(repo().join("policies/default.yaml")).unwrap();
+    for (d, text) in [
+        (&live, default.replace("mode: enforce", "mode: audit")),
+        (&candidate, default.clone()),
+    ] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::write(d.join("default.yaml"), text).unwrap();
+    }
+    let mut server = Portcullis::spawn(
+        portcullis_serve(dir.path())
+            .args(["--policies", live.to_str().unwrap()])
+            .args(["--candidate-policies", candidate.to_str().unwrap()]),
+    );
+    let [listen, metrics] = server.addresses(["listen", "metrics_listen"]).await;
+    let ca = std::fs::read_to_string(dir.path().join("certs/ca.crt")).unwrap();
+    let review = std::fs::read(apiserver_fixtures().join("create-pod-2.json")).unwrap();
+    let answer = post_review(listen, &ca, &review).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("\"allowed\":true"),
+        "the live set decides: {answer}"
+    );
+    let logged = server.wait_for("candidate policies disagree").await;
+    assert_eq!(logged["fields"]["change"], "newly-denied");
+    let text = plain_get(metrics, "/metrics").await;
+    assert!(
+        text.contains(r#"portcullis_shadow_disagreements_total{check="liveness-probe",namespace="team-a",change="newly-denied"} 1"#),
+        "{text}"
+    );
+    server.child.kill().await.unwrap();
+
+    // A broken candidate set stops start-up like a broken live one.
+    std::fs::write(
+        candidate.join("default.yaml"),
+        default.replacen("mode: enforce", "mode: enforced", 1),
+    )
+    .unwrap();
+    let out = binary()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--policies",
+            live.to_str().unwrap(),
+            "--candidate-policies",
+            candidate.to_str().unwrap(),
+        ])
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("candidate/default.yaml"));
+}
