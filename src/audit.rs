@@ -19,17 +19,6 @@ use crate::workload::WorkloadKind;
 /// Page size: small enough to keep each response modest on large clusters.
 const PAGE: u32 = 250;
 
-const KINDS: [(&str, &str, WorkloadKind); 8] = [
-    ("", "v1", WorkloadKind::Pod),
-    ("", "v1", WorkloadKind::ReplicationController),
-    ("apps", "v1", WorkloadKind::Deployment),
-    ("apps", "v1", WorkloadKind::StatefulSet),
-    ("apps", "v1", WorkloadKind::DaemonSet),
-    ("apps", "v1", WorkloadKind::ReplicaSet),
-    ("batch", "v1", WorkloadKind::Job),
-    ("batch", "v1", WorkloadKind::CronJob),
-];
-
 fn kube_error(e: impl std::fmt::Display) -> OfflineError {
     OfflineError::Kube(e.to_string())
 }
@@ -50,8 +39,8 @@ pub async fn run(args: &AuditArgs) -> Result<bool, OfflineError> {
 
     let labels = namespace_labels(&client).await?;
     let mut judged = Vec::new();
-    for (group, version, kind) in KINDS {
-        let gvk = GroupVersionKind::gvk(group, version, kind.as_str());
+    for kind in WorkloadKind::ALL {
+        let gvk = GroupVersionKind::gvk(kind.group(), "v1", kind.as_str());
         let resource = ApiResource::from_gvk(&gvk);
         let apis: Vec<Api<DynamicObject>> = if args.namespaces.is_empty() {
             vec![Api::all_with(client.clone(), &resource)]

@@ -51,20 +51,6 @@ struct ObjectRef {
     subresource: Option<String>,
 }
 
-fn kind_of(resource: &str, group: &str) -> Option<WorkloadKind> {
-    Some(match (group, resource) {
-        ("", "pods") => WorkloadKind::Pod,
-        ("", "replicationcontrollers") => WorkloadKind::ReplicationController,
-        ("apps", "deployments") => WorkloadKind::Deployment,
-        ("apps", "statefulsets") => WorkloadKind::StatefulSet,
-        ("apps", "daemonsets") => WorkloadKind::DaemonSet,
-        ("apps", "replicasets") => WorkloadKind::ReplicaSet,
-        ("batch", "jobs") => WorkloadKind::Job,
-        ("batch", "cronjobs") => WorkloadKind::CronJob,
-        _ => return None,
-    })
-}
-
 /// Per namespace, check and user: requests the check would deny, warn on, audit, and exempt.
 #[derive(Clone, Copy, Default)]
 struct Counts {
@@ -179,7 +165,8 @@ fn judge_event(set: &crate::policy::PolicySet, ctx: &Context, event: Event, tall
     let Some(r) = event.object_ref else {
         return tally.skip("no objectRef");
     };
-    let Some(kind) = kind_of(&r.resource, r.api_group.as_deref().unwrap_or("")) else {
+    let group = r.api_group.as_deref().unwrap_or("");
+    let Some(kind) = WorkloadKind::from_group_resource(group, &r.resource) else {
         return tally.skip("not a workload");
     };
     let verb = event.verb.as_str();

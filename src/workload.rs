@@ -21,6 +21,17 @@ pub enum WorkloadKind {
 }
 
 impl WorkloadKind {
+    pub const ALL: [Self; 8] = [
+        Self::Pod,
+        Self::ReplicationController,
+        Self::Deployment,
+        Self::StatefulSet,
+        Self::DaemonSet,
+        Self::ReplicaSet,
+        Self::Job,
+        Self::CronJob,
+    ];
+
     /// Matches on group and kind, not version: with `matchPolicy: Equivalent` the apiserver
     /// converts to the version the webhook registered, and a kind never changes meaning
     /// between versions of the same group.
@@ -36,6 +47,26 @@ impl WorkloadKind {
             ("batch", "CronJob") => Self::CronJob,
             _ => return None,
         })
+    }
+
+    /// The kind behind a resource name, as audit logs and RBAC name them (`apps`, `deployments`).
+    pub fn from_group_resource(group: &str, resource: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.group() == group && k.resource() == resource)
+    }
+
+    pub fn group(self) -> &'static str {
+        match self {
+            Self::Pod | Self::ReplicationController => "",
+            Self::Deployment | Self::StatefulSet | Self::DaemonSet | Self::ReplicaSet => "apps",
+            Self::Job | Self::CronJob => "batch",
+        }
+    }
+
+    /// The plural resource name: the kind, lower-cased, plus `s` (true of all eight).
+    pub fn resource(self) -> String {
+        format!("{}s", self.as_str().to_ascii_lowercase())
     }
 
     /// Manifests name a kind without a reliable group (peer fixtures even carry

@@ -125,6 +125,23 @@ async fn curl_like(addr: std::net::SocketAddr, ca: &str, path: &str) -> String {
     out.lines().next().unwrap_or("").to_owned()
 }
 
+/// `serve` on loopback ports with `args`, run in `dir` until it exits by itself.
+async fn serve_until_exit(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    binary()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_broken_policy_file_stops_startup_naming_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,20 +153,7 @@ async fn a_broken_policy_file_stops_startup_naming_file_and_field() {
         default.replacen("mode: enforce", "mode: enforced", 1),
     )
     .unwrap();
-    let out = binary()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--policies",
-        ])
-        .arg(&policies)
-        .current_dir(dir.path())
-        .output()
-        .await
-        .unwrap();
+    let out = serve_until_exit(dir.path(), &["--policies", policies.to_str().unwrap()]).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("broken.yaml"), "{stderr}");
@@ -450,24 +454,16 @@ async fn candidate_policies_are_judged_alongside_and_counted_never_answered_with
         default.replacen("mode: enforce", "mode: enforced", 1),
     )
     .unwrap();
-    let out = binary()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
+    let out = serve_until_exit(
+        dir.path(),
+        &[
             "--policies",
             live.to_str().unwrap(),
             "--candidate-policies",
             candidate.to_str().unwrap(),
-        ])
-        .current_dir(dir.path())
-        .output()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("candidate/default.yaml"));
 }
