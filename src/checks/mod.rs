@@ -126,7 +126,7 @@ impl Target<'_> {
     }
 
     /// Dotted path of a container itself: where a fix's YAML goes.
-    fn container_path(&self, c: &ContainerRef) -> String {
+    pub(crate) fn container_path(&self, c: &ContainerRef) -> String {
         format!(
             "{}.{}[{}]",
             pod_spec_field(self.kind),

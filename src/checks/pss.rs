@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
 
 use super::{CheckId, ContainerRef, Finding, Target, containers};
 use crate::policy::{Checks, Mode, PssCheck, PssLevel};
-use crate::verdict::Subject;
+use crate::verdict::{Fix, Subject};
 use crate::workload::pod_spec_field;
 
 /// Every configured control with its mode and level.
@@ -102,7 +102,10 @@ fn on_container(t: &Target, c: &ContainerRef, field: &str, problem: String, fix:
         field: t.container_field(c, field),
         problem,
         fix: fix.to_owned(),
-        add: None,
+        add: compliant_value(field).map(|(path, value)| Fix {
+            at: t.container_path(c),
+            yaml: nested_yaml(path, value),
+        }),
     }
 }
 
@@ -112,8 +115,46 @@ fn on_pod(t: &Target, field: &str, problem: String, fix: &str) -> Finding {
         field: t.pod_field(field),
         problem,
         fix: fix.to_owned(),
-        add: None,
+        add: compliant_value(field).map(|(path, value)| Fix {
+            at: pod_spec_field(t.kind),
+            yaml: nested_yaml(path, value),
+        }),
     }
+}
+
+/// For the fields where one value always complies, that value (and where to set it). Fields
+/// whose fix is removing something, or choosing among values, keep the fix in words.
+fn compliant_value(field: &str) -> Option<(&str, &'static str)> {
+    Some(match field {
+        "hostNetwork" | "hostPID" | "hostIPC" => (field, "false"),
+        "securityContext.privileged"
+        | "securityContext.allowPrivilegeEscalation"
+        | "securityContext.windowsOptions.hostProcess" => (field, "false"),
+        "securityContext.runAsNonRoot" => (field, "true"),
+        "securityContext.capabilities.drop" => (field, "[ALL]"),
+        "securityContext.procMount" => (field, "Default"),
+        "securityContext.seccompProfile" | "securityContext.seccompProfile.type" => {
+            ("securityContext.seccompProfile", "{type: RuntimeDefault}")
+        }
+        _ => return None,
+    })
+}
+
+/// `a.b.c` and `v` as block YAML: `a:\n  b:\n    c: v`.
+fn nested_yaml(path: &str, value: &str) -> String {
+    let parts: Vec<&str> = path.split('.').collect();
+    let mut yaml = String::new();
+    for (depth, part) in parts.iter().enumerate() {
+        if depth > 0 {
+            yaml.push('\n');
+        }
+        yaml.push_str(&"  ".repeat(depth));
+        yaml.push_str(part);
+        yaml.push(':');
+    }
+    yaml.push(' ');
+    yaml.push_str(value);
+    yaml
 }
 
 /// Windows pods are exempt from the Linux-only restricted controls (since v1.25).
