@@ -68,7 +68,7 @@ pub struct AuditArgs {
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
     /// Kubeconfig to use; default as kubectl finds it (KUBECONFIG, ~/.kube/config, in-cluster).
-    #[arg(long, env = "KUBECONFIG")]
+    #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// Only these namespaces (repeatable); default all.
     #[arg(long = "namespace", short = 'n')]

@@ -101,24 +101,17 @@ impl Verdict {
                 Some(e) if e.expiring_soon && !exemptions.contains(&e.name.as_str()) => {
                     exemptions.push(&e.name);
                     let expires = e.expires.map(|d| d.to_string()).unwrap_or_default();
-                    out.push(format!(
-                        "portcullis: exemption {:?} ({}) for [{}] expires {expires}; fix before then",
-                        e.name,
-                        e.owner,
-                        v.check.as_str()
-                    ));
+                    let tail = format!(" for [{}] expires {expires}", v.check.as_str());
+                    let head = format!("portcullis: exemption {:?} ({})", e.name, e.owner);
+                    out.push(shorten(head, &tail));
                 }
                 None if v.mode == Mode::Warn => {
-                    let mut w = format!(
-                        "portcullis: {} {} [{}]",
-                        v.subject,
-                        v.problem,
-                        v.check.as_str()
-                    );
+                    let mut tail = format!(" [{}]", v.check.as_str());
                     if let Some((mode, date)) = v.next {
-                        w.push_str(&format!(" ({} from {date})", mode.participle()));
+                        tail.push_str(&format!(" ({} from {date})", mode.participle()));
                     }
-                    out.push(w);
+                    let head = format!("portcullis: {} {}", v.subject, v.problem);
+                    out.push(shorten(head, &tail));
                 }
                 _ => {}
             }
@@ -144,8 +137,12 @@ impl Verdict {
     /// auditAnnotations, keyed by check id (the apiserver prefixes the webhook name, and the
     /// ids are valid keys), recording every violation that is not `off` with its mode, or
     /// `exempt` and the exemption, so the audit log holds would-be denials and exceptions too.
+    /// An object that cannot be read is recorded under `unjudgeable`.
     pub fn audit_annotations(&self) -> BTreeMap<String, String> {
         let mut out: BTreeMap<String, String> = BTreeMap::new();
+        if let Self::Unjudgeable(reason) = self {
+            out.insert("unjudgeable".to_owned(), reason.clone());
+        }
         for v in self.violations() {
             let entry = out.entry(v.check.as_str().to_owned()).or_default();
             if !entry.is_empty() {
@@ -168,7 +165,19 @@ impl Verdict {
     }
 }
 
+/// Each warning is kept to about this many characters: kubectl prints them one per line, and
+/// the apiserver cuts anything over 256.
+pub const WARNING_TARGET_LEN: usize = 120;
 pub const MAX_WARNING_LEN: usize = 256;
+
+/// `head` cut so that `head + tail` fits `WARNING_TARGET_LEN`; the tail (check id, deadline)
+/// is what must survive.
+fn shorten(head: String, tail: &str) -> String {
+    let room = WARNING_TARGET_LEN.saturating_sub(tail.len()).max(40);
+    let mut w = truncate(head, room);
+    w.push_str(tail);
+    w
+}
 /// The apiserver keeps at most 4 KiB of warnings per response.
 pub const MAX_WARNINGS_BYTES: usize = 4096;
 

@@ -595,3 +595,57 @@ fn broken_rollout_settings_fail_with_file_and_field() {
         );
     }
 }
+
+/// The apiserver prefixes each key with the webhook's name and rejects the whole response if
+/// the result is not a qualified name, so every key must be a valid name part.
+fn valid_key(key: &str) -> bool {
+    let edge = |c: char| c.is_ascii_alphanumeric();
+    !key.is_empty()
+        && key.len() <= 63
+        && key.starts_with(edge)
+        && key.ends_with(edge)
+        && key.chars().all(|c| edge(c) || "-_.".contains(c))
+}
+
+#[tokio::test]
+async fn every_decision_but_a_plain_allow_is_recorded_under_valid_keys() {
+    let yaml = policy(&format!(
+        "{EXEMPTIONS}  namespaceModes:\n  - {{names: [w], mode: warn}}\n  - {{names: [a], mode: audit}}\n"
+    ));
+    let h = harness(&yaml, "2026-11-01", NamespaceCache::disabled());
+    let mut unreadable = pod("broken");
+    unreadable["spec"]["containers"] = json!("not a list");
+    let cases = [
+        ("shop", pod("a"), "enforce"),
+        ("w", pod("a"), "warn"),
+        ("a", pod("a"), "audit"),
+        ("legacy-1", pod("web-1"), "exempt"),
+        ("shop", unreadable, "unjudgeable"),
+    ];
+    for (namespace, object, expected) in cases {
+        let response = h.create(namespace, &object).await;
+        let annotations = response["auditAnnotations"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{expected}: nothing recorded: {response}"));
+        for key in annotations.keys() {
+            assert!(valid_key(key), "{expected}: invalid key {key:?}");
+        }
+        if expected == "unjudgeable" {
+            assert_eq!(response["allowed"], false);
+            assert!(
+                annotations["unjudgeable"]
+                    .as_str()
+                    .unwrap()
+                    .contains("cannot be read")
+            );
+        } else {
+            assert_eq!(outcome(&response), expected);
+        }
+    }
+    // A clean pod is a plain allow: nothing recorded.
+    let mut clean = pod("clean");
+    clean["spec"]["securityContext"] = json!({"runAsNonRoot": true});
+    let response = h.create("shop", &clean).await;
+    assert_eq!(response["allowed"], true);
+    assert!(response.get("auditAnnotations").is_none(), "{response}");
+}
