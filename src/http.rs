@@ -327,9 +327,10 @@ fn json(state: &AppState, body: Vec<u8>) -> Response {
     res
 }
 
-/// One line per decision that is not a plain allow, and one per violation in it, each with
-/// uid, namespace, kind, name, operation, user and dryRun so any can be read alone; plain
-/// allows and skips at debug.
+/// One structured line per decision that is not a plain allow (plain allows and skips at
+/// debug), with uid, namespace, kind, name, operation, user and dryRun, and each violation as
+/// `policy/check:mode` (`:exempt` where an exemption lifted it). One line, not one per
+/// violation: logging is a measurable share of a denial's cost (BENCHMARKS.md).
 fn log_validation(req: &Request, verdict: &Verdict) {
     let outcome = match verdict {
         Verdict::Skipped(skip) => skip.as_str(),
@@ -342,31 +343,30 @@ fn log_validation(req: &Request, verdict: &Verdict) {
         ($level:expr, $($field:tt)*) => {
             tracing::event!($level, uid = %req.uid, namespace = %req.namespace, kind = %req.kind,
                 name = %req.name, operation = ?req.operation, user = %req.user,
-                dry_run = req.dry_run, $($field)*)
+                dry_run = req.dry_run, outcome, $($field)*)
         };
     }
-    if matches!(verdict, Verdict::Skipped(_)) || outcome == "allowed" {
-        line!(tracing::Level::DEBUG, outcome, "validated");
-        return;
-    }
-    if let Verdict::Unjudgeable(reason) = verdict {
-        line!(tracing::Level::INFO, outcome, reason = %reason, "validated");
-        return;
-    }
-    line!(
-        tracing::Level::INFO,
-        outcome,
-        violations = verdict.violations().count(),
-        "validated"
-    );
-    for v in verdict.violations() {
-        let (result, exemption) = match &v.exemption {
-            Some(e) => ("exempted", e.name.as_str()),
-            None => (v.mode.participle(), ""),
-        };
-        line!(tracing::Level::INFO, policy = %v.policy, check = v.check.as_str(),
-            mode = v.mode.as_str(), outcome = result, exemption, field = %v.field,
-            problem = %v.problem, "violation");
+    match verdict {
+        Verdict::Skipped(_) => line!(tracing::Level::DEBUG, "validated"),
+        Verdict::Judged(v) if v.is_empty() => line!(tracing::Level::DEBUG, "validated"),
+        Verdict::Unjudgeable(reason) => line!(tracing::Level::INFO, reason = %reason, "validated"),
+        Verdict::Judged(violations) => {
+            let mut list = String::with_capacity(violations.len() * 40);
+            for v in violations {
+                if !list.is_empty() {
+                    list.push(' ');
+                }
+                list.push_str(&v.policy);
+                list.push('/');
+                list.push_str(v.check.as_str());
+                list.push(':');
+                list.push_str(match &v.exemption {
+                    Some(_) => "exempt",
+                    None => v.mode.as_str(),
+                });
+            }
+            line!(tracing::Level::INFO, violations = %list, "validated");
+        }
     }
 }
 

@@ -439,6 +439,19 @@ async fn candidate_policies_are_judged_alongside_and_counted_never_answered_with
         answer.contains("\"allowed\":true"),
         "the live set decides: {answer}"
     );
+    // The decision line: who, what, and each violation as policy/check:mode.
+    let decision = server.wait_for("validated").await;
+    let f = &decision["fields"];
+    assert_eq!(f["namespace"], "team-a", "{decision}");
+    assert_eq!(f["user"], "admin");
+    assert_eq!(f["dry_run"], false);
+    assert_eq!(f["outcome"], "allowed-with-violations");
+    assert!(f["uid"].as_str().is_some_and(|u| !u.is_empty()));
+    let violations = f["violations"].as_str().unwrap();
+    assert!(
+        violations.contains("default/liveness-probe:audit"),
+        "{violations}"
+    );
     let logged = server.wait_for("candidate policies disagree").await;
     assert_eq!(logged["fields"]["change"], "newly-denied");
     let text = plain_get(metrics, "/metrics").await;
