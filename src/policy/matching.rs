@@ -69,6 +69,13 @@ pub struct ImageRef {
 
 impl ImageRef {
     pub fn parse(image: &str) -> Self {
+        let mut r = Self::split(image);
+        r.repository = normalise_repository(&r.repository);
+        r
+    }
+
+    /// Name, tag and digest as written, nothing filled in.
+    fn split(image: &str) -> Self {
         let (name, digest) = match image.split_once('@') {
             Some((n, d)) => (n, Some(d.to_owned())),
             None => (image, None),
@@ -80,7 +87,7 @@ impl ImageRef {
             None => (name, None),
         };
         Self {
-            repository: normalise_repository(name),
+            repository: name.to_owned(),
             tag,
             digest,
         }
@@ -111,8 +118,14 @@ fn normalise_repository(name: &str) -> String {
 
 /// Does the image pattern `pattern` match `image`? Both are normalised; the pattern's
 /// repository, tag and digest are globs, and a part the pattern leaves out matches anything.
+/// A pattern starting with `*` is not normalised, so `*` matches every image and
+/// `*/acme/*` every registry's `acme` images.
 pub fn image_matches(pattern: &str, image: &str) -> bool {
-    let p = ImageRef::parse(pattern);
+    let p = if pattern.starts_with('*') {
+        ImageRef::split(pattern)
+    } else {
+        ImageRef::parse(pattern)
+    };
     let i = ImageRef::parse(image);
     let tag = i
         .tag
@@ -178,6 +191,11 @@ mod tests {
         assert!(image_matches("ghcr.io/acme/*", "ghcr.io/acme/legacy:3"));
         assert!(!image_matches("ghcr.io/acme/*", "ghcr.io/other/legacy:3"));
         assert!(!image_matches("nginx", "nginx-exporter"));
+        assert!(image_matches("*", "ghcr.io/acme/app:1"));
+        assert!(image_matches("*", "nginx"));
+        assert!(image_matches("*/acme/*", "ghcr.io/acme/app@sha256:ff"));
+        assert!(!image_matches("*/acme/*", "ghcr.io/other/app"));
+        assert!(image_matches("*:1.2", "quay.io/x/y:1.2"));
     }
 
     #[test]
