@@ -5,16 +5,36 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::policy::PolicySet;
+use portcullis::policy::{self, PolicySet};
+use portcullis::rollout::Context;
 use portcullis::{admission, review};
 
-static POLICIES: LazyLock<PolicySet> = LazyLock::new(PolicySet::embedded);
+/// The default policy, and one using every rollout feature, so scopes, globs, image matching
+/// and exemptions see hostile names, namespaces and images too.
+static POLICIES: LazyLock<PolicySet> = LazyLock::new(|| {
+    let mut set = PolicySet::embedded();
+    let rollout = include_str!("../corpus/policy/rollout.yaml");
+    set.policies.push(policy::parse("rollout.yaml", rollout).unwrap());
+    set
+});
+
+static LABELS: LazyLock<std::collections::BTreeMap<String, String>> = LazyLock::new(|| {
+    [("portcullis.dev/mode.liveness-probe", "warn"), ("stage", "experimental"), ("team", "ml")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+});
 
 fuzz_target!(|data: &[u8]| {
     let Ok(req) = review::decode(data) else {
         return;
     };
-    let verdict = admission::validate(&POLICIES, &req);
+    let ctx = Context {
+        today: policy::Date::parse("2026-12-15").unwrap(),
+        namespace_labels: Some(&LABELS),
+    };
+    let verdict = admission::validate(&POLICIES, &req, &ctx);
+    let _ = verdict.warnings();
     let _ = review::encode_validation(&req, &verdict);
     let ops = admission::mutate(&POLICIES, &req);
     let _ = review::encode_mutation(&req, &ops);
