@@ -1,14 +1,13 @@
 //! portcullis: a Kubernetes admission webhook. The request flow is
 //! `transport` (TLS, HTTP/1.1) → `http` (routes, limits) → `review` (AdmissionReview wire
-//! format) → `admission` (the pure core: `checks` and `defaults` under a `policy`) → `review`
-//! again for the response.
+//! format) → `admission` (the pure core: `checks` and `defaults` under a `policy`, with
+//! `rollout` resolving modes and exemptions) → `review` again for the response. `offline`
+//! and `report` put the same core behind the `check`, `audit` and `replay` `commands`.
 
 pub mod admission;
-pub mod audit;
-pub mod certs;
-pub mod check;
 pub mod checks;
 pub mod cli;
+pub mod commands;
 pub mod defaults;
 pub mod http;
 pub mod metrics;
@@ -16,12 +15,10 @@ pub mod namespaces;
 pub mod offline;
 pub mod policy;
 pub mod quantity;
-pub mod replay;
 pub mod report;
 pub mod request;
 pub mod review;
 pub mod rollout;
-pub mod serve;
 pub mod tls;
 pub mod transport;
 pub mod verdict;

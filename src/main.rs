@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Command::Serve(args) => *args,
         Command::Certs(args) => {
-            return match portcullis::certs::run(&args) {
+            return match portcullis::commands::certs::run(&args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("portcullis certs: {e}");
@@ -23,13 +23,17 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Command::Check(args) => return verdict_exit("check", portcullis::check::run(&args)),
-        Command::Replay(args) => return verdict_exit("replay", portcullis::replay::run(&args)),
+        Command::Check(args) => {
+            return verdict_exit("check", portcullis::commands::check::run(&args));
+        }
+        Command::Replay(args) => {
+            return verdict_exit("replay", portcullis::commands::replay::run(&args));
+        }
         Command::Audit(args) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let result = tokio::runtime::Runtime::new()
                 .map_err(portcullis::offline::OfflineError::Output)
-                .and_then(|rt| rt.block_on(portcullis::audit::run(&args)));
+                .and_then(|rt| rt.block_on(portcullis::commands::audit::run(&args)));
             return verdict_exit("audit", result);
         }
     };
@@ -44,7 +48,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(portcullis::serve::run(args, started)) {
+    match runtime.block_on(portcullis::commands::serve::run(args, started)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Logging is set up by now, so the reason goes where operators read logs.
