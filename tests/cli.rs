@@ -452,6 +452,8 @@ fn replay_exits_2_when_the_log_cannot_be_read() {
 #[derive(Clone, Default)]
 struct Cluster {
     seen: Arc<Mutex<Vec<String>>>,
+    /// Answer namespace lists with 403, as for a user without that permission.
+    forbid_namespaces: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn list(kind: &str, items: Vec<Value>, next: Option<&str>) -> Value {
@@ -478,6 +480,20 @@ async fn api(State(cluster): State<Cluster>, req: Request) -> impl axum::respons
     let mut other = bare.clone();
     other["metadata"]["name"] = json!("bare-b");
     other["metadata"]["namespace"] = json!("team-b");
+    if path == "/api/v1/namespaces"
+        && cluster
+            .forbid_namespaces
+            .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "namespaces is forbidden: User \"dev\" cannot list resource \"namespaces\"",
+            "reason": "Forbidden", "code": 403});
+        return (
+            axum::http::StatusCode::FORBIDDEN,
+            [("content-type", "application/json")],
+            status.to_string(),
+        );
+    }
     let body = match path {
         "/api/v1/namespaces" => list(
             "Namespace",
@@ -500,7 +516,11 @@ async fn api(State(cluster): State<Cluster>, req: Request) -> impl axum::respons
         ),
         _ => list("Unknown", vec![], None),
     };
-    ([("content-type", "application/json")], body.to_string())
+    (
+        axum::http::StatusCode::OK,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
 }
 
 #[tokio::test]
@@ -586,4 +606,39 @@ users: [{{name: u, user: {{token: t}}}}]\ncontexts: [{{name: c, context: {{clust
         requests.iter().all(|u| !u.starts_with("/api/v1/pods")),
         "{requests:?}"
     );
+
+    // Not allowed to list namespaces: the audit goes on, label rules do not match (team-a's
+    // pod is then judged in enforce), and stderr says why.
+    cluster
+        .forbid_namespaces
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let out = run(&[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("may not list namespaces"),
+        "{}",
+        stderr(&out)
+    );
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results[0]["name"], "bare");
+    assert_eq!(results[0]["allowed"], false);
+
+    // An API server that is not there: exit 2 with the reason, no report.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gone = closed.local_addr().unwrap();
+    drop(closed);
+    let text = std::fs::read_to_string(&kubeconfig).unwrap();
+    std::fs::write(
+        &kubeconfig,
+        text.replace(&addr.to_string(), &gone.to_string()),
+    )
+    .unwrap();
+    let out = run(&[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stderr(&out).starts_with("portcullis audit: kubernetes API: "),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.stdout.is_empty());
 }

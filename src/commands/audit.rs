@@ -51,7 +51,10 @@ pub async fn run(args: &AuditArgs) -> Result<bool, OfflineError> {
                 .collect()
         };
         for api in apis {
-            for mut object in list_all(&api).await? {
+            let objects = list_all(&api)
+                .await
+                .map_err(|e| OfflineError::Kube(format!("listing {}: {e}", resource.plural)))?;
+            for mut object in objects {
                 if owned_by_a_controller(&object) {
                     continue;
                 }
@@ -80,13 +83,13 @@ pub async fn run(args: &AuditArgs) -> Result<bool, OfflineError> {
 }
 
 /// Every object of a list, page by page (`limit` and `continue`).
-async fn list_all(api: &Api<DynamicObject>) -> Result<Vec<Value>, OfflineError> {
+async fn list_all(api: &Api<DynamicObject>) -> Result<Vec<Value>, kube::Error> {
     let mut out = Vec::new();
     let mut params = ListParams::default().limit(PAGE);
     loop {
-        let page = api.list(&params).await.map_err(kube_error)?;
+        let page = api.list(&params).await?;
         for item in page.items {
-            out.push(serde_json::to_value(item).map_err(kube_error)?);
+            out.push(serde_json::to_value(item).map_err(kube::Error::SerdeError)?);
         }
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
@@ -96,7 +99,8 @@ async fn list_all(api: &Api<DynamicObject>) -> Result<Vec<Value>, OfflineError> 
 }
 
 /// Namespace labels for `namespaceLabels` and selectors. Without permission to list
-/// namespaces the audit goes on with the policies' own modes, as the server would.
+/// namespaces (403) the audit goes on with the policies' own modes, as the server would;
+/// any other failure stops it.
 async fn namespace_labels(
     client: &kube::Client,
 ) -> Result<BTreeMap<String, BTreeMap<String, String>>, OfflineError> {
@@ -114,10 +118,14 @@ async fn namespace_labels(
                 Some((name, labels))
             })
             .collect()),
-        Err(e) => {
-            eprintln!("portcullis audit: cannot list namespaces ({e}); label rules will not match");
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            eprintln!(
+                "portcullis audit: may not list namespaces ({}); namespace label rules will not match",
+                status.message
+            );
             Ok(BTreeMap::new())
         }
+        Err(e) => Err(OfflineError::Kube(format!("listing namespaces: {e}"))),
     }
 }
 
