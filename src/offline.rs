@@ -88,26 +88,33 @@ pub fn judge(set: &PolicySet, ctx: &Context, object: &Value, namespace: &str) ->
     })
 }
 
-/// The objects of a document: itself, or the items of a `kind: List` (what `kubectl get -o
-/// yaml` prints).
+/// The objects of a document: itself, or the items of a list (`kind: List` from `kubectl get
+/// -o yaml`, or a typed `PodList`, `DeploymentList`, ...), whose items may lack apiVersion and
+/// kind, so a typed list's kind is given to them.
 pub fn objects(doc: Value) -> Vec<Value> {
-    match doc {
-        Value::Object(mut map)
-            if map.get("kind").and_then(Value::as_str) == Some("List")
-                || map
-                    .get("kind")
-                    .and_then(Value::as_str)
-                    .is_some_and(|k| k.ends_with("List"))
-                    && map.get("items").is_some_and(Value::is_array) =>
-        {
-            match map.remove("items") {
-                Some(Value::Array(items)) => items.into_iter().flat_map(objects).collect(),
-                _ => Vec::new(),
+    let Value::Object(mut map) = doc else {
+        return if doc.is_null() { Vec::new() } else { vec![doc] };
+    };
+    let kind = map
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let Some(item_kind) = kind.strip_suffix("List") else {
+        return vec![Value::Object(map)];
+    };
+    let Some(Value::Array(items)) = map.remove("items") else {
+        return vec![Value::Object(map)];
+    };
+    items
+        .into_iter()
+        .flat_map(|mut item| {
+            if !item_kind.is_empty() && item.get("kind").is_none() && item.is_object() {
+                item["kind"] = Value::String(item_kind.to_owned());
             }
-        }
-        Value::Null => Vec::new(),
-        other => vec![other],
-    }
+            objects(item)
+        })
+        .collect()
 }
 
 /// Why an offline command could not run at all (exit code 2); findings are not errors.

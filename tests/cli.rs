@@ -134,6 +134,13 @@ items:
   spec:
     containers: [{name: app, image: nginx}]
 ---
+apiVersion: v1
+kind: PodList
+items:
+- metadata: {name: c, namespace: team-c}
+  spec:
+    containers: [{name: app, image: nginx, livenessProbe: {tcpSocket: {port: 80}}, readinessProbe: {tcpSocket: {port: 80}}}]
+---
 {\"apiVersion\": \"apps/v1\", \"kind\": \"Deployment\", \"metadata\": {\"name\": \"b\"},
  \"spec\": {\"template\": {\"spec\": {\"containers\": [{\"name\": \"app\", \"image\": \"nginx\"}]}}}}
 ";
@@ -152,7 +159,11 @@ items:
         .collect();
     assert_eq!(
         names,
-        [("<stdin>#2", "team-a", "a"), ("<stdin>#3", "default", "b")]
+        [
+            ("<stdin>#2", "team-a", "a"),
+            ("<stdin>#3", "team-c", "c"),
+            ("<stdin>#4", "default", "b")
+        ]
     );
     // The Pod gets the mutating defaults first (runAsNonRoot, limits): only probes remain.
     let checks = |r: &Value| -> Vec<String> {
@@ -167,9 +178,11 @@ items:
     };
     assert_eq!(checks(&results[0]), ["liveness-probe", "readiness-probe"]);
     // A Deployment is judged as the pods it will create, also defaulted.
-    assert_eq!(checks(&results[1]), ["liveness-probe", "readiness-probe"]);
+    // A typed list's items take its kind; this pod is compliant once defaulted.
+    assert!(checks(&results[1]).is_empty(), "{:#}", results[1]);
+    assert_eq!(checks(&results[2]), ["liveness-probe", "readiness-probe"]);
     assert_eq!(
-        results[1]["violations"][0]["fix"]["at"],
+        results[2]["violations"][0]["fix"]["at"],
         "spec.template.spec.containers[0]"
     );
 }
