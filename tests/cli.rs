@@ -177,9 +177,9 @@ items:
         c
     };
     assert_eq!(checks(&results[0]), ["liveness-probe", "readiness-probe"]);
-    // A Deployment is judged as the pods it will create, also defaulted.
     // A typed list's items take its kind; this pod is compliant once defaulted.
     assert!(checks(&results[1]).is_empty(), "{:#}", results[1]);
+    // A Deployment is judged as the pods it will create, also defaulted.
     assert_eq!(checks(&results[2]), ["liveness-probe", "readiness-probe"]);
     assert_eq!(
         results[2]["violations"][0]["fix"]["at"],
