@@ -125,12 +125,12 @@ pub fn apply_exemptions(
     policy: &Policy,
     namespace: &str,
     workload: &Workload,
-    spec: &PodSpec,
+    pod_spec: &PodSpec,
     ctx: &Context,
     found: &mut [Violation],
 ) {
-    let spec_ = &policy.spec;
-    let annotation = spec_
+    let spec = &policy.spec;
+    let annotation = spec
         .annotation_exemptions
         .as_ref()
         .filter(|a| any_glob(&a.namespaces, namespace))
@@ -138,16 +138,16 @@ pub fn apply_exemptions(
             let listed = workload.pod_annotations().get(EXEMPT_ANNOTATION)?;
             Some((a, listed))
         });
-    if spec_.exemptions.is_empty() && annotation.is_none() {
+    if spec.exemptions.is_empty() && annotation.is_none() {
         return;
     }
     for v in found {
-        let declared = spec_.exemptions.iter().find(|e| {
+        let declared = spec.exemptions.iter().find(|e| {
             ctx.today < e.expires
                 && e.checks.contains(&v.check)
                 && any_glob(&e.namespaces, namespace)
                 && any_glob(&e.names, &workload.name)
-                && (e.images.is_empty() || images_match(&e.images, &v.subject, spec))
+                && (e.images.is_empty() || images_match(&e.images, &v.subject, pod_spec))
         });
         if let Some(e) = declared {
             v.exemption = Some(Box::new(Exempted {
@@ -157,7 +157,7 @@ pub fn apply_exemptions(
                 owner: e.owner.clone(),
                 expires: Some(e.expires),
                 expiring_soon: ctx.today.days_until(e.expires)
-                    <= i64::from(spec_.exemption_warning_days),
+                    <= i64::from(spec.exemption_warning_days),
             }));
             continue;
         }
