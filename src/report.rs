@@ -146,10 +146,15 @@ fn now_seconds() -> i64 {
 pub fn policy_reports(judged: &[Judged], timestamp: i64) -> Value {
     let mut by_namespace: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for j in judged {
-        let resource = json!({
-            "apiVersion": j.api_version, "kind": j.kind, "name": j.name,
-            "namespace": j.namespace, "uid": j.uid,
-        });
+        // An ObjectReference: fields that are unknown are left out, not null (the CRD's
+        // schema types them as strings).
+        let mut resource = json!({"apiVersion": j.api_version, "kind": j.kind, "name": j.name});
+        if !j.namespace.is_empty() {
+            resource["namespace"] = json!(j.namespace);
+        }
+        if let Some(uid) = &j.uid {
+            resource["uid"] = json!(uid);
+        }
         let result = |policy: &str, rule: &str, result: &str, message: String, props: Value| {
             json!({
                 "source": "portcullis",

@@ -326,7 +326,7 @@ fn check_writes_policy_reports_per_namespace() {
     assert_eq!(fail["source"], "portcullis");
     assert_eq!(
         fail["resources"][0],
-        json!({"apiVersion": "v1", "kind": "Pod", "name": "web", "namespace": "shop", "uid": null})
+        json!({"apiVersion": "v1", "kind": "Pod", "name": "web", "namespace": "shop"})
     );
     assert!(fail["timestamp"]["seconds"].as_i64().unwrap() > 1_700_000_000);
     let other = reports
