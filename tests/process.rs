@@ -480,3 +480,139 @@ async fn candidate_policies_are_judged_alongside_and_counted_never_answered_with
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("candidate/default.yaml"));
 }
+
+/// A minimal API server for the namespace watch: the metadata list kube-rs asks for, then a
+/// watch that stays open with nothing to say.
+async fn namespace_api() -> std::net::SocketAddr {
+    use axum::body::Body;
+    use axum::extract::Request;
+    async fn api(req: Request) -> axum::response::Response {
+        let query = req.uri().query().unwrap_or("");
+        if query.contains("watch=true") || query.contains("watch=1") {
+            let never =
+                futures_util::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+            return axum::response::Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from_stream(never))
+                .unwrap();
+        }
+        let list = serde_json::json!({
+            "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"resourceVersion": "7"},
+            "items": [
+                {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                 "metadata": {"name": "team-a", "resourceVersion": "5",
+                              "labels": {"portcullis.dev/mode": "audit"}}},
+                {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                 "metadata": {"name": "team-b", "resourceVersion": "6"}}
+            ]
+        });
+        axum::response::Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(list.to_string()))
+            .unwrap()
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(api)).await });
+    addr
+}
+
+fn kubeconfig(dir: &std::path::Path, server: std::net::SocketAddr) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'http://{server}'}}}}]\n\
+             users: [{{name: u, user: {{token: t}}}}]\ncontexts: [{{name: c, context: {{cluster: c, user: u}}}}]\n\
+             current-context: c\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The two listener addresses, once `event` has also been logged (before or after them).
+async fn listeners_and(
+    server: &mut Portcullis,
+    event: &str,
+) -> (std::net::SocketAddr, std::net::SocketAddr) {
+    let [listen, metrics, _] = server
+        .wait_for_all(["listen", "metrics_listen", event])
+        .await;
+    let addr = |log: &serde_json::Value, field: &str| {
+        log["fields"][field].as_str().unwrap().parse().unwrap()
+    };
+    (addr(&listen, "listen"), addr(&metrics, "metrics_listen"))
+}
+
+#[tokio::test]
+async fn namespace_labels_come_from_a_watch_that_never_blocks_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let default = std::fs::read_to_string(repo().join("policies/default.yaml")).unwrap();
+    std::fs::write(
+        policies.join("default.yaml"),
+        default.replace("spec:\n", "spec:\n  namespaceLabels: true\n"),
+    )
+    .unwrap();
+    let review = std::fs::read(apiserver_fixtures().join("create-pod-2.json")).unwrap();
+
+    // The API answers: once the cache has synced, team-a's label puts it in audit mode.
+    let api = namespace_api().await;
+    let mut server = Portcullis::spawn(
+        portcullis_serve(dir.path())
+            .args([
+                "--policies",
+                policies.to_str().unwrap(),
+                "--watch-namespaces",
+                "always",
+            ])
+            .env("KUBECONFIG", kubeconfig(dir.path(), api)),
+    );
+    let (listen, metrics) = listeners_and(&mut server, "namespace label cache synced").await;
+    let ca = std::fs::read_to_string(dir.path().join("certs/ca.crt")).unwrap();
+    let answer = post_review(listen, &ca, &review).await;
+    assert!(
+        answer.contains("\"allowed\":true") && answer.contains("audit: "),
+        "{answer}"
+    );
+    assert!(
+        plain_get(metrics, "/metrics")
+            .await
+            .contains("portcullis_namespace_cache_synced 1")
+    );
+    server.child.kill().await.unwrap();
+
+    // No API at all: the server is ready at once and judges with the policy's own modes.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gone = closed.local_addr().unwrap();
+    drop(closed);
+    let mut server = Portcullis::spawn(
+        portcullis_serve(dir.path())
+            .args([
+                "--policies",
+                policies.to_str().unwrap(),
+                "--watch-namespaces",
+                "always",
+            ])
+            .env("KUBECONFIG", kubeconfig(dir.path(), gone)),
+    );
+    // Ready and judging, while the watch fails and retries in the background.
+    let failed = "namespace watch failed; retrying (label rules use the policy's modes meanwhile)";
+    let (listen, metrics) = listeners_and(&mut server, failed).await;
+    assert!(
+        plain_get(metrics, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let answer = post_review(listen, &ca, &review).await;
+    assert!(answer.contains("\"allowed\":false"), "{answer}");
+    assert!(
+        plain_get(metrics, "/metrics")
+            .await
+            .contains("portcullis_namespace_cache_synced 0")
+    );
+    server.child.kill().await.unwrap();
+}

@@ -250,21 +250,35 @@ impl Portcullis {
         }
     }
 
+    /// The first log line for each of `keys` (a message, or a field it carries), in whatever
+    /// order the lines come.
+    pub async fn wait_for_all<const N: usize>(&mut self, keys: [&str; N]) -> [Value; N] {
+        let mut found: [Option<Value>; N] = std::array::from_fn(|_| None);
+        while found.iter().any(Option::is_none) {
+            let log = self.events.recv().await.expect("the server exited");
+            for (slot, key) in found.iter_mut().zip(keys) {
+                let hit = log["fields"]["message"] == key || log["fields"].get(key).is_some();
+                if slot.is_none() && hit {
+                    *slot = Some(log.clone());
+                }
+            }
+        }
+        found.map(Option::unwrap)
+    }
+
     /// The addresses logged under each of `fields`, in whatever order the lines come.
     pub async fn addresses<const N: usize>(
         &mut self,
         fields: [&str; N],
     ) -> [std::net::SocketAddr; N] {
-        let mut found = [None; N];
-        while found.iter().any(Option::is_none) {
-            let log = self.events.recv().await.expect("the server exited");
-            for (slot, field) in found.iter_mut().zip(fields) {
-                if let Some(value) = log["fields"][field].as_str() {
-                    *slot = Some(value.parse().unwrap());
-                }
-            }
-        }
-        found.map(Option::unwrap)
+        let logs = self.wait_for_all(fields).await;
+        std::array::from_fn(|i| {
+            logs[i]["fields"][fields[i]]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
     }
 
     /// The address the server logs under `field` (`listen`, `metrics_listen`).
