@@ -451,6 +451,31 @@ fn replay_reports_would_be_denials_per_namespace_check_and_user() {
 }
 
 #[test]
+fn replay_shows_progress_on_a_terminal_only() {
+    // Piped: the report alone, nothing on stderr.
+    let log = audit_log();
+    let out = portcullis(&repo(), &["replay", "--audit-log", arg(&log)], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    // On a terminal (util-linux `script` gives it one): progress on stderr.
+    let command = format!(
+        "{} replay --audit-log {} > /dev/null",
+        env!("CARGO_BIN_EXE_portcullis"),
+        arg(&log)
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("replay: 78 events read, 24 judged"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
 fn replay_exits_2_when_the_log_cannot_be_read() {
     let out = portcullis(&repo(), &["replay", "--audit-log", "no-such.log"], None);
     assert_eq!(out.status.code(), Some(2));
