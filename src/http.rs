@@ -280,11 +280,7 @@ fn record_validation(metrics: &Metrics, req: &Request, verdict: &Verdict) {
     for v in verdict.violations() {
         let labels = ViolationLabels {
             check: v.check.as_str(),
-            mode: if v.exemption.is_some() {
-                "exempt"
-            } else {
-                v.mode.as_str()
-            },
+            mode: v.outcome(),
             namespace: req.namespace.clone(),
             dry_run,
         };
@@ -360,10 +356,7 @@ fn log_validation(req: &Request, verdict: &Verdict) {
                 list.push('/');
                 list.push_str(v.check.as_str());
                 list.push(':');
-                list.push_str(match &v.exemption {
-                    Some(_) => "exempt",
-                    None => v.mode.as_str(),
-                });
+                list.push_str(v.outcome());
             }
             line!(tracing::Level::INFO, violations = %list, "validated");
         }

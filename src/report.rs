@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::offline::Judged;
 use crate::policy::Mode;
-use crate::verdict::{Subject, Verdict, Violation};
+use crate::verdict::{Subject, Verdict};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -38,14 +38,6 @@ pub fn write(judged: &[Judged], format: Format, out: &mut impl Write) -> io::Res
     }
 }
 
-fn outcome(v: &Violation) -> &'static str {
-    if v.exemption.is_some() {
-        "exempt"
-    } else {
-        v.mode.as_str()
-    }
-}
-
 fn text(judged: &[Judged], out: &mut impl Write) -> io::Result<()> {
     let (mut denied, mut findings, mut clean) = (0, 0, 0);
     for j in judged {
@@ -70,7 +62,7 @@ fn text(judged: &[Judged], out: &mut impl Write) -> io::Result<()> {
                     denied += 1;
                 }
                 for v in violations {
-                    writeln!(out, "{} {object}: {}: {v}", j.source, outcome(v))?;
+                    writeln!(out, "{} {object}: {}: {v}", j.source, v.outcome())?;
                     if let Some(e) = &v.exemption {
                         writeln!(out, "    exempted by {e}")?;
                     } else if let Some(add) = v.add.as_ref().filter(|_| v.mode != Mode::Audit) {
@@ -108,7 +100,7 @@ fn to_json(j: &Judged) -> Value {
                 "policy": v.policy,
                 "check": v.check.as_str(),
                 "mode": v.mode.as_str(),
-                "outcome": outcome(v),
+                "outcome": v.outcome(),
                 "container": container,
                 "field": v.field,
                 "message": v.to_string(),

@@ -263,6 +263,14 @@ impl Violation {
     pub fn denies(&self) -> bool {
         self.mode == Mode::Enforce && self.exemption.is_none()
     }
+
+    /// How the violation was treated, for logs, metrics and reports: its mode, or `exempt`.
+    pub fn outcome(&self) -> &'static str {
+        match self.exemption {
+            Some(_) => "exempt",
+            None => self.mode.as_str(),
+        }
+    }
 }
 
 /// YAML to add under a path of the submitted object.

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::cli::{ReplayArgs, ReplayFormat};
 use crate::offline::{self, OfflineError};
-use crate::policy::{Date, Mode};
+use crate::policy::Date;
 use crate::rollout::Context;
 use crate::verdict::Verdict;
 use crate::workload::WorkloadKind;
@@ -217,28 +217,22 @@ fn judge_event(set: &crate::policy::PolicySet, ctx: &Context, event: Event, tall
         tally.by_scope.entry(key).or_default().denied += 1;
     }
     // One count per check per request, whatever the number of containers.
-    let mut seen: Vec<(&'static str, u8)> = Vec::new();
+    let mut seen: Vec<(&'static str, &'static str)> = Vec::new();
     for v in judged.verdict.violations() {
-        let class = match (&v.exemption, v.mode) {
-            (Some(_), _) => 3,
-            (None, Mode::Enforce) => 0,
-            (None, Mode::Warn) => 1,
-            _ => 2,
-        };
-        let check = v.check.as_str();
-        if seen.contains(&(check, class)) {
+        let key = (v.check.as_str(), v.outcome());
+        if seen.contains(&key) {
             continue;
         }
-        seen.push((check, class));
+        seen.push(key);
         let counts = tally
             .by_scope
-            .entry((judged.namespace.clone(), check, user.clone()))
+            .entry((judged.namespace.clone(), key.0, user.clone()))
             .or_default();
-        match class {
-            0 => counts.denied += 1,
-            1 => counts.warned += 1,
-            2 => counts.audited += 1,
-            _ => counts.exempted += 1,
+        match key.1 {
+            "enforce" => counts.denied += 1,
+            "warn" => counts.warned += 1,
+            "exempt" => counts.exempted += 1,
+            _ => counts.audited += 1,
         }
     }
 }
