@@ -168,14 +168,10 @@ async fn validate(
     let started = Instant::now();
     let span = tracing::debug_span!("review", uid = %req.uid);
     let body = span.in_scope(|| {
-        let meta = if state.namespaces.is_watching() {
-            state.namespaces.get(&req.namespace)
-        } else {
-            None
-        };
+        let namespace = state.namespaces.get(&req.namespace);
         let ctx = Context {
             today: (state.clock)(),
-            namespace_labels: NamespaceCache::labels(&meta),
+            namespace_labels: NamespaceCache::labels(&namespace),
         };
         let verdict = admission::validate(&state.policies.current(), &req, &ctx);
         log_validation(&req, &verdict);

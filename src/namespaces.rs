@@ -16,17 +16,9 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 type Meta = PartialObjectMeta<Namespace>;
 
 /// A read handle on the namespace cache; cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug)]
 pub struct NamespaceCache {
     store: Option<Store<Meta>>,
-}
-
-impl std::fmt::Debug for NamespaceCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NamespaceCache")
-            .field("watching", &self.store.is_some())
-            .finish()
-    }
 }
 
 impl NamespaceCache {
@@ -42,10 +34,6 @@ impl NamespaceCache {
         }
     }
 
-    pub fn is_watching(&self) -> bool {
-        self.store.is_some()
-    }
-
     /// Resolves once the first complete list is in the cache; never, when there is no cache.
     pub async fn synced(&self) {
         match &self.store {
@@ -54,7 +42,8 @@ impl NamespaceCache {
         }
     }
 
-    /// The namespace's metadata, if the cache holds it. Never blocks.
+    /// The namespace's metadata, if the cache holds it (without a cache, `None` at once).
+    /// Never blocks.
     pub fn get(&self, namespace: &str) -> Option<Arc<Meta>> {
         self.store.as_ref()?.get(&ObjectRef::new(namespace))
     }
