@@ -419,7 +419,14 @@ async fn candidate_policies_are_judged_alongside_and_counted_never_answered_with
     let (live, candidate) = (dir.path().join("live"), dir.path().join("candidate"));
     let default = std::fs::read_to_string(repo().join("policies/default.yaml")).unwrap();
     for (d, text) in [
-        (&live, default.replace("mode: enforce", "mode: audit")),
+        (
+            &live,
+            default.replace("mode: enforce", "mode: audit").replace(
+                "  mutation:",
+                "  exemptions:\n  - {name: old, checks: [run-as-non-root], namespaces: [legacy-*], \
+                 reason: r, owner: o, expires: 2099-01-01}\n  mutation:",
+            ),
+        ),
         (&candidate, default.clone()),
     ] {
         std::fs::create_dir(d).unwrap();
@@ -455,6 +462,11 @@ async fn candidate_policies_are_judged_alongside_and_counted_never_answered_with
     let logged = server.wait_for("candidate policies disagree").await;
     assert_eq!(logged["fields"]["change"], "newly-denied");
     let text = plain_get(metrics, "/metrics").await;
+    // The live set's exception debt is on /metrics from start-up.
+    assert!(
+        text.contains(r#"portcullis_exemptions_live{check="run-as-non-root",namespace="legacy-*",source="policy"} 1"#),
+        "{text}"
+    );
     assert!(
         text.contains(r#"portcullis_shadow_disagreements_total{check="liveness-probe",namespace="team-a",change="newly-denied"} 1"#),
         "{text}"

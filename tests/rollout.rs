@@ -397,7 +397,7 @@ async fn exception_debt_is_a_metric_by_check_and_namespace() {
         "2026-11-01",
         NamespaceCache::disabled(),
     );
-    // AppState reads the real clock for the gauge at start; recompute for the pinned day.
+    // `serve` keeps the gauge in step with the set and the day; here each day is set directly.
     h.state.metrics.set_exemptions(
         &h.state.policies.current(),
         Date::parse("2026-11-01").unwrap(),

@@ -65,7 +65,10 @@ pub async fn run(args: ServeArgs, started: std::time::Instant) -> Result<(), Sta
         synced.metrics.namespace_cache_synced.set(1);
         tracing::info!("namespace label cache synced");
     });
-    tokio::spawn(refresh_exemption_debt(state.clone()));
+    tokio::spawn(track_exemption_debt(
+        state.clone(),
+        args.policy_reload_interval,
+    ));
     let ready = state.ready.clone();
     state.metrics.certificate_expiry.set(certs.expires_at());
     tokio::spawn(reload_certificates(
@@ -190,9 +193,6 @@ async fn reload_policies(
                 Ok(set) => {
                     let names: Vec<&str> = set.policies.iter().map(|p| p.name.as_str()).collect();
                     tracing::info!(dir = %dir.display(), policies = ?names, "policies reloaded");
-                    if Arc::ptr_eq(&target, &state.policies) {
-                        state.metrics.set_exemptions(&set, (state.clock)());
-                    }
                     target.replace(set);
                     last = snapshot;
                     "ok"
@@ -216,14 +216,24 @@ async fn reload_policies(
     }
 }
 
-/// Exemptions expire with the date, not with a reload: the debt gauge is recomputed hourly.
-async fn refresh_exemption_debt(state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let set = state.policies.current();
-        state.metrics.set_exemptions(&set, (state.clock)());
+/// The exception-debt gauge follows the policy set in force and the date: set now, before
+/// the server is ready, then recomputed whenever either has changed (after a reload, and
+/// when exemptions expire).
+fn track_exemption_debt(state: AppState, interval: Duration) -> impl Future<Output = ()> {
+    // Holding the last set keeps its address from being reused, so ptr_eq cannot be fooled.
+    let mut last = (state.policies.current(), (state.clock)());
+    state.metrics.set_exemptions(&last.0, last.1);
+    async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (set, today) = (state.policies.current(), (state.clock)());
+            if !Arc::ptr_eq(&last.0, &set) || last.1 != today {
+                state.metrics.set_exemptions(&set, today);
+                last = (set, today);
+            }
+        }
     }
 }
 
