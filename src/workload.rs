@@ -184,6 +184,18 @@ pub fn decode<'de, D: serde::Deserializer<'de>>(
     })
 }
 
+/// Decodes an object already parsed into a JSON value (a manifest, a listed object).
+pub fn decode_value(
+    kind: WorkloadKind,
+    object: &serde_json::Value,
+) -> Result<Workload, serde_json::Error> {
+    let mut workload = decode(kind, object)?;
+    if has_sourceless_volume(&workload) {
+        note_unknown_volume_sources(kind, object, &mut workload);
+    }
+    Ok(workload)
+}
+
 /// Decodes an object from its JSON text (the raw `object` of a review).
 pub fn decode_json(kind: WorkloadKind, json: &str) -> Result<Workload, serde_json::Error> {
     let mut workload = decode(kind, &mut serde_json::Deserializer::from_str(json))?;

@@ -115,6 +115,15 @@ async fn a_volume_type_newer_than_this_build_is_denied() {
             .contains("quantumDisk"),
         "{response}"
     );
+    // Offline (`check`, `audit`, `replay`) decodes from a parsed value: the same finding.
+    let profile = policy::load_dir(&repo().join("policies/profiles/pss-restricted")).unwrap();
+    let ctx = portcullis::rollout::Context::now();
+    let judged = portcullis::offline::judge(&profile, &ctx, &pod, "team-a").unwrap();
+    let offline: Vec<String> = judged.verdict.denials().map(|v| v.to_string()).collect();
+    assert!(
+        offline.len() == 1 && offline[0].contains("quantumDisk"),
+        "{offline:?}"
+    );
 
     // With no source at all the apiserver defaults it to emptyDir before admission.
     pod["spec"]["volumes"] = serde_json::json!([{"name": "scratch"}]);
