@@ -207,8 +207,11 @@ pub fn run(
                 }
             }
             pss_control => {
-                let level = pss::level(checks, pss_control);
-                out.extend(pss::check(pss_control, level, target).into_iter().map(wrap));
+                out.extend(
+                    pss::check(pss_control, checks, target)
+                        .into_iter()
+                        .map(wrap),
+                );
             }
         }
     }

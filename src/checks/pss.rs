@@ -9,12 +9,12 @@ use k8s_openapi::api::core::v1::{
 };
 
 use super::{CheckId, ContainerRef, Finding, Target, containers};
-use crate::policy::{Checks, Mode, PssCheck, PssLevel};
+use crate::policy::{Checks, Mode, PssCheck, PssLevel, PssLeveledCheck};
 use crate::verdict::{Fix, Subject};
 use crate::workload::pod_spec_field;
 
-/// Every configured control with its mode and level.
-pub fn configured(checks: &Checks) -> impl Iterator<Item = (CheckId, Mode, PssLevel)> + '_ {
+/// Every configured control with its mode.
+pub fn configured(checks: &Checks) -> impl Iterator<Item = (CheckId, Mode)> + '_ {
     let plain: [(CheckId, &Option<PssCheck>); 15] = [
         (CheckId::PssPrivileged, &checks.pss_privileged),
         (CheckId::PssHostNamespaces, &checks.pss_host_namespaces),
@@ -50,25 +50,21 @@ pub fn configured(checks: &Checks) -> impl Iterator<Item = (CheckId, Mode, PssLe
     ];
     plain
         .into_iter()
-        .filter_map(|(id, c)| c.as_ref().map(|c| (id, c.mode, PssLevel::Baseline)))
+        .filter_map(|(id, c)| c.as_ref().map(|c| (id, c.mode)))
         .chain(
             leveled
                 .into_iter()
-                .filter_map(|(id, c)| c.as_ref().map(|c| (id, c.mode, c.level))),
+                .filter_map(|(id, c)| c.as_ref().map(|c| (id, c.mode))),
         )
 }
 
-/// The level a control is configured at; only seccomp and procMount differ between levels.
-pub fn level(checks: &Checks, id: CheckId) -> PssLevel {
-    let leveled = match id {
-        CheckId::PssSeccomp => &checks.pss_seccomp,
-        CheckId::PssProcMount => &checks.pss_proc_mount,
-        _ => &None,
-    };
-    leveled.as_ref().map_or(PssLevel::Baseline, |c| c.level)
+/// The level seccomp or procMount is configured at (the two controls that differ by level).
+fn level(check: &Option<PssLeveledCheck>) -> PssLevel {
+    check.as_ref().map_or(PssLevel::Baseline, |c| c.level)
 }
 
-pub fn check(id: CheckId, level: PssLevel, t: &Target) -> Vec<Finding> {
+/// The findings of control `id`, configured in `checks`.
+pub fn check(id: CheckId, checks: &Checks, t: &Target) -> Vec<Finding> {
     let mut out = Vec::new();
     match id {
         CheckId::PssPrivileged => privileged(t, &mut out),
@@ -77,8 +73,8 @@ pub fn check(id: CheckId, level: PssLevel, t: &Target) -> Vec<Finding> {
         CheckId::PssHostPorts => host_ports(t, &mut out),
         CheckId::PssCapabilitiesBaseline => capabilities_baseline(t, &mut out),
         CheckId::PssCapabilitiesRestricted => capabilities_restricted(t, &mut out),
-        CheckId::PssSeccomp => seccomp(t, level, &mut out),
-        CheckId::PssProcMount => proc_mount(t, level, &mut out),
+        CheckId::PssSeccomp => seccomp(t, level(&checks.pss_seccomp), &mut out),
+        CheckId::PssProcMount => proc_mount(t, level(&checks.pss_proc_mount), &mut out),
         CheckId::PssSelinux => selinux(t, &mut out),
         CheckId::PssApparmor => apparmor(t, &mut out),
         CheckId::PssSysctls => sysctls(t, &mut out),

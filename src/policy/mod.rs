@@ -395,7 +395,7 @@ impl Checks {
         ];
         own.into_iter()
             .filter_map(|(id, m)| m.map(|m| (id, m)))
-            .chain(crate::checks::pss_configured(self).map(|(id, m, _)| (id, m)))
+            .chain(crate::checks::pss_configured(self))
     }
 }
 
