@@ -26,14 +26,9 @@ fn expectations() -> BTreeMap<String, Expected> {
 }
 
 fn captured() -> Vec<(String, Value)> {
-    let mut files: Vec<_> = std::fs::read_dir(apiserver_fixtures())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    files
+    sorted_files(&apiserver_fixtures())
         .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .map(|p| {
             (
                 p.file_name().unwrap().to_string_lossy().into_owned(),

@@ -264,15 +264,6 @@ fn policy_for(suite: &Suite, settings: Settings) -> PolicySet {
     set
 }
 
-fn sorted_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
-}
-
 fn name_of(object: &Value) -> String {
     let meta = &object["metadata"];
     meta["name"]

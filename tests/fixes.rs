@@ -67,15 +67,6 @@ fn try_fixes(set: &PolicySet, name: &str, object: &Value, failures: &mut Vec<Str
     tried
 }
 
-fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    out.sort();
-    out
-}
-
 #[test]
 fn every_offered_fix_fixes_its_violation() {
     let mut failures = Vec::new();
@@ -87,8 +78,8 @@ fn every_offered_fix_fixes_its_violation() {
             policy::parse("default", default.split("  mutation:").next().unwrap()).unwrap(),
         ],
     };
-    for check in files(&repo().join("tests/fixtures/checks")) {
-        for file in files(&check).into_iter().filter(|f| {
+    for check in sorted_files(&repo().join("tests/fixtures/checks")) {
+        for file in sorted_files(&check).into_iter().filter(|f| {
             f.file_name()
                 .unwrap()
                 .to_string_lossy()
@@ -112,7 +103,7 @@ fn every_offered_fix_fixes_its_violation() {
     for level in ["baseline", "restricted"] {
         let profile =
             policy::load_dir(&repo().join(format!("policies/profiles/pss-{level}"))).unwrap();
-        for file in files(&shared().join(format!("conformance/pss/{level}/fail"))) {
+        for file in sorted_files(&shared().join(format!("conformance/pss/{level}/fail"))) {
             for object in yaml_docs(&file) {
                 tried += try_fixes(
                     &profile,

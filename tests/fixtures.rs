@@ -4,22 +4,10 @@
 //! One harness walks each tree and reports every mismatch at once.
 
 mod common;
-
-use std::path::{Path, PathBuf};
-
 use common::*;
 use portcullis::policy::PolicySet;
 use portcullis::workload::{self, WorkloadKind};
 use serde_json::Value;
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    out.sort();
-    out
-}
 
 #[tokio::test]
 async fn check_fixtures() {
@@ -27,14 +15,14 @@ async fn check_fixtures() {
     let root = repo().join("tests/fixtures/checks");
     let mut failures = Vec::new();
     let mut seen = 0;
-    for check_dir in files(&root) {
+    for check_dir in sorted_files(&root) {
         let check = check_dir
             .file_name()
             .unwrap()
             .to_string_lossy()
             .into_owned();
         let (mut allows, mut denies) = (0, 0);
-        for file in files(&check_dir) {
+        for file in sorted_files(&check_dir) {
             let name = file.file_name().unwrap().to_string_lossy().into_owned();
             let expect_deny = match name.split('.').next() {
                 Some("deny") => true,
@@ -96,7 +84,7 @@ async fn defaults_fixtures() {
     let policies = PolicySet::embedded();
     let (_, mutation) = policies.mutation().unwrap();
     let mut failures = Vec::new();
-    for file in files(&repo().join("tests/fixtures/defaults")) {
+    for file in sorted_files(&repo().join("tests/fixtures/defaults")) {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let docs = yaml_docs(&file);
         let (input, expected) = match (name.starts_with("unchanged."), docs.as_slice()) {

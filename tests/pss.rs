@@ -37,12 +37,7 @@ async fn run_level(level: &str) -> (usize, Vec<String>) {
     let mut count = 0;
     for outcome in ["pass", "fail"] {
         let dir = shared().join(format!("conformance/pss/{level}/{outcome}"));
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        for file in files {
+        for file in sorted_files(&dir) {
             let name = file.file_name().unwrap().to_string_lossy().into_owned();
             let [pod] = yaml_docs(&file).try_into().expect("one pod per fixture");
             let response = answer(&app, "/validate", &create(&pod)).await;
