@@ -4,6 +4,7 @@
 //! One harness walks each tree and reports every mismatch at once.
 
 mod common;
+
 use common::*;
 use portcullis::policy::PolicySet;
 use portcullis::workload::{self, WorkloadKind};
