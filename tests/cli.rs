@@ -571,25 +571,17 @@ async fn audit_lists_live_workloads_page_by_page_and_judges_them_with_namespace_
         .with_state(cluster.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: 'http://{addr}'}}}}]\n\
-users: [{{name: u, user: {{token: t}}}}]\ncontexts: [{{name: c, context: {{cluster: fake, user: u}}}}]\ncurrent-context: c\n"
-        ),
-    )
-    .unwrap();
+    let config = kubeconfig(dir.path(), addr);
     let policy = std::fs::read_to_string(repo().join("policies/default.yaml"))
         .unwrap()
         .replace("spec:\n", "spec:\n  namespaceLabels: true\n");
     let policies = policies(&policy);
     let run = |extra: &'static [&'static str]| {
-        let kubeconfig = kubeconfig.clone();
+        let config = config.clone();
         let policies = policies.path().to_owned();
         async move {
             tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-                .args(["audit", "--kubeconfig", kubeconfig.to_str().unwrap()])
+                .args(["audit", "--kubeconfig", config.to_str().unwrap()])
                 .args(["--policies", policies.to_str().unwrap(), "-o", "json"])
                 .args(extra)
                 .env_remove("KUBECONFIG")
@@ -661,16 +653,9 @@ users: [{{name: u, user: {{token: t}}}}]\ncontexts: [{{name: c, context: {{clust
     assert_eq!(results[0]["name"], "bare");
     assert_eq!(results[0]["allowed"], false);
 
-    // An API server that is not there: exit 2 with the reason, no report.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gone = closed.local_addr().unwrap();
-    drop(closed);
-    let text = std::fs::read_to_string(&kubeconfig).unwrap();
-    std::fs::write(
-        &kubeconfig,
-        text.replace(&addr.to_string(), &gone.to_string()),
-    )
-    .unwrap();
+    // An API server that is not there (the same kubeconfig file, rewritten to name it):
+    // exit 2 with the reason, no report.
+    assert_eq!(kubeconfig(dir.path(), unused_address().await), config);
     let out = run(&[]).await;
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
     assert!(

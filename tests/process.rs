@@ -127,19 +127,7 @@ async fn curl_like(addr: std::net::SocketAddr, ca: &str, path: &str) -> String {
 
 /// `serve` on loopback ports with `args`, run in `dir` until it exits by itself.
 async fn serve_until_exit(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    binary()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .await
-        .unwrap()
+    portcullis_serve(dir).args(args).output().await.unwrap()
 }
 
 #[tokio::test]
@@ -530,20 +518,6 @@ async fn namespace_api() -> std::net::SocketAddr {
     addr
 }
 
-fn kubeconfig(dir: &std::path::Path, server: std::net::SocketAddr) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'http://{server}'}}}}]\n\
-             users: [{{name: u, user: {{token: t}}}}]\ncontexts: [{{name: c, context: {{cluster: c, user: u}}}}]\n\
-             current-context: c\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
 /// The two listener addresses, once `event` has also been logged (before or after them).
 async fn listeners_and(
     server: &mut Portcullis,
@@ -571,18 +545,19 @@ async fn namespace_labels_come_from_a_watch_that_never_blocks_a_request() {
     .unwrap();
     let review = std::fs::read(apiserver_fixtures().join("create-pod-2.json")).unwrap();
 
+    // `serve` watching namespaces through the API server at `api`.
+    let watching = |api| {
+        Portcullis::spawn(
+            portcullis_serve(dir.path())
+                .args(["--policies", policies.to_str().unwrap()])
+                .args(["--watch-namespaces", "always"])
+                .env("KUBECONFIG", kubeconfig(dir.path(), api)),
+        )
+    };
+
     // The API answers: once the cache has synced, team-a's label puts it in audit mode.
     let api = namespace_api().await;
-    let mut server = Portcullis::spawn(
-        portcullis_serve(dir.path())
-            .args([
-                "--policies",
-                policies.to_str().unwrap(),
-                "--watch-namespaces",
-                "always",
-            ])
-            .env("KUBECONFIG", kubeconfig(dir.path(), api)),
-    );
+    let mut server = watching(api);
     let (listen, metrics) = listeners_and(&mut server, "namespace label cache synced").await;
     let ca = std::fs::read_to_string(dir.path().join("certs/ca.crt")).unwrap();
     let answer = post_review(listen, &ca, &review).await;
@@ -598,19 +573,8 @@ async fn namespace_labels_come_from_a_watch_that_never_blocks_a_request() {
     server.child.kill().await.unwrap();
 
     // No API at all: the server is ready at once and judges with the policy's own modes.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gone = closed.local_addr().unwrap();
-    drop(closed);
-    let mut server = Portcullis::spawn(
-        portcullis_serve(dir.path())
-            .args([
-                "--policies",
-                policies.to_str().unwrap(),
-                "--watch-namespaces",
-                "always",
-            ])
-            .env("KUBECONFIG", kubeconfig(dir.path(), gone)),
-    );
+    let gone = unused_address().await;
+    let mut server = watching(gone);
     // Ready and judging, while the watch fails and retries in the background.
     let failed = "namespace watch failed; retrying (label rules use the policy's modes meanwhile)";
     let (listen, metrics) = listeners_and(&mut server, failed).await;

@@ -139,6 +139,27 @@ pub fn read_json(path: &Path) -> Value {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// A kubeconfig in `dir` for a plain-HTTP API server at `server`, with a dummy token.
+pub fn kubeconfig(dir: &Path, server: std::net::SocketAddr) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'http://{server}'}}}}]\n\
+             users: [{{name: u, user: {{token: t}}}}]\ncontexts: [{{name: c, context: {{cluster: c, user: u}}}}]\n\
+             current-context: c\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A loopback address nothing listens on (bound, then released): a server that is gone.
+pub async fn unused_address() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
 /// The entries of a directory, sorted, so suites walk fixtures in a stable order.
 pub fn sorted_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
