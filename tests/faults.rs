@@ -67,6 +67,15 @@ fn post_validate(body: Vec<u8>) -> hyper::Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// Waits until `answered` has grown by enough that every client has sent a fresh request
+/// since the event just before.
+async fn settle(answered: &AtomicUsize) {
+    let from = answered.load(Ordering::SeqCst);
+    while answered.load(Ordering::SeqCst) < from + 40 {
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test]
 async fn sigterm_under_load_answers_every_accepted_request_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -178,7 +187,6 @@ async fn sigterm_under_load_answers_every_accepted_request_exactly_once() {
 #[cfg(unix)]
 #[tokio::test]
 async fn policy_reload_under_load_valid_then_invalid() {
-    use std::os::unix::fs::symlink;
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("policies");
     let enforce = std::fs::read_to_string(repo().join("policies/default.yaml")).unwrap();
@@ -188,12 +196,8 @@ async fn policy_reload_under_load_valid_then_invalid() {
         std::fs::create_dir_all(mount.join(version)).unwrap();
         std::fs::write(mount.join(version).join("default.yaml"), text).unwrap();
     }
-    symlink("..v1", mount.join("..data")).unwrap();
-    symlink("..data/default.yaml", mount.join("default.yaml")).unwrap();
-    let swap = |version: &str| {
-        symlink(version, mount.join("..data_tmp")).unwrap();
-        std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
-    };
+    mount_volume(&mount, "..v1", &["default.yaml"]);
+    let swap = |version: &str| swap_volume(&mount, version);
 
     let mut server = Portcullis::spawn(
         portcullis_serve(dir.path())
@@ -241,13 +245,7 @@ async fn policy_reload_under_load_valid_then_invalid() {
         }));
     }
 
-    let settle = || async {
-        // Enough answers after an event that every client has sent a fresh request.
-        let from = order.load(Ordering::SeqCst);
-        while order.load(Ordering::SeqCst) < from + 40 {
-            tokio::task::yield_now().await;
-        }
-    };
+    let settle = || settle(&order);
     settle().await;
     let before_valid = order.load(Ordering::SeqCst);
     swap("..v2");
@@ -294,7 +292,6 @@ async fn policy_reload_under_load_valid_then_invalid() {
 #[cfg(unix)]
 #[tokio::test]
 async fn certificate_rotation_under_load_fails_no_request() {
-    use std::os::unix::fs::symlink;
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("tls");
     let first = portcullis::tls::generate(&["localhost".into()], 1).unwrap();
@@ -308,13 +305,8 @@ async fn certificate_rotation_under_load_fails_no_request() {
     )
     .unwrap();
     std::fs::write(mount.join("..v3/tls.key"), "not a key").unwrap();
-    symlink("..v1", mount.join("..data")).unwrap();
-    symlink("..data/tls.crt", mount.join("tls.crt")).unwrap();
-    symlink("..data/tls.key", mount.join("tls.key")).unwrap();
-    let swap = |version: &str| {
-        symlink(version, mount.join("..data_tmp")).unwrap();
-        std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
-    };
+    mount_volume(&mount, "..v1", &["tls.crt", "tls.key"]);
+    let swap = |version: &str| swap_volume(&mount, version);
 
     let mut server = Portcullis::spawn(
         portcullis_serve(dir.path())
@@ -351,12 +343,7 @@ async fn certificate_rotation_under_load_fails_no_request() {
             certificates
         }));
     }
-    let settle = || async {
-        let from = done.load(Ordering::SeqCst);
-        while done.load(Ordering::SeqCst) < from + 40 {
-            tokio::task::yield_now().await;
-        }
-    };
+    let settle = || settle(&done);
     settle().await;
     swap("..v2");
     server.wait_for("serving a new certificate").await;

@@ -192,7 +192,6 @@ fn omitted_fields_take_documented_defaults() {
 #[cfg(unix)]
 #[test]
 fn a_mounted_configmap_layout_loads_once() {
-    use std::os::unix::fs::symlink;
     let dir = tempfile::tempdir().unwrap();
     let real = dir.path().join("..2026_11_22_10_00_00.123");
     std::fs::create_dir(&real).unwrap();
@@ -201,8 +200,7 @@ fn a_mounted_configmap_layout_loads_once() {
         real.join("default.yaml"),
     )
     .unwrap();
-    symlink("..2026_11_22_10_00_00.123", dir.path().join("..data")).unwrap();
-    symlink("..data/default.yaml", dir.path().join("default.yaml")).unwrap();
+    mount_volume(dir.path(), "..2026_11_22_10_00_00.123", &["default.yaml"]);
     let set = policy::load_dir(dir.path()).unwrap();
     assert_eq!(set.policies.len(), 1);
     assert!(set.policies[0].source.ends_with("default.yaml"));

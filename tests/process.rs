@@ -349,7 +349,6 @@ async fn the_image_layout_runs_as_non_root_from_a_read_only_directory() {
 #[cfg(unix)]
 #[tokio::test]
 async fn a_secret_style_symlink_swap_is_picked_up_while_serving() {
-    use std::os::unix::fs::symlink;
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("tls");
     std::fs::create_dir(&mount).unwrap();
@@ -357,9 +356,7 @@ async fn a_secret_style_symlink_swap_is_picked_up_while_serving() {
     let second = portcullis::tls::generate(&["localhost".into()], 2).unwrap();
     portcullis::tls::write(&mount.join("..v1"), &first).unwrap();
     portcullis::tls::write(&mount.join("..v2"), &second).unwrap();
-    symlink("..v1", mount.join("..data")).unwrap();
-    symlink("..data/tls.crt", mount.join("tls.crt")).unwrap();
-    symlink("..data/tls.key", mount.join("tls.key")).unwrap();
+    mount_volume(&mount, "..v1", &["tls.crt", "tls.key"]);
 
     let mut server = Portcullis::spawn(
         portcullis_serve(dir.path())
@@ -375,9 +372,7 @@ async fn a_secret_style_symlink_swap_is_picked_up_while_serving() {
             .starts_with("HTTP/1.1 200")
     );
 
-    // kubelet's atomic update: a new `..data` link renamed over the old one.
-    symlink("..v2", mount.join("..data_tmp")).unwrap();
-    std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
+    swap_volume(&mount, "..v2");
     server.wait_for("serving a new certificate").await;
     assert!(
         curl_like(addr, &second.ca_cert, "/readyz")

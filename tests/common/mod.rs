@@ -154,6 +154,25 @@ pub fn kubeconfig(dir: &Path, server: std::net::SocketAddr) -> PathBuf {
     path
 }
 
+/// Lays `dir` out as kubelet mounts a ConfigMap or Secret: the versions are dot-directories
+/// (written by the caller), `..data` points at `version`, and each of `files` is a symlink
+/// through `..data`.
+#[cfg(unix)]
+pub fn mount_volume(dir: &Path, version: &str, files: &[&str]) {
+    use std::os::unix::fs::symlink;
+    symlink(version, dir.join("..data")).unwrap();
+    for file in files {
+        symlink(format!("..data/{file}"), dir.join(file)).unwrap();
+    }
+}
+
+/// kubelet's atomic update of such a volume: a new `..data` link renamed over the old one.
+#[cfg(unix)]
+pub fn swap_volume(dir: &Path, version: &str) {
+    std::os::unix::fs::symlink(version, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+}
+
 /// A loopback address nothing listens on (bound, then released): a server that is gone.
 pub async fn unused_address() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
