@@ -118,7 +118,7 @@ fn defaulted_template<'a>(
                 && !policy.exempts_namespace(&req.namespace) =>
         {
             let mut filled = spec.clone();
-            defaults::apply(mutation, &mut filled, &[]);
+            defaults::fill(mutation, &mut filled);
             Cow::Owned(filled)
         }
         _ => Cow::Borrowed(spec),

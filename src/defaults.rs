@@ -1,8 +1,9 @@
 //! Safe defaults, fill-only: the pod spec is completed in place, and the RFC 6902 operations
 //! that make the same change to the submitted JSON are derived from the before/after of the
 //! few sub-objects touched (security contexts, resources), never by re-serializing the pod.
-//! The same function serves `/mutate` (the operations) and `/validate` for controllers (the
-//! filled spec: a controller is judged by the pod it will create after defaulting).
+//! The same filling serves `/mutate` (`apply`: the operations) and `/validate` for controllers
+//! (`fill`: only the filled spec, as a controller is judged by the pod it will create after
+//! defaulting, so no operations are computed there).
 
 use std::collections::BTreeMap;
 
@@ -22,9 +23,26 @@ use crate::quantity::Quantity;
 /// the same to the object whose pod spec sits at `spec_path` (e.g. `["spec"]` for a Pod).
 pub fn apply(mutation: &Mutation, spec: &mut PodSpec, spec_path: &[&str]) -> Vec<PatchOperation> {
     let mut patch = Patch {
+        recording: true,
         ops: Vec::new(),
         path: spec_path.iter().map(|s| (*s).to_owned()).collect(),
     };
+    run(mutation, spec, &mut patch);
+    patch.ops
+}
+
+/// Fills `spec` with the defaults of `mutation`, computing no patch: how `/validate` sees the
+/// pod a controller will create.
+pub fn fill(mutation: &Mutation, spec: &mut PodSpec) {
+    let mut patch = Patch {
+        recording: false,
+        ops: Vec::new(),
+        path: Vec::new(),
+    };
+    run(mutation, spec, &mut patch);
+}
+
+fn run(mutation: &Mutation, spec: &mut PodSpec, patch: &mut Patch) {
     // Windows pods may not set seccomp, privilege escalation or capabilities: the apiserver
     // rejects them, so a default there would turn an admitted pod into a rejected one.
     let windows = spec.os.as_ref().is_some_and(|os| os.name == "windows");
@@ -47,13 +65,16 @@ pub fn apply(mutation: &Mutation, spec: &mut PodSpec, spec_path: &[&str]) -> Vec
         ("initContainers", spec.init_containers.as_mut()),
     ] {
         for (index, container) in list.into_iter().flatten().enumerate() {
-            patch.path.push(field.to_owned());
-            patch.path.push(index.to_string());
-            fill_container(mutation, container, windows, &mut patch);
-            patch.path.truncate(patch.path.len() - 2);
+            if patch.recording {
+                patch.path.push(field.to_owned());
+                patch.path.push(index.to_string());
+            }
+            fill_container(mutation, container, windows, patch);
+            if patch.recording {
+                patch.path.truncate(patch.path.len() - 2);
+            }
         }
     }
-    patch.ops
 }
 
 fn fill_container(mutation: &Mutation, c: &mut Container, windows: bool, patch: &mut Patch) {
@@ -153,7 +174,9 @@ fn insert(map: &mut Option<BTreeMap<String, KubeQuantity>>, name: &str, value: &
 }
 
 /// Patch operations under construction, with the JSON-pointer tokens of the current parent.
+/// When not `recording`, fields are filled and nothing is serialized or compared.
 struct Patch {
+    recording: bool,
     ops: Vec<PatchOperation>,
     path: Vec<String>,
 }
@@ -167,6 +190,10 @@ impl Patch {
         name: &str,
         fill: impl FnOnce(&mut Option<T>),
     ) {
+        if !self.recording {
+            fill(field);
+            return;
+        }
         let before = field.as_ref().map(to_value);
         fill(field);
         let Some(after) = field.as_ref().map(to_value) else {
@@ -215,6 +242,7 @@ mod tests {
     #[test]
     fn patch_paths_escape_json_pointer_tokens() {
         let mut patch = Patch {
+            recording: true,
             ops: Vec::new(),
             path: vec!["spec".into(), "a/b".into()],
         };
@@ -235,6 +263,7 @@ mod tests {
     #[test]
     fn a_missing_parent_is_added_whole() {
         let mut patch = Patch {
+            recording: true,
             ops: Vec::new(),
             path: vec!["spec".into()],
         };

@@ -112,7 +112,7 @@ async fn defaults_fixtures() {
         }
         // The JSON patch and the in-memory defaulting used to judge controllers must agree.
         let mut typed = decode_pod(input);
-        portcullis::defaults::apply(mutation, typed.pod_spec.as_mut().unwrap(), &[]);
+        portcullis::defaults::fill(mutation, typed.pod_spec.as_mut().unwrap());
         if typed.pod_spec != decode_pod(&patched).pod_spec {
             failures.push(format!("{name}: in-memory defaults differ from the patch"));
         }
