@@ -37,10 +37,7 @@ pub fn request(object: &Value, operation: Operation, namespace: &str) -> Option<
             .and_then(Value::as_str)
             .map(str::to_owned)
     };
-    let decoded = match workload::decode_value(kind, object) {
-        Ok(w) => Decoded::Workload(Box::new(w)),
-        Err(e) => Decoded::Unreadable(format!("the {kind_name} cannot be read: {e}")),
-    };
+    let decoded = Decoded::from_result(kind, workload::decode_value(kind, object));
     Some(Request {
         uid: String::new(),
         operation,

@@ -35,6 +35,14 @@ pub enum Decoded {
 }
 
 impl Decoded {
+    /// The outcome of decoding an object of `kind`: the workload, or why it cannot be read.
+    pub fn from_result(kind: WorkloadKind, result: Result<Workload, serde_json::Error>) -> Self {
+        match result {
+            Ok(w) => Self::Workload(Box::new(w)),
+            Err(e) => Self::Unreadable(format!("the {} cannot be read: {e}", kind.as_str())),
+        }
+    }
+
     pub fn workload(&self) -> Option<&Workload> {
         match self {
             Self::Workload(w) => Some(w),

@@ -118,10 +118,7 @@ fn decode_object(kind: Option<WorkloadKind>, raw: Option<&RawValue>) -> Decoded 
             Decoded::Skipped
         };
     };
-    match workload::decode_json(kind, raw.get()) {
-        Ok(w) => Decoded::Workload(Box::new(w)),
-        Err(e) => Decoded::Unreadable(format!("the {} cannot be read: {e}", kind.as_str())),
-    }
+    Decoded::from_result(kind, workload::decode_json(kind, raw.get()))
 }
 
 #[derive(Serialize)]
