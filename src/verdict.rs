@@ -120,7 +120,6 @@ impl Verdict {
         let mut kept = Vec::with_capacity(out.len());
         let count = out.len();
         for w in out {
-            let w = truncate(w, MAX_WARNING_LEN);
             if total + w.len() > MAX_WARNINGS_BYTES - 64 {
                 kept.push(format!(
                     "portcullis: {} more warnings; see the audit annotations",
@@ -165,21 +164,21 @@ impl Verdict {
     }
 }
 
-/// Each warning is kept to about this many characters: kubectl prints them one per line, and
-/// the apiserver cuts anything over 256.
+/// Each warning is kept to about this many characters: kubectl prints them one per line.
 pub const WARNING_TARGET_LEN: usize = 120;
+/// The apiserver cuts a warning longer than this.
 pub const MAX_WARNING_LEN: usize = 256;
+/// The apiserver keeps at most 4 KiB of warnings per response.
+pub const MAX_WARNINGS_BYTES: usize = 4096;
 
 /// `head` cut so that `head + tail` fits `WARNING_TARGET_LEN`; the tail (check id, deadline)
-/// is what must survive.
+/// is what must survive. Never longer than `MAX_WARNING_LEN`, whatever the tail.
 fn shorten(head: String, tail: &str) -> String {
     let room = WARNING_TARGET_LEN.saturating_sub(tail.len()).max(40);
     let mut w = truncate(head, room);
     w.push_str(tail);
-    w
+    truncate(w, MAX_WARNING_LEN)
 }
-/// The apiserver keeps at most 4 KiB of warnings per response.
-pub const MAX_WARNINGS_BYTES: usize = 4096;
 
 fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
