@@ -197,15 +197,13 @@ pub fn yaml_docs(path: &Path) -> Vec<Value> {
     docs.into_iter().filter(|d| !d.is_null()).collect()
 }
 
-/// Group and resource of a judged kind, as the apiserver names them in a review.
+/// Group, version and resource of a kind, as the apiserver names them in a review; a kind
+/// portcullis does not judge is framed in the core group.
 fn group_resource(kind: &str) -> (&'static str, &'static str, String) {
-    let group = match kind {
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => "apps",
-        "Job" | "CronJob" => "batch",
-        _ => "",
-    };
-    let version = "v1";
-    (group, version, format!("{}s", kind.to_ascii_lowercase()))
+    match portcullis::workload::WorkloadKind::from_kind(kind) {
+        Some(k) => (k.group(), "v1", k.resource()),
+        None => ("", "v1", format!("{}s", kind.to_ascii_lowercase())),
+    }
 }
 
 /// Frames `object` as kube-apiserver would for `operation` in `namespace`.
