@@ -21,7 +21,7 @@ fn repo() -> PathBuf {
 }
 
 fn captured(name: &str) -> Vec<u8> {
-    let path = repo().join("../shared/fixtures/apiserver").join(name);
+    let path = repo().join("tests/data/apiserver").join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -115,7 +115,7 @@ fn evaluate_profile(bencher: Bencher, name: &str) {
 /// The PSA restricted `base` fixture's pod (one container, one init container), as a review.
 fn restricted_pod_review() -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/conformance/pss/restricted/pass/base.yaml");
+        .join("tests/data/conformance/pss/restricted/pass/base.yaml");
     let pod: serde_json::Value =
         serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut review: serde_json::Value =

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-16}
 rounds=${3:-3}
-fixtures=$(cd ../shared/fixtures/apiserver && pwd)
+fixtures=$(cd tests/data/apiserver && pwd)
 
 if ! command -v wrk >/dev/null; then
   echo "installing wrk (Debian package)" >&2

@@ -1,4 +1,4 @@
-//! The peer suites in `../shared/conformance/`, run with policy settings that mirror each peer:
+//! The peer suites in `tests/data/conformance/`, run with policy settings that mirror each peer:
 //! Polaris's checks, Kyverno's best-practices and pod-security policies, and the Pod Security
 //! Standards fixtures kube-apiserver's own admission is tested with. Every case where portcullis
 //! judges differently must be a row of `tests/conformance.md` (and every row must still differ),
@@ -449,7 +449,7 @@ async fn peer_suites_match_or_differ_only_as_documented() {
         .filter(|(s, suite)| *s == Settings::Mirror || suite.compare_default);
     for (settings, suite) in runs {
         let app = app(policy_for(suite, settings));
-        let dir = shared().join("conformance").join(suite.name);
+        let dir = data().join("conformance").join(suite.name);
         let cases = (suite.cases)(&dir);
         assert!(
             cases.iter().any(|c| c.peer_fails) && cases.iter().any(|c| !c.peer_fails),

@@ -36,7 +36,7 @@ async fn run_level(level: &str) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
     let mut count = 0;
     for outcome in ["pass", "fail"] {
-        let dir = shared().join(format!("conformance/pss/{level}/{outcome}"));
+        let dir = data().join(format!("conformance/pss/{level}/{outcome}"));
         for file in sorted_files(&dir) {
             let name = file.file_name().unwrap().to_string_lossy().into_owned();
             let [pod] = yaml_docs(&file).try_into().expect("one pod per fixture");

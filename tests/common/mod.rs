@@ -17,23 +17,21 @@ use portcullis::policy::PolicySet;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+/// How long a test waits for an expected log line: generous for a loaded 2-core machine, but
+/// finite.
+pub const LOG_DEADLINE: Duration = Duration::from_secs(60);
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `../shared`, which CI places beside the clone.
-pub fn shared() -> PathBuf {
-    let dir = repo().join("../shared");
-    assert!(
-        dir.is_dir(),
-        "{} is missing: the peer fixtures live there",
-        dir.display()
-    );
-    dir
+/// `tests/data`: captured reviews and peer suites, copied in with their licences.
+pub fn data() -> PathBuf {
+    repo().join("tests/data")
 }
 
 pub fn apiserver_fixtures() -> PathBuf {
-    shared().join("fixtures/apiserver")
+    data().join("apiserver")
 }
 
 pub fn app(policies: PolicySet) -> Router {
@@ -290,26 +288,28 @@ impl Portcullis {
 
     /// The next log line whose message is `key`, or which carries a field named `key`.
     pub async fn wait_for(&mut self, key: &str) -> Value {
-        loop {
-            let log = self.events.recv().await.expect("the server exited");
-            if log["fields"]["message"] == key || log["fields"].get(key).is_some() {
-                return log;
-            }
-        }
+        let [log] = self.wait_for_all([key]).await;
+        log
     }
 
     /// The first log line for each of `keys` (a message, or a field it carries), in whatever
     /// order the lines come.
     pub async fn wait_for_all<const N: usize>(&mut self, keys: [&str; N]) -> [Value; N] {
         let mut found: [Option<Value>; N] = std::array::from_fn(|_| None);
-        while found.iter().any(Option::is_none) {
-            let log = self.events.recv().await.expect("the server exited");
-            for (slot, key) in found.iter_mut().zip(keys) {
-                let hit = log["fields"]["message"] == key || log["fields"].get(key).is_some();
-                if slot.is_none() && hit {
-                    *slot = Some(log.clone());
+        let search = async {
+            while found.iter().any(Option::is_none) {
+                let log = self.events.recv().await.expect("the server exited");
+                for (slot, key) in found.iter_mut().zip(keys) {
+                    let hit = log["fields"]["message"] == key || log["fields"].get(key).is_some();
+                    if slot.is_none() && hit {
+                        *slot = Some(log.clone());
+                    }
                 }
             }
+        };
+        // A deadline, so a log line that never comes fails the test instead of hanging it.
+        if tokio::time::timeout(LOG_DEADLINE, search).await.is_err() {
+            panic!("no log line for each of {keys:?} within {LOG_DEADLINE:?}");
         }
         found.map(Option::unwrap)
     }
