@@ -71,9 +71,15 @@ fn post_validate(body: Vec<u8>) -> hyper::Request<Full<Bytes>> {
 /// since the event just before.
 async fn settle(answered: &AtomicUsize) {
     let from = answered.load(Ordering::SeqCst);
-    while answered.load(Ordering::SeqCst) < from + 40 {
-        tokio::task::yield_now().await;
-    }
+    let progress = async {
+        while answered.load(Ordering::SeqCst) < from + 40 {
+            tokio::task::yield_now().await;
+        }
+    };
+    // A deadline, so a stalled server fails the test instead of hanging the suite.
+    tokio::time::timeout(Duration::from_secs(60), progress)
+        .await
+        .unwrap_or_else(|_| panic!("no progress past {from} answers within 60 s"));
 }
 
 #[tokio::test]
@@ -175,10 +181,9 @@ async fn sigterm_under_load_answers_every_accepted_request_exactly_once() {
         .unwrap();
     assert!(exit.success(), "{exit}");
     assert!(seen.len() >= 300, "only {} answered", seen.len());
-    assert!(
-        closed <= CLIENTS,
-        "each client can lose at most the one request racing the close"
-    );
+    // Each closed client was checked above to have lost nothing; at least one must have been
+    // moved away by the drain, or the test never exercised it.
+    assert!(closed > 0, "no client saw the drain close its connection");
 }
 
 /// Live policy reload under continuous load, through a ConfigMap-style symlink swap: a valid

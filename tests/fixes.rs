@@ -11,6 +11,7 @@ use portcullis::policy::{self, PolicySet};
 use portcullis::rollout::Context;
 use portcullis::verdict::Violation;
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// Merges `add` into `target`: mappings key by key, anything else replaced.
 fn merge(target: &mut Value, add: &Value) {
@@ -41,13 +42,25 @@ fn violations(set: &PolicySet, object: &Value) -> Vec<Violation> {
     judged.verdict.violations().cloned().collect()
 }
 
-/// Applies each offered fix on its own and checks it removes its violation. Returns how many
-/// fixes were tried, and the failures.
-fn try_fixes(set: &PolicySet, name: &str, object: &Value, failures: &mut Vec<String>) -> usize {
-    let mut tried = 0;
+/// Per check: violations that offered a fix, and violations that offered none.
+type Offered = BTreeMap<&'static str, (usize, usize)>;
+
+/// Applies each offered fix on its own and checks it removes its violation, counting per
+/// check which violations offered one.
+fn try_fixes(
+    set: &PolicySet,
+    name: &str,
+    object: &Value,
+    offered: &mut Offered,
+    failures: &mut Vec<String>,
+) {
     for v in violations(set, object) {
-        let Some(fix) = &v.add else { continue };
-        tried += 1;
+        let counts = offered.entry(v.check.as_str()).or_default();
+        let Some(fix) = &v.add else {
+            counts.1 += 1;
+            continue;
+        };
+        counts.0 += 1;
         let snippet: Value = serde_saphyr::from_str(&fix.yaml)
             .unwrap_or_else(|e| panic!("{name}: the snippet is not YAML: {e}\n{}", fix.yaml));
         let mut fixed = object.clone();
@@ -64,13 +77,11 @@ fn try_fixes(set: &PolicySet, name: &str, object: &Value, failures: &mut Vec<Str
             ));
         }
     }
-    tried
 }
 
 #[test]
 fn every_offered_fix_fixes_its_violation() {
     let mut failures = Vec::new();
-    let mut tried = 0;
     // The default checks, validate only (no pod defaults to hide what the fix must do).
     let default = std::fs::read_to_string(repo().join("policies/default.yaml")).unwrap();
     let validate_only = PolicySet {
@@ -78,6 +89,7 @@ fn every_offered_fix_fixes_its_violation() {
             policy::parse("default", default.split("  mutation:").next().unwrap()).unwrap(),
         ],
     };
+    let mut checks = Offered::new();
     for check in sorted_files(&repo().join("tests/fixtures/checks")) {
         for file in sorted_files(&check).into_iter().filter(|f| {
             f.file_name()
@@ -86,43 +98,60 @@ fn every_offered_fix_fixes_its_violation() {
                 .starts_with("deny.")
         }) {
             for object in yaml_docs(&file) {
-                tried += try_fixes(
-                    &validate_only,
-                    &file.display().to_string(),
-                    &object,
-                    &mut failures,
-                );
+                let name = file.display().to_string();
+                try_fixes(&validate_only, &name, &object, &mut checks, &mut failures);
             }
         }
     }
-    let checks_tried = tried;
-    assert!(
-        checks_tried >= 20,
-        "{checks_tried} fixes tried on the check fixtures"
-    );
+    let mut pss = Offered::new();
     for level in ["baseline", "restricted"] {
         let profile =
             policy::load_dir(&repo().join(format!("policies/profiles/pss-{level}"))).unwrap();
-        for file in sorted_files(&shared().join(format!("conformance/pss/{level}/fail"))) {
+        for file in sorted_files(&data().join(format!("conformance/pss/{level}/fail"))) {
             for object in yaml_docs(&file) {
-                tried += try_fixes(
-                    &profile,
-                    &file.display().to_string(),
-                    &object,
-                    &mut failures,
-                );
+                let name = file.display().to_string();
+                try_fixes(&profile, &name, &object, &mut pss, &mut failures);
             }
         }
     }
-    assert!(
-        tried - checks_tried >= 40,
-        "{} fixes tried on the PSS fixtures",
-        tried - checks_tried
-    );
+    // Pinned per check: (violations offering a fix, violations offering none). A check that
+    // stops offering its fix, or a fixture that stops producing violations, changes a row.
+    let expect_checks: Offered = BTreeMap::from(EXPECT_CHECKS);
+    let expect_pss: Offered = BTreeMap::from(EXPECT_PSS);
+    assert_eq!(checks, expect_checks, "fixes offered on the check fixtures");
+    assert_eq!(pss, expect_pss, "fixes offered on the PSS fail fixtures");
     assert!(
         failures.is_empty(),
-        "{} of {tried} fixes do not fix:\n{}",
+        "{} offered fixes do not fix:\n{}",
         failures.len(),
         failures.join("\n")
     );
 }
+
+const EXPECT_CHECKS: [(&str, (usize, usize)); 4] = [
+    ("liveness-probe", (21, 0)),
+    ("readiness-probe", (21, 0)),
+    ("resource-limits", (30, 0)),
+    ("run-as-non-root", (30, 0)),
+];
+/// Controls whose fix depends on values only the user knows (which capability, which volume,
+/// which port) offer none; the rest always offer one.
+const EXPECT_PSS: [(&str, (usize, usize)); 17] = [
+    ("pss-apparmor", (0, 4)),
+    ("pss-capabilities-baseline", (0, 8)),
+    ("pss-capabilities-restricted", (5, 6)),
+    ("pss-host-namespaces", (10, 0)),
+    ("pss-host-path-volumes", (0, 7)),
+    ("pss-host-ports", (0, 8)),
+    ("pss-host-probes", (0, 10)),
+    ("pss-privilege-escalation", (6, 0)),
+    ("pss-privileged", (4, 0)),
+    ("pss-proc-mount", (6, 0)),
+    ("pss-run-as-non-root", (7, 0)),
+    ("pss-run-as-user", (0, 3)),
+    ("pss-seccomp", (12, 0)),
+    ("pss-selinux", (0, 10)),
+    ("pss-sysctls", (0, 2)),
+    ("pss-volume-types", (0, 23)),
+    ("pss-windows-host-process", (6, 0)),
+];

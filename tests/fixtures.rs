@@ -70,7 +70,8 @@ async fn check_fixtures() {
             "{check}: needs both allow and deny fixtures"
         );
     }
-    assert!(seen >= 40, "only {seen} check fixtures found");
+    // Exact: a fixture lost or left unread fails here, not silently.
+    assert_eq!(seen, 44, "check fixtures walked");
     assert!(
         failures.is_empty(),
         "{} mismatches:\n{}",
@@ -85,7 +86,10 @@ async fn defaults_fixtures() {
     let policies = PolicySet::embedded();
     let (_, mutation) = policies.mutation().unwrap();
     let mut failures = Vec::new();
-    for file in sorted_files(&repo().join("tests/fixtures/defaults")) {
+    let files = sorted_files(&repo().join("tests/fixtures/defaults"));
+    // Exact: an empty or shrunken directory must not pass.
+    assert_eq!(files.len(), 10, "defaults fixtures");
+    for file in files {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let docs = yaml_docs(&file);
         let (input, expected) = match (name.starts_with("unchanged."), docs.as_slice()) {
