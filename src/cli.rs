@@ -160,11 +160,18 @@ pub struct ServeArgs {
     /// Deadline for one request, body included; keep it below the webhooks' timeoutSeconds.
     #[arg(long, env = "PORTCULLIS_REQUEST_TIMEOUT", default_value = "4s", value_parser = parse_duration)]
     pub request_timeout: Duration,
-    /// A client must finish its TLS handshake, and each request head, within this long; an
-    /// idle keep-alive connection is closed after it too.
+    /// A client must finish its TLS handshake within this long, and a request head that has
+    /// started within this long of its first byte (slow clients). Idle is not slow: see
+    /// `--idle-timeout`.
     #[arg(long, env = "PORTCULLIS_CONNECTION_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub connection_timeout: Duration,
-    /// Connections served at once.
+    /// A keep-alive connection with no request under way is closed after this long. Keep it
+    /// above the apiserver's idle limit (90 s), so the apiserver closes first and never sends
+    /// a review into a connection the server is closing.
+    #[arg(long, env = "PORTCULLIS_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Connections open at once, idle ones included; at the cap the longest-idle one is
+    /// closed to admit a new client.
     #[arg(long, env = "PORTCULLIS_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
     /// After SIGTERM, keep serving this long (unready, every answer with `Connection: close`)

@@ -30,6 +30,8 @@ async fn start() -> Server {
                 "1s",
                 "--request-timeout",
                 "2s",
+                "--idle-timeout",
+                "3s",
                 "--policies",
             ])
             .arg(repo().join("policies")),
@@ -56,11 +58,23 @@ async fn tls(server: &Server) -> tokio_rustls::client::TlsStream<TcpStream> {
         .unwrap()
 }
 
-/// Reads until the server closes (bounded, so a broken server fails the test instead of hanging).
+/// Reads until the server closes. A server that holds the connection open past the bound
+/// fails the test: every probe here must end in a close, and "no answer" never passes by
+/// timing out.
 async fn read_all<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
+    read_until_closed(stream).await.0
+}
+
+/// What the server sent before closing, and how long it took to close.
+async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> (Vec<u8>, Duration) {
+    let started = std::time::Instant::now();
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut out)).await;
-    out
+    let bound = Duration::from_secs(15);
+    // A reset counts as closed too: the server ended the connection.
+    let _ = tokio::time::timeout(bound, stream.read_to_end(&mut out))
+        .await
+        .unwrap_or_else(|_| panic!("the server held the connection open for {bound:?}"));
+    (out, started.elapsed())
 }
 
 /// Sends raw bytes over TLS and returns everything the server answers.
@@ -133,6 +147,9 @@ async fn still_answers(server: &Server, after: &str) {
         "after {after}: {text}"
     );
 }
+
+/// The table's 38 probes and the 9 transport probes written out below.
+const PROBES: usize = 38 + 9;
 
 #[derive(Debug)]
 enum Expect {
@@ -283,9 +300,10 @@ async fn hostile_probes_get_safe_answers_and_the_server_keeps_answering() {
         .await
         .unwrap();
     let answer = read_all(&mut tcp).await;
-    assert!(
-        !answer.starts_with(b"HTTP/"),
-        "plaintext got an HTTP answer"
+    assert_eq!(
+        answer.first(),
+        Some(&0x15),
+        "plaintext must get a TLS alert, got {answer:?}"
     );
     still_answers(&server, "plaintext").await;
 
@@ -309,11 +327,14 @@ async fn hostile_probes_get_safe_answers_and_the_server_keeps_answering() {
     still_answers(&server, "h2 ALPN").await;
 
     probes += 1; // HTTP/2 with prior knowledge over an http/1.1 connection: refused.
-    let answer = exchange(
-        &server,
-        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
-    )
-    .await;
+    let mut h2 = tls(&server).await;
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    h2.flush().await.unwrap();
+    let (answer, after) = read_until_closed(&mut h2).await;
+    // Closed at once, not held until a timeout.
+    assert!(after < Duration::from_secs(1), "closed after {after:?}");
     assert!(
         !answer.starts_with(&[0, 0]),
         "the server answered with HTTP/2 frames"
@@ -325,24 +346,28 @@ async fn hostile_probes_get_safe_answers_and_the_server_keeps_answering() {
     );
     still_answers(&server, "h2 prior knowledge").await;
 
-    probes += 1; // an idle connection is closed (after --connection-timeout).
+    probes += 1; // an idle connection is waiting, not slow: kept past --connection-timeout
+    // (1 s) and closed at --idle-timeout (3 s).
     let mut idle = tls(&server).await;
-    let started = std::time::Instant::now();
-    assert!(read_all(&mut idle).await.is_empty());
+    let (answer, after) = read_until_closed(&mut idle).await;
+    assert!(answer.is_empty(), "{answer:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "idle connection kept {:?}",
-        started.elapsed()
+        after >= Duration::from_millis(2900) && after < Duration::from_secs(10),
+        "idle connection closed after {after:?}"
     );
     still_answers(&server, "idle").await;
 
-    probes += 1; // slowloris: a partial head, then silence.
+    probes += 1; // slowloris: a partial head, then silence: closed at --connection-timeout.
     let mut slow = tls(&server).await;
     slow.write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         .await
         .unwrap();
     slow.flush().await.unwrap();
-    let answer = read_all(&mut slow).await;
+    let (answer, after) = read_until_closed(&mut slow).await;
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(3),
+        "a stalled head was closed after {after:?}"
+    );
     assert!(
         status_of(&answer).is_none_or(|s| s == 408),
         "{}",
@@ -393,7 +418,7 @@ async fn hostile_probes_get_safe_answers_and_the_server_keeps_answering() {
     assert!(first_uid.is_some() && first_uid < second_uid, "{answer}");
     still_answers(&server, "pipelining").await;
 
-    assert!(probes >= 40, "only {probes} probes");
+    assert_eq!(probes, PROBES, "probes run");
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",

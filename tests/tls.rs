@@ -37,11 +37,14 @@ fn names() -> Vec<String> {
 }
 
 async fn start() -> Server {
-    start_with(None).await.0
+    start_with(None, Limits::default()).await.0
 }
 
 /// A server whose certificate store the test can reload, optionally requiring client certs.
-async fn start_with(client_ca: Option<&std::path::Path>) -> (Server, Arc<tls::CertStore>) {
+async fn start_with(
+    client_ca: Option<&std::path::Path>,
+    limits: Limits,
+) -> (Server, Arc<tls::CertStore>) {
     let dir = tempfile::tempdir().unwrap();
     let bundle = tls::generate(&names(), 30).unwrap();
     let paths = tls::write(dir.path(), &bundle).unwrap();
@@ -54,7 +57,7 @@ async fn start_with(client_ca: Option<&std::path::Path>) -> (Server, Arc<tls::Ce
         listener,
         config,
         default_app(),
-        Limits::default(),
+        limits,
         async {
             let _ = stopped.await;
         },
@@ -215,20 +218,20 @@ async fn plaintext_http_on_the_tls_port_gets_no_http_answer() {
         .await
         .expect("the server closes the connection")
         .ok();
-    assert!(
-        !reply.starts_with(b"HTTP/"),
-        "got an HTTP answer in plaintext"
+    // A TLS alert record, not silence and not HTTP: an empty reply would also pass a server
+    // that answered nothing at all.
+    assert_eq!(
+        reply.first(),
+        Some(&0x15),
+        "expected a TLS alert record, got {reply:?}"
     );
-    if let Some(&first) = reply.first() {
-        assert_eq!(first, 0x15, "expected a TLS alert record");
-    }
 }
 
 /// The certificate is replaced while requests keep arriving on fresh connections: none fails,
 /// handshakes move to the new certificate, and a broken pair is refused with the old one kept.
 #[tokio::test]
 async fn certificate_reload_under_concurrent_requests_drops_nothing() {
-    let (server, store) = start_with(None).await;
+    let (server, store) = start_with(None, Limits::default()).await;
     let replacement = tls::generate(&names(), 60).unwrap();
     // The client trusts both CAs, as a caBundle does during a rotation.
     let mut config = (*client_config(
@@ -282,7 +285,7 @@ async fn certificate_reload_under_concurrent_requests_drops_nothing() {
 
 #[tokio::test]
 async fn certificate_expiry_is_read_from_the_certificate() {
-    let (_server, store) = start_with(None).await;
+    let (_server, store) = start_with(None, Limits::default()).await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let days = (store.expires_at() - now) as f64 / 86400.0;
     assert!((29.9..30.1).contains(&days), "expires in {days} days");
@@ -298,7 +301,7 @@ async fn client_certificates_are_required_with_a_client_ca() {
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let ca_path = dir.path().join("client-ca.crt");
     std::fs::write(&ca_path, ca_cert.pem()).unwrap();
-    let (server, _) = start_with(Some(&ca_path)).await;
+    let (server, _) = start_with(Some(&ca_path), Limits::default()).await;
     let review = read_json(&apiserver_fixtures().join("create-pod.json"));
 
     // No client certificate: the handshake (or, with TLS 1.3, the first request) fails.
@@ -361,42 +364,208 @@ async fn client_certificates_are_required_with_a_client_ca() {
     );
 }
 
-/// With the connection cap reached, a further client waits in the accept queue: its handshake
-/// completes only once a held connection closes.
+/// A connection to `server` speaking HTTP/1.1.
+async fn open(server: &Server) -> SendRequest<Full<Bytes>> {
+    let config = client_config(&server.ca, &[b"http/1.1"], false);
+    http1(connect(server.addr, config, "localhost").await.unwrap()).await
+}
+
+/// A raw TLS stream to `server`, for writing partial requests.
+async fn raw(server: &Server) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let config = client_config(&server.ca, &[b"http/1.1"], false);
+    connect(server.addr, config, "localhost").await.unwrap()
+}
+
+/// Reads until the server closes, bounded so that a server that never closes fails the test.
+/// Returns what was read and how long the server took to close.
+async fn until_closed<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    bound: Duration,
+) -> (Vec<u8>, Duration) {
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(bound, stream.read_to_end(&mut out))
+        .await
+        .unwrap_or_else(|_| panic!("still open after {bound:?}; read {out:?}"))
+        .ok();
+    (out, started.elapsed())
+}
+
+fn review_of(file: &str) -> Value {
+    read_json(&apiserver_fixtures().join(file))
+}
+
+/// The apiserver keeps idle connections up to 90 s and does not retry a review it wrote into
+/// a closing one, so an idle connection must outlive the old 5 s header timer and be reused.
 #[tokio::test]
-async fn the_connection_cap_holds_further_clients_until_one_closes() {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = tls::generate(&names(), 1).unwrap();
-    let paths = tls::write(dir.path(), &bundle).unwrap();
-    let config =
-        tls::server_config(tls::CertStore::load(&paths.cert, &paths.key).unwrap(), None).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+async fn an_idle_keep_alive_connection_is_reused_after_fifteen_seconds() {
+    let server = start().await;
+    let mut sender = open(&server).await;
+    let review = review_of("create-pod.json");
+    assert_eq!(
+        post_review(&mut sender, "/validate", &review).await["response"]["uid"],
+        review["request"]["uid"]
+    );
+    // The idle period is what is under test, not a synchronisation.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(!sender.is_closed(), "the server closed an idle connection");
+    let again = post_review(&mut sender, "/validate", &review).await;
+    assert_eq!(again["response"]["uid"], review["request"]["uid"]);
+}
+
+/// An idle connection is closed at the idle timeout, not before.
+#[tokio::test]
+async fn an_idle_connection_is_closed_at_the_idle_timeout() {
+    let limits = Limits {
+        header_read_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let (server, _) = start_with(None, limits).await;
+    let mut idle = raw(&server).await;
+    let (read, after) = until_closed(&mut idle, Duration::from_secs(10)).await;
+    assert!(read.is_empty(), "{read:?}");
+    assert!(
+        after >= Duration::from_millis(1900),
+        "closed after {after:?}, before the idle timeout"
+    );
+}
+
+/// A head that has started and stalls is cut off at the connection timeout, however long
+/// the idle timeout.
+#[tokio::test]
+async fn a_stalled_request_head_is_closed_within_the_connection_timeout() {
+    let limits = Limits {
+        header_read_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let (server, _) = start_with(None, limits).await;
+    let mut slow = raw(&server).await;
+    slow.write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    slow.flush().await.unwrap();
+    let (read, after) = until_closed(&mut slow, Duration::from_secs(10)).await;
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(5),
+        "closed after {after:?}"
+    );
+    assert!(!read.starts_with(b"HTTP/1.1 200"), "{read:?}");
+}
+
+/// A head that started after an idle period on a reused connection is timed from its first
+/// byte, not from the end of the previous answer.
+#[tokio::test]
+async fn the_head_timer_starts_at_the_first_byte_of_each_request() {
+    let limits = Limits {
+        header_read_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let (server, _) = start_with(None, limits).await;
+    let mut stream = raw(&server).await;
+    let body = std::fs::read(apiserver_fixtures().join("create-pod.json")).unwrap();
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    for _ in 0..2 {
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&body).await.unwrap();
+        stream.flush().await.unwrap();
+        let mut status = [0u8; 12];
+        stream.read_exact(&mut status).await.unwrap();
+        assert_eq!(&status, b"HTTP/1.1 200");
+        let mut rest = vec![0u8; 4096];
+        let _ = stream.read(&mut rest).await.unwrap();
+        // Idle for longer than the head timeout: this is waiting, not slowness.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+}
+
+/// At the cap, the longest-idle connection is closed to admit a new client; the others stay.
+#[tokio::test]
+async fn at_the_cap_the_longest_idle_connection_makes_room() {
     let limits = Limits {
         max_connections: 2,
         ..Limits::default()
     };
-    tokio::spawn(transport::serve(
-        listener,
-        config,
-        default_app(),
-        limits,
-        std::future::pending(),
-    ));
-    let client = client_config(&bundle.ca_cert, &[b"http/1.1"], false);
-    let first = connect(addr, client.clone(), "localhost").await.unwrap();
-    let _second = connect(addr, client.clone(), "localhost").await.unwrap();
-    let mut third = tokio::spawn(connect(addr, client, "localhost"));
-    // A bound, not a synchronisation: the third must still be waiting after a while.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), &mut third)
-            .await
-            .is_err(),
-        "the cap did not hold"
+    let (server, _) = start_with(None, limits).await;
+    let review = review_of("create-pod.json");
+    let mut oldest = raw(&server).await;
+    let mut newer = open(&server).await;
+    post_review(&mut newer, "/validate", &review).await;
+    // A third client: the server is at its cap, both connections idle.
+    let mut third = open(&server).await;
+    let (_, _) = until_closed(&mut oldest, Duration::from_secs(10)).await;
+    assert_eq!(
+        post_review(&mut third, "/validate", &review).await["response"]["uid"],
+        review["request"]["uid"]
     );
-    drop(first);
-    let third = tokio::time::timeout(Duration::from_secs(10), third)
+    assert!(!newer.is_closed());
+    post_review(&mut newer, "/validate", &review).await;
+}
+
+/// With every connection busy the cap holds: a further client gets in only once a connection
+/// falls idle, and that one is closed to make room. A busy connection is never cut.
+#[tokio::test]
+async fn the_connection_cap_holds_while_every_connection_is_busy() {
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let (server, _) = start_with(None, limits).await;
+    let body = std::fs::read(apiserver_fixtures().join("create-pod.json")).unwrap();
+    // `Expect: 100-continue`: the interim answer proves the server has read the head and is
+    // waiting for the body, so the connection is busy, not idle.
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let continued = b"HTTP/1.1 100 Continue\r\n\r\n";
+    // Two connections mid-request: heads read by the server, bodies held back.
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut stream = raw(&server).await;
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.flush().await.unwrap();
+        let mut interim = vec![0u8; continued.len()];
+        stream.read_exact(&mut interim).await.unwrap();
+        assert_eq!(interim, continued);
+        busy.push(stream);
+    }
+    let third = tokio::spawn({
+        let (addr, config) = (
+            server.addr,
+            client_config(&server.ca, &[b"http/1.1"], false),
+        );
+        async move { http1(connect(addr, config, "localhost").await.unwrap()).await }
+    });
+    // The first finishes its request and is answered in full: busy connections are not cut.
+    let mut first = busy.remove(0);
+    first.write_all(&body).await.unwrap();
+    first.flush().await.unwrap();
+    let (answer, _) = until_closed(&mut first, Duration::from_secs(10)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains(
+            review_of("create-pod.json")["request"]["uid"]
+                .as_str()
+                .unwrap()
+        )
+    );
+    // Having fallen idle, it was closed (above) to admit the waiting client.
+    let mut third = tokio::time::timeout(Duration::from_secs(10), third)
         .await
-        .expect("admitted once a slot frees");
-    assert!(third.unwrap().is_ok());
+        .expect("admitted once a connection fell idle")
+        .unwrap();
+    let review = review_of("create-pod.json");
+    post_review(&mut third, "/validate", &review).await;
+    // The second busy connection was left alone.
+    let mut second = busy.remove(0);
+    second.write_all(&body).await.unwrap();
+    second.flush().await.unwrap();
+    let mut status = [0u8; 12];
+    second.read_exact(&mut status).await.unwrap();
+    assert_eq!(&status, b"HTTP/1.1 200");
 }

@@ -105,6 +105,7 @@ pub async fn run(args: ServeArgs, started: std::time::Instant) -> Result<(), Sta
     let limits = Limits {
         handshake_timeout: args.connection_timeout,
         header_read_timeout: args.connection_timeout,
+        idle_timeout: args.idle_timeout,
         drain_timeout: args.drain_timeout,
         max_connections: args.max_connections,
     };
