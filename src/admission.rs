@@ -8,11 +8,13 @@ use json_patch::PatchOperation;
 
 use crate::checks::{self, Target};
 use crate::defaults;
-use crate::policy::{MutationTarget, PolicySet};
+use k8s_openapi::api::core::v1::PodSpec;
+
+use crate::policy::{Mode, MutationTarget, PolicySet};
 use crate::request::{Decoded, Operation, Request};
 use crate::rollout::{self, Context};
-use crate::verdict::{Skip, Verdict};
-use crate::workload::WorkloadKind;
+use crate::verdict::{Skip, Verdict, Violation};
+use crate::workload::{Workload, WorkloadKind};
 
 /// Pod subresources that cannot change what runs in the pod. Any other one (`ephemeralcontainers`,
 /// `resize`, and whatever a later Kubernetes adds) is judged as the pod it produces: the same
@@ -49,12 +51,11 @@ pub fn validate(set: &PolicySet, req: &Request, ctx: &Context) -> Verdict {
         Ok(kind) => kind,
         Err(skip) => return Verdict::Skipped(skip),
     };
-    let mut policies = set
+    if set
         .policies
         .iter()
-        .filter(|p| !p.exempts_namespace(&req.namespace))
-        .peekable();
-    if policies.peek().is_none() {
+        .all(|p| p.exempts_namespace(&req.namespace))
+    {
         return Verdict::Skipped(Skip::ExemptNamespace);
     }
     let workload = match &req.object {
@@ -85,22 +86,71 @@ pub fn validate(set: &PolicySet, req: &Request, ctx: &Context) -> Verdict {
         return Verdict::Skipped(Skip::SpecUnchanged);
     }
     let spec = defaulted_template(set, req, kind, spec);
+    let mut violations = judge(set, req, ctx, kind, workload, &spec);
+    // Audit and warn predict what enforce would deny, and the enforcing install patches a new
+    // Pod before judging it. So a finding the pod defaults would fix is no would-be denial,
+    // even where no mutating webhook ran (the audit install has none). Enforced findings stay
+    // judged on the Pod as it arrived: without the mutating webhook it really is unpatched.
+    if violations.iter().any(|v| v.mode != Mode::Enforce)
+        && let Some(patched) = pod_as_patched(set, req, kind, &spec)
+    {
+        let predicted = judge(set, req, ctx, kind, workload, &patched);
+        violations.retain(|v| v.mode == Mode::Enforce);
+        violations.extend(predicted.into_iter().filter(|v| v.mode != Mode::Enforce));
+    }
+    Verdict::Judged(violations)
+}
+
+/// Every violation of `spec` under each policy that applies to the request's namespace.
+fn judge(
+    set: &PolicySet,
+    req: &Request,
+    ctx: &Context,
+    kind: WorkloadKind,
+    workload: &Workload,
+    spec: &PodSpec,
+) -> Vec<Violation> {
     let target = Target {
         kind,
         workload,
-        spec: &spec,
+        spec,
     };
     let mut violations = Vec::new();
-    for policy in policies {
+    for policy in set
+        .policies
+        .iter()
+        .filter(|p| !p.exempts_namespace(&req.namespace))
+    {
         let start = violations.len();
         let mode_of = |check, configured| {
             rollout::effective_mode(policy, check, configured, &req.namespace, ctx)
         };
         checks::run(policy, &target, mode_of, &mut violations);
         let found = &mut violations[start..];
-        rollout::apply_exemptions(policy, &req.namespace, workload, &spec, ctx, found);
+        rollout::apply_exemptions(policy, &req.namespace, workload, spec, ctx, found);
     }
-    Verdict::Judged(violations)
+    violations
+}
+
+/// The Pod as `/mutate` would patch it on CREATE, when that changes anything.
+fn pod_as_patched(
+    set: &PolicySet,
+    req: &Request,
+    kind: WorkloadKind,
+    spec: &PodSpec,
+) -> Option<PodSpec> {
+    let (policy, mutation) = set.mutation()?;
+    let patched_on_create = kind == WorkloadKind::Pod
+        && req.operation == Operation::Create
+        && req.sub_resource.is_none()
+        && mutation.targets.contains(&MutationTarget::Pods)
+        && !policy.exempts_namespace(&req.namespace);
+    if !patched_on_create {
+        return None;
+    }
+    let mut filled = spec.clone();
+    defaults::fill(mutation, &mut filled);
+    (filled != *spec).then_some(filled)
 }
 
 /// A controller is judged by the pod it will create: with the pod defaults filled in when the
@@ -109,8 +159,8 @@ fn defaulted_template<'a>(
     set: &PolicySet,
     req: &Request,
     kind: WorkloadKind,
-    spec: &'a k8s_openapi::api::core::v1::PodSpec,
-) -> Cow<'a, k8s_openapi::api::core::v1::PodSpec> {
+    spec: &'a PodSpec,
+) -> Cow<'a, PodSpec> {
     match set.mutation() {
         Some((policy, mutation))
             if kind.is_controller()
