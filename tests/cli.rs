@@ -396,7 +396,12 @@ fn replay_reports_would_be_denials_per_namespace_check_and_user() {
     // ConfigMap, a Metadata-level event and one truncated line are not judged.
     assert_eq!(report["events"], 78);
     assert_eq!(report["judged"], 24);
-    assert_eq!(report["denied"], 15);
+    // The Deployment `dep` would be denied, so under enforce its two ReplicaSets and their
+    // four pods would never exist, nor the pods of the denied StatefulSet and
+    // ReplicationController: those eight are counted apart, not as more denials. (The
+    // CronJob's Job and pod stay: Jobs need no probes, so the CronJob is admitted.)
+    assert_eq!(report["denied"], 7);
+    assert_eq!(report["downstreamOfDenied"], 8);
     assert_eq!(report["skipped"]["not the ResponseComplete stage"], 37);
     assert_eq!(report["skipped"]["unparseable line"], 1);
     assert_eq!(report["skipped"]["no object (Metadata-level event)"], 1);
@@ -419,14 +424,31 @@ fn replay_reports_would_be_denials_per_namespace_check_and_user() {
     );
     // kube-system is exempt: nothing counted there.
     assert!(rows.iter().all(|r| r["namespace"] != "kube-system"));
+    // Offenders are people and workloads: the requests of replicaset-controller and friends
+    // trace back to whoever created the root object.
     assert_eq!(
         report["worstUsers"][0],
         json!({"name": "admin", "denied": 5})
     );
     assert_eq!(
-        report["worstWorkloads"][0]["name"],
-        "team-a/Pod dep-79745dff4c-"
+        report["worstWorkloads"][0],
+        json!({"name": "team-a/Deployment dep", "denied": 2})
     );
+    for list in ["worstUsers", "worstWorkloads"] {
+        for row in report[list].as_array().unwrap() {
+            let name = row["name"].as_str().unwrap();
+            assert!(
+                !name.contains("controller") && !name.contains("Pod dep-"),
+                "{list}: {name}"
+            );
+        }
+    }
+    assert!(rows.iter().all(|r| {
+        !r["user"]
+            .as_str()
+            .unwrap()
+            .starts_with("system:serviceaccount:")
+    }));
 
     // The same log through stdin, in text, with an audit-mode policy: nothing denied.
     let dir =
@@ -447,6 +469,91 @@ fn replay_reports_would_be_denials_per_namespace_check_and_user() {
     assert!(
         text.contains("alice@example.com") && text.contains(" 0 / 0 / 1 / 0"),
         "{text}"
+    );
+}
+
+/// A controller's request for an owner the log saw created goes to that owner's creator; for
+/// an owner created before the log began, to the owner workload.
+#[test]
+fn replay_traces_controllers_requests_to_the_root_request() {
+    // The Deployment `dep` itself is exempt, so it is admitted; the ReplicaSets the
+    // deployment-controller creates from it are not, and they are admin's doing.
+    let dir = policies(
+        "apiVersion: portcullis.dev/v1alpha1
+kind: Policy
+metadata: {name: probes}
+spec:
+  checks:
+    liveness-probe: {mode: enforce}
+  exemptions:
+  - {name: dep, checks: [liveness-probe], names: [dep], reason: r, owner: o, expires: 2099-01-01}
+",
+    );
+    let events: Vec<Value> = std::fs::read_to_string(audit_log())
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let complete = |pick: &dyn Fn(&Value) -> bool| -> String {
+        events
+            .iter()
+            .filter(|e| e["stage"] == "ResponseComplete" && pick(e))
+            .map(|e| format!("{e}\n"))
+            .collect()
+    };
+    let object_is = |e: &Value, kind: &str| e["requestObject"]["kind"] == kind;
+    let from_dep = complete(&|e| {
+        ["Deployment", "ReplicaSet"].iter().any(|k| object_is(e, k)) && e["verb"] == "create"
+            || object_is(e, "Pod")
+                && e["requestObject"]["metadata"]["generateName"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("dep-"))
+    });
+    let replay = |log: &str| -> Value {
+        let out = portcullis(
+            &repo(),
+            &[
+                "replay",
+                "--audit-log",
+                "-",
+                "--policies",
+                arg(dir.path()),
+                "-o",
+                "json",
+            ],
+            Some(log),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let report = replay(&from_dep);
+    // One Deployment (exempt), two ReplicaSets (denied), four pods (downstream of them).
+    assert_eq!(report["judged"], 7, "{report}");
+    assert_eq!(report["denied"], 2);
+    assert_eq!(report["downstreamOfDenied"], 4);
+    assert_eq!(
+        report["worstUsers"],
+        json!([{"name": "admin", "denied": 2}])
+    );
+    assert_eq!(
+        report["worstWorkloads"],
+        json!([{"name": "team-a/Deployment dep", "denied": 2}])
+    );
+
+    // Only the pods: their ReplicaSets were created before this log began.
+    let pods_only = complete(&|e| {
+        object_is(e, "Pod") && e["requestObject"]["metadata"]["generateName"] == "dep-5c7fcf9467-"
+    });
+    let report = replay(&pods_only);
+    assert_eq!(report["denied"], 1, "{report}");
+    assert_eq!(
+        report["worstWorkloads"],
+        json!([{"name": "team-a/ReplicaSet dep-5c7fcf9467", "denied": 1}])
+    );
+    let user = report["worstUsers"][0]["name"].as_str().unwrap();
+    assert_eq!(
+        user,
+        "(controller of team-a/ReplicaSet dep-5c7fcf9467, created before this log)"
     );
 }
 

@@ -46,6 +46,8 @@ struct ObjectRef {
     #[serde(default)]
     namespace: Option<String>,
     #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
     api_group: Option<String>,
     #[serde(default)]
     subresource: Option<String>,
@@ -60,11 +62,26 @@ struct Counts {
     exempted: u64,
 }
 
+/// Where a controller's creation traces back to: the user whose request created the root
+/// workload, that workload, and whether a request along the way would have been denied.
+#[derive(Clone)]
+struct Origin {
+    user: String,
+    workload: String,
+    denied: bool,
+}
+
 #[derive(Default)]
 struct Tally {
     lines: u64,
     judged: u64,
     denied: u64,
+    /// Requests Kubernetes' controllers made for an object whose own creation would have been
+    /// denied: under enforce they never happen, so they are counted apart.
+    downstream_of_denied: u64,
+    /// Controllers created in the log, by namespace, kind and name, so the objects they make
+    /// are attributed to the request that created the root (logs are in time order).
+    origins: HashMap<(String, &'static str, String), Origin>,
     skipped: BTreeMap<&'static str, u64>,
     unparseable: Vec<u64>,
     by_scope: BTreeMap<(String, &'static str, String), Counts>,
@@ -200,17 +217,37 @@ fn judge_event(set: &crate::policy::PolicySet, ctx: &Context, event: Event, tall
     };
     tally.judged += 1;
     // The user the request acted as: the impersonated one, not the impersonator.
-    let user = event
+    let requester = event
         .impersonated_user
         .or(event.user)
         .and_then(|u| u.username)
         .unwrap_or_else(|| "<unknown>".into());
     let denied = !judged.verdict.is_allowed();
+    let origin = attribute(tally, &object, &judged.namespace, requester, || {
+        format!("{}/{} {}", judged.namespace, judged.kind, judged.name)
+    });
+    if verb == "create" && kind.is_controller() {
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .or(r.name.as_deref())
+            .unwrap_or_default();
+        let key = (judged.namespace.clone(), kind.as_str(), name.to_owned());
+        let own = Origin {
+            denied: origin.denied || denied,
+            ..origin.clone()
+        };
+        tally.origins.insert(key, own);
+    }
+    if origin.denied {
+        tally.downstream_of_denied += 1;
+        return;
+    }
+    let user = origin.user;
     if denied {
         tally.denied += 1;
         *tally.users.entry(user.clone()).or_default() += 1;
-        let workload = format!("{}/{} {}", judged.namespace, judged.kind, judged.name);
-        *tally.workloads.entry(workload).or_default() += 1;
+        *tally.workloads.entry(origin.workload).or_default() += 1;
     }
     if let Verdict::Unjudgeable(_) = judged.verdict {
         let key = (judged.namespace.clone(), "unreadable-object", user.clone());
@@ -237,6 +274,49 @@ fn judge_event(set: &crate::policy::PolicySet, ctx: &Context, event: Event, tall
     }
 }
 
+/// Who is accountable for a request. An object a controller made for an owner whose creation
+/// is in the log traces back to the request that created the root workload, so offender
+/// lists name people and workloads, not `replicaset-controller`. An owner created before the
+/// log began is named as the workload, with no person to name.
+fn attribute(
+    tally: &Tally,
+    object: &Value,
+    namespace: &str,
+    requester: String,
+    this_workload: impl FnOnce() -> String,
+) -> Origin {
+    let owners = object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array);
+    let owner = owners.and_then(|all| {
+        all.iter()
+            .find(|o| o["controller"] == true)
+            .or_else(|| all.first())
+    });
+    let Some(owner) = owner else {
+        return Origin {
+            user: requester,
+            workload: this_workload(),
+            denied: false,
+        };
+    };
+    let kind = owner["kind"].as_str().unwrap_or_default();
+    let name = owner["name"].as_str().unwrap_or_default();
+    let known = WorkloadKind::from_kind(kind).and_then(|k| {
+        tally
+            .origins
+            .get(&(namespace.to_owned(), k.as_str(), name.to_owned()))
+    });
+    match known {
+        Some(origin) => origin.clone(),
+        None => Origin {
+            user: format!("(controller of {namespace}/{kind} {name}, created before this log)"),
+            workload: format!("{namespace}/{kind} {name}"),
+            denied: false,
+        },
+    }
+}
+
 fn top(map: &HashMap<String, u64>, n: usize) -> Vec<(&str, u64)> {
     let mut all: Vec<(&str, u64)> = map.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
@@ -250,6 +330,13 @@ fn text(name: &str, today: Date, t: &Tally, n: usize, out: &mut impl Write) -> s
         "{name}: {} events, {} workload requests judged as of {today}, {} would have been denied",
         t.lines, t.judged, t.denied
     )?;
+    if t.downstream_of_denied > 0 {
+        writeln!(
+            out,
+            "{} more were made by controllers for workloads that would have been denied (downstream, not counted)",
+            t.downstream_of_denied
+        )?;
+    }
     if !t.by_scope.is_empty() {
         writeln!(
             out,
@@ -309,6 +396,7 @@ fn to_json(today: Date, t: &Tally, n: usize) -> Value {
         "events": t.lines,
         "judged": t.judged,
         "denied": t.denied,
+        "downstreamOfDenied": t.downstream_of_denied,
         "skipped": t.skipped,
         "byNamespaceCheckUser": scopes,
         "worstUsers": worst(&t.users),
