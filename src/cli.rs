@@ -154,7 +154,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PORTCULLIS_CANDIDATE_POLICIES")]
     pub candidate_policies: Option<PathBuf>,
     /// Keep a cache of namespace labels for `namespaceLabels` and namespace selectors:
-    /// `auto` watches when running in a cluster, `always` also from a kubeconfig.
+    /// `auto` watches when running in a cluster, and outside one when a loaded policy needs
+    /// labels and a kubeconfig is found; `always` watches from a kubeconfig regardless.
     #[arg(long, env = "PORTCULLIS_WATCH_NAMESPACES", value_enum, default_value_t = WatchNamespaces::Auto)]
     pub watch_namespaces: WatchNamespaces,
     /// Deadline for one request, body included; keep it below the webhooks' timeoutSeconds.

@@ -34,6 +34,11 @@ impl NamespaceCache {
         }
     }
 
+    /// Whether a watch feeds this cache at all.
+    pub fn is_enabled(&self) -> bool {
+        self.store.is_some()
+    }
+
     /// Resolves once the first complete list is in the cache; never, when there is no cache.
     pub async fn synced(&self) {
         match &self.store {

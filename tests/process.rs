@@ -541,18 +541,19 @@ async fn namespace_labels_come_from_a_watch_that_never_blocks_a_request() {
     let review = std::fs::read(apiserver_fixtures().join("create-pod-2.json")).unwrap();
 
     // `serve` watching namespaces through the API server at `api`.
-    let watching = |api| {
+    let watching = |api, mode| {
         Portcullis::spawn(
             portcullis_serve(dir.path())
                 .args(["--policies", policies.to_str().unwrap()])
-                .args(["--watch-namespaces", "always"])
+                .args(["--watch-namespaces", mode])
                 .env("KUBECONFIG", kubeconfig(dir.path(), api)),
         )
     };
 
-    // The API answers: once the cache has synced, team-a's label puts it in audit mode.
+    // The API answers: once the cache has synced, team-a's label puts it in audit mode. Out
+    // of a cluster, `auto` watches because the policy needs labels and a kubeconfig is there.
     let api = namespace_api().await;
-    let mut server = watching(api);
+    let mut server = watching(api, "auto");
     let (listen, metrics) = listeners_and(&mut server, "namespace label cache synced").await;
     let ca = std::fs::read_to_string(dir.path().join("certs/ca.crt")).unwrap();
     let answer = post_review(listen, &ca, &review).await;
@@ -569,7 +570,7 @@ async fn namespace_labels_come_from_a_watch_that_never_blocks_a_request() {
 
     // No API at all: the server is ready at once and judges with the policy's own modes.
     let gone = unused_address().await;
-    let mut server = watching(gone);
+    let mut server = watching(gone, "always");
     // Ready and judging, while the watch fails and retries in the background.
     let failed = "namespace watch failed; retrying (label rules use the policy's modes meanwhile)";
     let (listen, metrics) = listeners_and(&mut server, failed).await;
@@ -585,5 +586,41 @@ async fn namespace_labels_come_from_a_watch_that_never_blocks_a_request() {
             .await
             .contains("portcullis_namespace_cache_synced 0")
     );
+    server.child.kill().await.unwrap();
+}
+
+/// The warning `serve` logs when a policy reads namespace labels and no watch feeds them.
+const UNWATCHED: &str = "these policies use namespace labels (namespaceLabels or a namespaceModes selector), but the namespace watch is off, so label rules and selectors will not match: serve with --watch-namespaces always (or auto with a kubeconfig) and get/list/watch on namespaces";
+
+#[tokio::test]
+async fn a_policy_that_needs_namespace_labels_without_the_watch_is_called_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let default = std::fs::read_to_string(repo().join("policies/default.yaml")).unwrap();
+    let labels = default.replace("spec:\n", "spec:\n  namespaceLabels: true\n");
+    std::fs::write(policies.join("default.yaml"), &labels).unwrap();
+    let mut server = Portcullis::spawn(
+        portcullis_serve(dir.path())
+            .args(["--policies", policies.to_str().unwrap()])
+            .args([
+                "--watch-namespaces",
+                "never",
+                "--policy-reload-interval",
+                "100ms",
+            ]),
+    );
+    // At start-up, naming the policy.
+    let warning = server.wait_for(UNWATCHED).await;
+    assert_eq!(warning["fields"]["policies"], "[\"default\"]", "{warning}");
+    server.wait_for("listen").await;
+    // And again on a reload that still needs them.
+    let selector = labels.replace(
+        "spec:\n",
+        "spec:\n  namespaceModes:\n  - {selector: {matchLabels: {tier: dev}}, mode: warn}\n",
+    );
+    std::fs::write(policies.join("default.yaml"), selector).unwrap();
+    server.wait_for("policies reloaded").await;
+    server.wait_for(UNWATCHED).await;
     server.child.kill().await.unwrap();
 }

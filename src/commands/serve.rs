@@ -58,7 +58,10 @@ pub async fn run(args: ServeArgs, started: std::time::Instant) -> Result<(), Sta
             args.policy_reload_interval,
         ));
     }
-    state = state.with_namespaces(watch_namespaces(args.watch_namespaces).await);
+    let needing = state.policies.current();
+    let cache = watch_namespaces(args.watch_namespaces, &needing.needing_namespace_labels()).await;
+    warn_unwatched(&needing, &cache);
+    state = state.with_namespaces(cache);
     let synced = state.clone();
     tokio::spawn(async move {
         synced.namespaces.synced().await;
@@ -194,6 +197,7 @@ async fn reload_policies(
                 Ok(set) => {
                     let names: Vec<&str> = set.policies.iter().map(|p| p.name.as_str()).collect();
                     tracing::info!(dir = %dir.display(), policies = ?names, "policies reloaded");
+                    warn_unwatched(&set, &state.namespaces);
                     target.replace(set);
                     last = snapshot;
                     "ok"
@@ -239,10 +243,16 @@ fn track_exemption_debt(state: AppState, interval: Duration) -> impl Future<Outp
 }
 
 /// The namespace label cache, or none. Never fails start-up: without it, label rules and
-/// selectors do not match and the policies' own modes apply.
-async fn watch_namespaces(mode: WatchNamespaces) -> NamespaceCache {
+/// selectors do not match and the policies' own modes apply. `auto` watches in a cluster,
+/// and outside one too when a policy needs labels and a kubeconfig is found.
+async fn watch_namespaces(mode: WatchNamespaces, needing: &[&str]) -> NamespaceCache {
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    if mode == WatchNamespaces::Never || (mode == WatchNamespaces::Auto && !in_cluster) {
+    let wanted = match mode {
+        WatchNamespaces::Never => false,
+        WatchNamespaces::Always => true,
+        WatchNamespaces::Auto => in_cluster || !needing.is_empty(),
+    };
+    if !wanted {
         return NamespaceCache::disabled();
     }
     let client = match kube::Config::infer().await.map(kube::Client::try_from) {
@@ -258,6 +268,20 @@ async fn watch_namespaces(mode: WatchNamespaces) -> NamespaceCache {
     };
     tracing::info!("watching namespace labels");
     namespaces::watch(client)
+}
+
+/// A policy that reads namespace labels, served without the watch, would silently use its own
+/// modes everywhere: say so, at start-up and on every reload, naming the flag.
+fn warn_unwatched(set: &PolicySet, cache: &NamespaceCache) {
+    let needing = set.needing_namespace_labels();
+    if !needing.is_empty() && !cache.is_enabled() {
+        tracing::warn!(
+            policies = ?needing,
+            "these policies use namespace labels (namespaceLabels or a namespaceModes selector), \
+             but the namespace watch is off, so label rules and selectors will not match: serve \
+             with --watch-namespaces always (or auto with a kubeconfig) and get/list/watch on namespaces"
+        );
+    }
 }
 
 fn load_certificate(

@@ -47,6 +47,19 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
+    /// The policies whose modes depend on namespace labels (`namespaceLabels`, or a
+    /// `namespaceModes` selector): without the namespace watch those never match.
+    pub fn needing_namespace_labels(&self) -> Vec<&str> {
+        self.policies
+            .iter()
+            .filter(|p| {
+                p.spec.namespace_labels
+                    || p.spec.namespace_modes.iter().any(|m| m.selector.is_some())
+            })
+            .map(|p| p.name.as_str())
+            .collect()
+    }
+
     /// The policy carrying the mutation defaults; loading guarantees there is at most one.
     pub fn mutation(&self) -> Option<(&Policy, &Mutation)> {
         self.policies
