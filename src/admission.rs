@@ -122,8 +122,8 @@ fn judge(
         .filter(|p| !p.exempts_namespace(&req.namespace))
     {
         let start = violations.len();
-        let mode_of = |check, configured| {
-            rollout::effective_mode(policy, check, configured, &req.namespace, ctx)
+        let mode_of = |rule: &_, configured| {
+            rollout::effective_mode(policy, rule, configured, &req.namespace, ctx)
         };
         checks::run(policy, &target, mode_of, &mut violations);
         let found = &mut violations[start..];

@@ -18,12 +18,11 @@ use tower_http::timeout::TimeoutLayer;
 use std::collections::BTreeSet;
 
 use crate::admission;
-use crate::checks::CheckId;
 use crate::metrics::{
     EndpointLabels, ExemptionLabels, Metrics, RequestLabels, ShadowLabels, ViolationLabels,
 };
 use crate::namespaces::NamespaceCache;
-use crate::policy::{Date, PolicySet, SharedPolicies};
+use crate::policy::{Date, PolicySet, RuleId, SharedPolicies};
 use crate::request::{Operation, Request};
 use crate::review::{self, ReviewError};
 use crate::rollout::Context;
@@ -187,7 +186,8 @@ async fn validate(
 /// Logs and counts where the candidate set would decide a check differently. Only enforced
 /// denials count: they are what switching sets would change for the workload's owner.
 fn compare_shadow(metrics: &Metrics, req: &Request, current: &Verdict, candidate: &Verdict) {
-    let denied = |v: &Verdict| -> BTreeSet<CheckId> { v.denials().map(|d| d.check).collect() };
+    let denied =
+        |v: &Verdict| -> BTreeSet<RuleId> { v.denials().map(|d| d.rule.clone()).collect() };
     let (now, then) = (denied(current), denied(candidate));
     let changes = then
         .difference(&now)
@@ -199,7 +199,7 @@ fn compare_shadow(metrics: &Metrics, req: &Request, current: &Verdict, candidate
             dry_run = req.dry_run, check = check.as_str(), change,
             "candidate policies disagree");
         let labels = ShadowLabels {
-            check: check.as_str(),
+            check: check.clone(),
             namespace: req.namespace.clone(),
             change,
         };
@@ -273,7 +273,7 @@ fn record_validation(metrics: &Metrics, req: &Request, verdict: &Verdict) {
     let dry_run = if req.dry_run { "true" } else { "false" };
     for v in verdict.violations() {
         let labels = ViolationLabels {
-            check: v.check.as_str(),
+            check: v.rule.clone(),
             mode: v.outcome(),
             namespace: req.namespace.clone(),
             dry_run,
@@ -281,7 +281,7 @@ fn record_validation(metrics: &Metrics, req: &Request, verdict: &Verdict) {
         metrics.violations.get_or_create(&labels).inc();
         if let Some(e) = &v.exemption {
             let labels = ExemptionLabels {
-                check: v.check.as_str(),
+                check: v.rule.clone(),
                 namespace: req.namespace.clone(),
                 source: e.source.as_str(),
             };
@@ -348,7 +348,7 @@ fn log_validation(req: &Request, verdict: &Verdict) {
                 }
                 list.push_str(&v.policy);
                 list.push('/');
-                list.push_str(v.check.as_str());
+                list.push_str(v.rule.as_str());
                 list.push(':');
                 list.push_str(v.outcome());
             }

@@ -4,6 +4,8 @@
 //! namespaces are bounded by the cluster.
 
 use prometheus_client::encoding::EncodeLabelSet;
+
+use crate::policy::RuleId;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -28,7 +30,7 @@ pub struct EndpointLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ViolationLabels {
-    pub check: &'static str,
+    pub check: RuleId,
     /// The effective mode, or `exempt` when an exemption lifted the violation.
     pub mode: &'static str,
     pub namespace: String,
@@ -37,7 +39,7 @@ pub struct ViolationLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShadowLabels {
-    pub check: &'static str,
+    pub check: RuleId,
     pub namespace: String,
     /// `newly-denied` or `no-longer-denied`: what switching to the candidate would change.
     pub change: &'static str,
@@ -45,7 +47,7 @@ pub struct ShadowLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ExemptionLabels {
-    pub check: &'static str,
+    pub check: RuleId,
     /// The exemption's namespace pattern (`*` when it names none), or the request namespace
     /// for applied exemptions.
     pub namespace: String,
@@ -187,7 +189,7 @@ impl Metrics {
                 for check in &e.checks {
                     for namespace in &patterns {
                         let labels = ExemptionLabels {
-                            check: check.as_str(),
+                            check: check.clone(),
                             namespace: namespace.clone(),
                             source: "policy",
                         };
@@ -196,5 +198,15 @@ impl Metrics {
                 }
             }
         }
+    }
+}
+
+/// Rule ids are label values as they are: no copy per observation.
+impl prometheus_client::encoding::EncodeLabelValue for RuleId {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
     }
 }

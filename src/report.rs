@@ -98,7 +98,7 @@ fn to_json(j: &Judged) -> Value {
             };
             json!({
                 "policy": v.policy,
-                "check": v.check.as_str(),
+                "check": v.rule.as_str(),
                 "mode": v.mode.as_str(),
                 "outcome": v.outcome(),
                 "container": container,
@@ -196,7 +196,7 @@ pub fn policy_reports(judged: &[Judged], timestamp: i64) -> Value {
                     }
                     results.push(result(
                         &v.policy,
-                        v.check.as_str(),
+                        v.rule.as_str(),
                         status,
                         v.to_string(),
                         props,

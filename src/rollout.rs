@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PodSpec;
 
-use crate::checks::CheckId;
 use crate::policy::matching::{any_glob, image_matches};
-use crate::policy::{Date, Mode, Policy};
-use crate::verdict::{ContainerKind, Exempted, ExemptionSource, Subject, Violation};
+use crate::policy::{Date, Mode, Policy, RuleId};
+use crate::verdict::{Exempted, ExemptionSource, Subject, Violation};
+use crate::workload::ContainerKind;
 use crate::workload::Workload;
 
-/// The namespace label that sets every check's mode; `portcullis.dev/mode.<check>` sets one.
+/// The namespace label that sets every rule's mode; `portcullis.dev/mode.<rule>` sets one.
 pub const MODE_LABEL: &str = "portcullis.dev/mode";
 /// The annotation listing the checks a workload exempts itself from, where a policy allows it.
 pub const EXEMPT_ANNOTATION: &str = "portcullis.dev/exempt";
@@ -38,20 +38,20 @@ impl Context<'_> {
     }
 }
 
-/// A check's mode for one request, and the next scheduled step when the schedule set it.
+/// A rule's mode for one request, and the next scheduled step when the schedule set it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Effective {
     pub mode: Mode,
     pub next: Option<(Mode, Date)>,
 }
 
-/// The mode of `check` (configured as `configured`) for a request in `namespace`. The first
-/// that speaks wins: the namespace's per-check label, its policy-wide label (both only when
+/// The mode of `rule` (configured as `configured`) for a request in `namespace`. The first
+/// that speaks wins: the namespace's per-rule label, its policy-wide label (both only when
 /// the policy honours labels), the first matching `namespaceModes` rule, and last the
 /// configured mode capped by the schedule's current stage.
 pub fn effective_mode(
     policy: &Policy,
-    check: CheckId,
+    rule: &RuleId,
     configured: Mode,
     namespace: &str,
     ctx: &Context,
@@ -60,22 +60,22 @@ pub fn effective_mode(
     let fixed = |mode| Effective { mode, next: None };
     if spec.namespace_labels
         && let Some(labels) = ctx.namespace_labels
-        && let Some(mode) = label_mode(labels, check)
+        && let Some(mode) = label_mode(labels, rule)
     {
         return fixed(mode);
     }
-    for rule in &spec.namespace_modes {
-        let named = rule.names.is_empty() || any_glob(&rule.names, namespace);
-        let selected = match (&rule.selector, ctx.namespace_labels) {
+    for scope in &spec.namespace_modes {
+        let named = scope.names.is_empty() || any_glob(&scope.names, namespace);
+        let selected = match (&scope.selector, ctx.namespace_labels) {
             (None, _) => true,
             (Some(s), Some(labels)) => s.matches(labels),
             (Some(_), None) => false,
         };
         if named && selected {
-            if let Some(&mode) = rule.checks.get(&check) {
+            if let Some(&mode) = scope.checks.get(rule) {
                 return fixed(mode);
             }
-            if let Some(mode) = rule.mode {
+            if let Some(mode) = scope.mode {
                 return fixed(mode);
             }
         }
@@ -83,15 +83,15 @@ pub fn effective_mode(
     scheduled(policy, configured, ctx.today)
 }
 
-fn label_mode(labels: &BTreeMap<String, String>, check: CheckId) -> Option<Mode> {
-    // Labels are few; scanning them avoids building the per-check key on every request.
-    let per_check = labels.iter().find_map(|(k, v)| {
+fn label_mode(labels: &BTreeMap<String, String>, rule: &RuleId) -> Option<Mode> {
+    // Labels are few; scanning them avoids building the per-rule key on every request.
+    let per_rule = labels.iter().find_map(|(k, v)| {
         k.strip_prefix(MODE_LABEL)
             .and_then(|rest| rest.strip_prefix('.'))
-            .filter(|&c| c == check.as_str())
+            .filter(|&r| *rule == *r)
             .and_then(|_| Mode::parse(v))
     });
-    per_check.or_else(|| labels.get(MODE_LABEL).and_then(|v| Mode::parse(v)))
+    per_rule.or_else(|| labels.get(MODE_LABEL).and_then(|v| Mode::parse(v)))
 }
 
 /// The configured mode under the schedule's cap for `today`, with the next step up if any.
@@ -144,7 +144,7 @@ pub fn apply_exemptions(
     for v in found {
         let declared = spec.exemptions.iter().find(|e| {
             ctx.today < e.expires
-                && e.checks.contains(&v.check)
+                && e.checks.contains(&v.rule)
                 && any_glob(&e.namespaces, namespace)
                 && any_glob(&e.names, &workload.name)
                 && (e.images.is_empty() || images_match(&e.images, &v.subject, pod_spec))
@@ -162,8 +162,8 @@ pub fn apply_exemptions(
             continue;
         }
         if let Some((allowed, listed)) = annotation
-            && allowed.checks.contains(&v.check)
-            && listed.split(',').any(|c| c.trim() == v.check.as_str())
+            && allowed.checks.contains(&v.rule)
+            && listed.split(',').any(|c| c.trim() == v.rule.as_str())
         {
             v.exemption = Some(Box::new(Exempted {
                 name: EXEMPT_ANNOTATION.to_owned(),

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::checks::CheckId;
-use crate::policy::{Date, Mode};
+use crate::policy::{Date, Mode, RuleId};
+use crate::workload::ContainerKind;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Verdict {
@@ -101,12 +101,12 @@ impl Verdict {
                 Some(e) if e.expiring_soon && !exemptions.contains(&e.name.as_str()) => {
                     exemptions.push(&e.name);
                     let expires = e.expires.map(|d| d.to_string()).unwrap_or_default();
-                    let tail = format!(" for [{}] expires {expires}", v.check.as_str());
+                    let tail = format!(" for [{}] expires {expires}", v.rule.as_str());
                     let head = format!("portcullis: exemption {:?} ({})", e.name, e.owner);
                     out.push(shorten(head, &tail));
                 }
                 None if v.mode == Mode::Warn => {
-                    let mut tail = format!(" [{}]", v.check.as_str());
+                    let mut tail = format!(" [{}]", v.rule.as_str());
                     if let Some((mode, date)) = v.next {
                         tail.push_str(&format!(" ({} from {date})", mode.participle()));
                     }
@@ -143,7 +143,7 @@ impl Verdict {
             out.insert("unjudgeable".to_owned(), reason.clone());
         }
         for v in self.violations() {
-            let entry = out.entry(v.check.as_str().to_owned()).or_default();
+            let entry = out.entry(v.rule.as_str().to_owned()).or_default();
             if !entry.is_empty() {
                 entry.push_str("; ");
             }
@@ -203,32 +203,6 @@ pub enum Subject {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum ContainerKind {
-    Containers,
-    InitContainers,
-    EphemeralContainers,
-}
-
-impl ContainerKind {
-    pub fn field(self) -> &'static str {
-        match self {
-            Self::Containers => "containers",
-            Self::InitContainers => "initContainers",
-            Self::EphemeralContainers => "ephemeralContainers",
-        }
-    }
-
-    fn noun(self) -> &'static str {
-        match self {
-            Self::Containers => "container",
-            Self::InitContainers => "init container",
-            Self::EphemeralContainers => "ephemeral container",
-        }
-    }
-}
-
 impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -238,10 +212,11 @@ impl fmt::Display for Subject {
     }
 }
 
-/// One check failing on one subject, with what is wrong and how to fix it.
+/// One rule failing on one subject, with what is wrong and how to fix it. Built-in checks and
+/// CEL rules produce the same value: everything downstream works on the rule id.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Violation {
-    pub check: CheckId,
+    pub rule: RuleId,
     pub mode: Mode,
     pub policy: String,
     pub subject: Subject,
@@ -324,7 +299,7 @@ impl fmt::Display for Violation {
             self.subject,
             self.problem,
             self.fix,
-            self.check.as_str()
+            self.rule.as_str()
         )
     }
 }

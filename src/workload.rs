@@ -343,3 +343,30 @@ mod shapes {
         pub spec: Option<ControllerSpec>,
     }
 }
+
+/// Which of a pod's three container lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ContainerKind {
+    Containers,
+    InitContainers,
+    EphemeralContainers,
+}
+
+impl ContainerKind {
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Containers => "containers",
+            Self::InitContainers => "initContainers",
+            Self::EphemeralContainers => "ephemeralContainers",
+        }
+    }
+
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::Containers => "container",
+            Self::InitContainers => "init container",
+            Self::EphemeralContainers => "ephemeral container",
+        }
+    }
+}

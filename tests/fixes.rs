@@ -43,7 +43,7 @@ fn violations(set: &PolicySet, object: &Value) -> Vec<Violation> {
 }
 
 /// Per check: violations that offered a fix, and violations that offered none.
-type Offered = BTreeMap<&'static str, (usize, usize)>;
+type Offered = BTreeMap<String, (usize, usize)>;
 
 /// Applies each offered fix on its own and checks it removes its violation, counting per
 /// check which violations offered one.
@@ -55,7 +55,7 @@ fn try_fixes(
     failures: &mut Vec<String>,
 ) {
     for v in violations(set, object) {
-        let counts = offered.entry(v.check.as_str()).or_default();
+        let counts = offered.entry(v.rule.to_string()).or_default();
         let Some(fix) = &v.add else {
             counts.1 += 1;
             continue;
@@ -66,12 +66,12 @@ fn try_fixes(
         let mut fixed = object.clone();
         merge(at(&mut fixed, &fix.at), &snippet);
         let still = violations(set, &fixed).into_iter().any(|after| {
-            after.check == v.check && after.subject == v.subject && after.field == v.field
+            after.rule == v.rule && after.subject == v.subject && after.field == v.field
         });
         if still {
             failures.push(format!(
                 "{name}: [{}] at {} not fixed by\n{}",
-                v.check.as_str(),
+                v.rule.as_str(),
                 fix.at,
                 fix.yaml
             ));
@@ -116,8 +116,10 @@ fn every_offered_fix_fixes_its_violation() {
     }
     // Pinned per check: (violations offering a fix, violations offering none). A check that
     // stops offering its fix, or a fixture that stops producing violations, changes a row.
-    let expect_checks: Offered = BTreeMap::from(EXPECT_CHECKS);
-    let expect_pss: Offered = BTreeMap::from(EXPECT_PSS);
+    let expected = |rows: &[(&str, (usize, usize))]| -> Offered {
+        rows.iter().map(|&(id, n)| (id.to_owned(), n)).collect()
+    };
+    let (expect_checks, expect_pss) = (expected(&EXPECT_CHECKS), expected(&EXPECT_PSS));
     assert_eq!(checks, expect_checks, "fixes offered on the check fixtures");
     assert_eq!(pss, expect_pss, "fixes offered on the PSS fail fixtures");
     assert!(

@@ -579,7 +579,7 @@ fn broken_rollout_settings_fail_with_file_and_field() {
         ),
         (
             "  exemptions:\n  - {name: x, checks: [run-as-root], reason: r, owner: me, expires: 2027-01-01}\n",
-            "not a check id",
+            "spec.exemptions[0].checks: run-as-root is not a rule of this policy",
         ),
         (
             "  exemptions:\n  - {name: x, checks: [run-as-non-root], owner: me, expires: 2027-01-01}\n",

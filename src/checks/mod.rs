@@ -7,105 +7,14 @@ mod pss;
 mod resources;
 mod run_as_non_root;
 
-pub use pss::configured as pss_configured;
-
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, Lifecycle, PodSpec, Probe, ResourceRequirements, SecurityContext,
 };
 
-use crate::policy::{Mode, Policy};
+use crate::policy::{CheckId, Mode, Policy, RuleId};
 use crate::rollout::Effective;
-use crate::verdict::{ContainerKind, Fix, Subject, Violation};
-use crate::workload::{Workload, WorkloadKind, pod_spec_field};
-
-/// Stable check ids: they appear in messages, metrics, logs and policy files.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum CheckId {
-    RunAsNonRoot,
-    LivenessProbe,
-    ReadinessProbe,
-    ResourceLimits,
-    PssPrivileged,
-    PssHostNamespaces,
-    PssHostPathVolumes,
-    PssHostPorts,
-    PssCapabilitiesBaseline,
-    PssCapabilitiesRestricted,
-    PssSeccomp,
-    PssProcMount,
-    PssSelinux,
-    PssApparmor,
-    PssSysctls,
-    PssWindowsHostProcess,
-    PssHostProbes,
-    PssVolumeTypes,
-    PssPrivilegeEscalation,
-    PssRunAsNonRoot,
-    PssRunAsUser,
-}
-
-impl CheckId {
-    pub const ALL: [CheckId; 21] = [
-        Self::RunAsNonRoot,
-        Self::LivenessProbe,
-        Self::ReadinessProbe,
-        Self::ResourceLimits,
-        Self::PssPrivileged,
-        Self::PssHostNamespaces,
-        Self::PssHostPathVolumes,
-        Self::PssHostPorts,
-        Self::PssCapabilitiesBaseline,
-        Self::PssCapabilitiesRestricted,
-        Self::PssSeccomp,
-        Self::PssProcMount,
-        Self::PssSelinux,
-        Self::PssApparmor,
-        Self::PssSysctls,
-        Self::PssWindowsHostProcess,
-        Self::PssHostProbes,
-        Self::PssVolumeTypes,
-        Self::PssPrivilegeEscalation,
-        Self::PssRunAsNonRoot,
-        Self::PssRunAsUser,
-    ];
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RunAsNonRoot => "run-as-non-root",
-            Self::LivenessProbe => "liveness-probe",
-            Self::ReadinessProbe => "readiness-probe",
-            Self::ResourceLimits => "resource-limits",
-            Self::PssPrivileged => "pss-privileged",
-            Self::PssHostNamespaces => "pss-host-namespaces",
-            Self::PssHostPathVolumes => "pss-host-path-volumes",
-            Self::PssHostPorts => "pss-host-ports",
-            Self::PssCapabilitiesBaseline => "pss-capabilities-baseline",
-            Self::PssCapabilitiesRestricted => "pss-capabilities-restricted",
-            Self::PssSeccomp => "pss-seccomp",
-            Self::PssProcMount => "pss-proc-mount",
-            Self::PssSelinux => "pss-selinux",
-            Self::PssApparmor => "pss-apparmor",
-            Self::PssSysctls => "pss-sysctls",
-            Self::PssWindowsHostProcess => "pss-windows-host-process",
-            Self::PssHostProbes => "pss-host-probes",
-            Self::PssVolumeTypes => "pss-volume-types",
-            Self::PssPrivilegeEscalation => "pss-privilege-escalation",
-            Self::PssRunAsNonRoot => "pss-run-as-non-root",
-            Self::PssRunAsUser => "pss-run-as-user",
-        }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for CheckId {
-    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(de)?;
-        Self::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a check id")))
-    }
-}
+use crate::verdict::{Fix, Subject, Violation};
+use crate::workload::{ContainerKind, Workload, WorkloadKind, pod_spec_field};
 
 /// What a check is judging.
 pub struct Target<'a> {
@@ -162,17 +71,18 @@ pub struct Finding {
 pub fn run(
     policy: &Policy,
     target: &Target,
-    mode_of: impl Fn(CheckId, Mode) -> Effective,
+    mode_of: impl Fn(&RuleId, Mode) -> Effective,
     out: &mut Vec<Violation>,
 ) {
     let checks = &policy.spec.checks;
     for (id, configured) in checks.configured() {
-        let effective = mode_of(id, configured);
+        let rule = id.rule();
+        let effective = mode_of(&rule, configured);
         if effective.mode == Mode::Off {
             continue;
         }
         let wrap = |f: Finding| Violation {
-            check: id,
+            rule: rule.clone(),
             mode: effective.mode,
             policy: policy.name.clone(),
             subject: f.subject,

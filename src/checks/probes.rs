@@ -5,7 +5,7 @@
 
 use super::{Finding, Target, containers};
 use crate::policy::{ProbeCheck, ProbeField};
-use crate::verdict::ContainerKind;
+use crate::workload::ContainerKind;
 
 pub fn check(params: &ProbeCheck, own: ProbeField, target: &Target) -> Vec<Finding> {
     let exempt = params

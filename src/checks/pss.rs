@@ -8,55 +8,10 @@ use k8s_openapi::api::core::v1::{
     LifecycleHandler, PodSpec, Probe, SELinuxOptions, SeccompProfile, Volume,
 };
 
-use super::{CheckId, ContainerRef, Finding, Target, containers};
-use crate::policy::{Checks, Mode, PssCheck, PssLevel, PssLeveledCheck};
+use super::{ContainerRef, Finding, Target, containers};
+use crate::policy::{CheckId, Checks, PssLevel, PssLeveledCheck};
 use crate::verdict::{Fix, Subject};
 use crate::workload::pod_spec_field;
-
-/// Every configured control with its mode.
-pub fn configured(checks: &Checks) -> impl Iterator<Item = (CheckId, Mode)> + '_ {
-    let plain: [(CheckId, &Option<PssCheck>); 15] = [
-        (CheckId::PssPrivileged, &checks.pss_privileged),
-        (CheckId::PssHostNamespaces, &checks.pss_host_namespaces),
-        (CheckId::PssHostPathVolumes, &checks.pss_host_path_volumes),
-        (CheckId::PssHostPorts, &checks.pss_host_ports),
-        (
-            CheckId::PssCapabilitiesBaseline,
-            &checks.pss_capabilities_baseline,
-        ),
-        (
-            CheckId::PssCapabilitiesRestricted,
-            &checks.pss_capabilities_restricted,
-        ),
-        (CheckId::PssSelinux, &checks.pss_selinux),
-        (CheckId::PssApparmor, &checks.pss_apparmor),
-        (CheckId::PssSysctls, &checks.pss_sysctls),
-        (
-            CheckId::PssWindowsHostProcess,
-            &checks.pss_windows_host_process,
-        ),
-        (CheckId::PssHostProbes, &checks.pss_host_probes),
-        (CheckId::PssVolumeTypes, &checks.pss_volume_types),
-        (
-            CheckId::PssPrivilegeEscalation,
-            &checks.pss_privilege_escalation,
-        ),
-        (CheckId::PssRunAsNonRoot, &checks.pss_run_as_non_root),
-        (CheckId::PssRunAsUser, &checks.pss_run_as_user),
-    ];
-    let leveled = [
-        (CheckId::PssSeccomp, &checks.pss_seccomp),
-        (CheckId::PssProcMount, &checks.pss_proc_mount),
-    ];
-    plain
-        .into_iter()
-        .filter_map(|(id, c)| c.as_ref().map(|c| (id, c.mode)))
-        .chain(
-            leveled
-                .into_iter()
-                .filter_map(|(id, c)| c.as_ref().map(|c| (id, c.mode))),
-        )
-}
 
 /// The level seccomp or procMount is configured at (the two controls that differ by level).
 fn level(check: &Option<PssLeveledCheck>) -> PssLevel {

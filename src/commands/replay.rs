@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::cli::{ReplayArgs, ReplayFormat};
 use crate::offline::{self, OfflineError};
-use crate::policy::Date;
+use crate::policy::{Date, RuleId};
 use crate::rollout::Context;
 use crate::verdict::Verdict;
 use crate::workload::WorkloadKind;
@@ -84,7 +84,7 @@ struct Tally {
     origins: HashMap<(String, &'static str, String), Origin>,
     skipped: BTreeMap<&'static str, u64>,
     unparseable: Vec<u64>,
-    by_scope: BTreeMap<(String, &'static str, String), Counts>,
+    by_scope: BTreeMap<(String, RuleId, String), Counts>,
     users: HashMap<String, u64>,
     workloads: HashMap<String, u64>,
 }
@@ -250,20 +250,24 @@ fn judge_event(set: &crate::policy::PolicySet, ctx: &Context, event: Event, tall
         *tally.workloads.entry(origin.workload).or_default() += 1;
     }
     if let Verdict::Unjudgeable(_) = judged.verdict {
-        let key = (judged.namespace.clone(), "unreadable-object", user.clone());
+        let key = (
+            judged.namespace.clone(),
+            RuleId::new("unreadable-object"),
+            user.clone(),
+        );
         tally.by_scope.entry(key).or_default().denied += 1;
     }
     // One count per check per request, whatever the number of containers.
-    let mut seen: Vec<(&'static str, &'static str)> = Vec::new();
+    let mut seen: Vec<(&RuleId, &'static str)> = Vec::new();
     for v in judged.verdict.violations() {
-        let key = (v.check.as_str(), v.outcome());
+        let key = (&v.rule, v.outcome());
         if seen.contains(&key) {
             continue;
         }
         seen.push(key);
         let counts = tally
             .by_scope
-            .entry((judged.namespace.clone(), key.0, user.clone()))
+            .entry((judged.namespace.clone(), key.0.clone(), user.clone()))
             .or_default();
         match key.1 {
             "enforce" => counts.denied += 1,
@@ -381,7 +385,7 @@ fn to_json(today: Date, t: &Tally, n: usize) -> Value {
         .by_scope
         .iter()
         .map(|((ns, check, user), c)| {
-            json!({"namespace": ns, "check": check, "user": user, "denied": c.denied,
+            json!({"namespace": ns, "check": check.as_str(), "user": user, "denied": c.denied,
                    "warned": c.warned, "audited": c.audited, "exempted": c.exempted})
         })
         .collect();

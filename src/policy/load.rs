@@ -4,8 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Date, LabelOperator, Policy, PolicyDocument, PolicySet};
-use crate::checks::CheckId;
+use super::{Date, LabelOperator, Policy, PolicyDocument, PolicySet, RuleId};
 
 /// The shipped default policy, compiled in so `portcullis serve` works from anywhere.
 pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.yaml");
@@ -240,7 +239,7 @@ fn is_dns_label(s: &str) -> bool {
 /// only checks the policy configures (anything else would silently do nothing).
 fn validate_rollout(policy: &Policy) -> Result<(), PolicyError> {
     let spec = &policy.spec;
-    let configured = |id: CheckId| spec.checks.configured().any(|(c, _)| c == id);
+    let configured = |id: &RuleId| spec.has_rule(id);
     let mut previous: Option<Date> = None;
     for (i, stage) in spec.schedule.iter().enumerate() {
         let field = format!("spec.schedule[{i}].until");
@@ -287,8 +286,8 @@ fn validate_rollout(policy: &Policy) -> Result<(), PolicyError> {
                 }
             }
         }
-        if let Some(id) = rule.checks.keys().find(|&&id| !configured(id)) {
-            return Err(not_configured(policy, &format!("{at}.checks"), *id));
+        if let Some(id) = rule.checks.keys().find(|id| !configured(id)) {
+            return Err(not_configured(policy, &format!("{at}.checks"), id));
         }
     }
     for (i, e) in spec.exemptions.iter().enumerate() {
@@ -313,29 +312,26 @@ fn validate_rollout(policy: &Policy) -> Result<(), PolicyError> {
                 "must name at least one check".into(),
             ));
         }
-        if let Some(id) = e.checks.iter().find(|&&id| !configured(id)) {
-            return Err(not_configured(policy, &format!("{at}.checks"), *id));
+        if let Some(id) = e.checks.iter().find(|id| !configured(id)) {
+            return Err(not_configured(policy, &format!("{at}.checks"), id));
         }
     }
     if let Some(a) = &spec.annotation_exemptions
-        && let Some(id) = a.checks.iter().find(|&&id| !configured(id))
+        && let Some(id) = a.checks.iter().find(|id| !configured(id))
     {
         return Err(not_configured(
             policy,
             "spec.annotationExemptions.checks",
-            *id,
+            id,
         ));
     }
     Ok(())
 }
 
-fn not_configured(policy: &Policy, field: &str, id: CheckId) -> PolicyError {
+fn not_configured(policy: &Policy, field: &str, id: &RuleId) -> PolicyError {
     invalid(
         policy,
         field,
-        format!(
-            "{} is not configured in spec.checks of this policy, so this would do nothing",
-            id.as_str()
-        ),
+        format!("{id} is not a rule of this policy (spec.checks), so this would do nothing"),
     )
 }

@@ -5,6 +5,7 @@
 
 mod load;
 pub mod matching;
+mod rule;
 
 pub use load::{
     DEFAULT_DIR, DEFAULT_POLICY, PolicyError, Snapshot, configured_dir, load_dir, parse,
@@ -35,10 +36,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::checks::CheckId;
+pub use rule::{CheckId, RuleId};
+
 use crate::quantity::Quantity;
-use crate::verdict::ContainerKind;
-use crate::workload::WorkloadKind;
+use crate::workload::{ContainerKind, WorkloadKind};
 
 /// Every policy in force, in file-name order.
 #[derive(Clone, Debug)]
@@ -74,6 +75,13 @@ pub struct Policy {
     /// Where it was read from (a path, or `<embedded>`), for errors and logs.
     pub source: String,
     pub spec: PolicySpec,
+}
+
+impl PolicySpec {
+    /// Whether `id` names one of this policy's rules.
+    pub fn has_rule(&self, id: &RuleId) -> bool {
+        self.checks.configured().any(|(c, _)| *id == *c.as_str())
+    }
 }
 
 impl Policy {
@@ -172,7 +180,7 @@ pub struct NamespaceMode {
     #[serde(default)]
     pub mode: Option<Mode>,
     #[serde(default)]
-    pub checks: BTreeMap<CheckId, Mode>,
+    pub checks: BTreeMap<RuleId, Mode>,
 }
 
 /// Which violations an exemption lifts. Every selector given must match; `checks` is required.
@@ -180,7 +188,7 @@ pub struct NamespaceMode {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Exemption {
     pub name: String,
-    pub checks: Vec<CheckId>,
+    pub checks: Vec<RuleId>,
     /// Namespace globs (`*` and `?`).
     #[serde(default)]
     pub namespaces: Vec<String>,
@@ -200,7 +208,7 @@ pub struct Exemption {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnnotationExemptions {
-    pub checks: Vec<CheckId>,
+    pub checks: Vec<RuleId>,
     #[serde(default)]
     pub namespaces: Vec<String>,
 }
@@ -408,7 +416,7 @@ impl Checks {
         ];
         own.into_iter()
             .filter_map(|(id, m)| m.map(|m| (id, m)))
-            .chain(crate::checks::pss_configured(self))
+            .chain(rule::pss_configured(self))
     }
 }
 
