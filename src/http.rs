@@ -161,7 +161,7 @@ async fn validate(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
-    let req = read_review(&headers, body)?;
+    let req = read_review(&state, "validate", &headers, body)?;
     let started = Instant::now();
     let span = tracing::debug_span!("review", uid = %req.uid);
     let body = span.in_scope(|| {
@@ -212,7 +212,7 @@ async fn mutate(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
-    let req = read_review(&headers, body)?;
+    let req = read_review(&state, "mutate", &headers, body)?;
     let started = Instant::now();
     let span = tracing::debug_span!("review", uid = %req.uid);
     let body = span.in_scope(|| {
@@ -290,7 +290,26 @@ fn record_validation(metrics: &Metrics, req: &Request, verdict: &Verdict) {
     }
 }
 
-fn read_review(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Request, Error> {
+/// The review in the body; anything else is refused with the HTTP error that says why, and
+/// counted, since the apiserver then applies the webhook's failurePolicy.
+fn read_review(
+    state: &AppState,
+    endpoint: &'static str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Request, Error> {
+    let read = decode_body(headers, body);
+    if read.is_err() {
+        state
+            .metrics
+            .refused
+            .get_or_create(&EndpointLabels { endpoint })
+            .inc();
+    }
+    read
+}
+
+fn decode_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Request, Error> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -55,6 +55,12 @@ pub struct ExemptionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExpiryLabels {
+    pub policy: String,
+    pub exemption: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -70,6 +76,8 @@ pub struct Metrics {
     pub shadow_disagreements: Family<ShadowLabels, Counter>,
     pub exemptions_live: Family<ExemptionLabels, Gauge>,
     pub exemptions_applied: Family<ExemptionLabels, Counter>,
+    pub exemption_expiry: Family<ExpiryLabels, Gauge<i64, AtomicI64>>,
+    pub refused: Family<EndpointLabels, Counter>,
     pub namespace_cache_synced: Gauge,
 }
 
@@ -138,6 +146,18 @@ impl Default for Metrics {
             "Violations lifted by an exemption, by check, namespace and source (policy, annotation)",
             exemptions_applied.clone(),
         );
+        let exemption_expiry = Family::<ExpiryLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "exemption_expiry_timestamp_seconds",
+            "When each unexpired policy exemption stops applying (Unix time), by policy and exemption",
+            exemption_expiry.clone(),
+        );
+        let refused = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "refused_requests",
+            "Bodies on /validate or /mutate that are not an AdmissionReview (answered with an HTTP error, so the apiserver's failurePolicy decides)",
+            refused.clone(),
+        );
         let namespace_cache_synced = Gauge::default();
         registry.register(
             "namespace_cache_synced",
@@ -148,6 +168,9 @@ impl Default for Metrics {
         for result in ["ok", "failed"] {
             let _ = policy_reloads.get_or_create(&ResultLabels { result });
             let _ = certificate_reloads.get_or_create(&ResultLabels { result });
+        }
+        for endpoint in ["validate", "mutate"] {
+            let _ = refused.get_or_create(&EndpointLabels { endpoint });
         }
         Self {
             registry,
@@ -160,6 +183,8 @@ impl Default for Metrics {
             shadow_disagreements,
             exemptions_live,
             exemptions_applied,
+            exemption_expiry,
+            refused,
             namespace_cache_synced,
         }
     }
@@ -179,8 +204,15 @@ impl Metrics {
     /// Sets the exception-debt gauge from the policies in force on `today`.
     pub fn set_exemptions(&self, set: &crate::policy::PolicySet, today: crate::policy::Date) {
         self.exemptions_live.clear();
+        self.exemption_expiry.clear();
         for policy in &set.policies {
             for e in policy.spec.exemptions.iter().filter(|e| today < e.expires) {
+                let expiry = ExpiryLabels {
+                    policy: policy.name.clone(),
+                    exemption: e.name.clone(),
+                };
+                let expires = e.expires.0.midnight().assume_utc().unix_timestamp();
+                self.exemption_expiry.get_or_create(&expiry).set(expires);
                 let patterns: Vec<String> = if e.namespaces.is_empty() {
                     vec!["*".to_owned()]
                 } else {
