@@ -5,6 +5,7 @@
 //! and `report` put the same core behind the `check`, `audit` and `replay` `commands`.
 
 pub mod admission;
+pub mod cel;
 pub mod checks;
 pub mod cli;
 pub mod commands;
