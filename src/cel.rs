@@ -127,6 +127,39 @@ static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
         .expect("the strings extension registers once");
     env.add_extension(cel::extensions::lists)
         .expect("the lists extension registers once");
+    // cel-go (so kube-apiserver and Kyverno) returns the receiver of `orValue` and `or` as it
+    // is when it is not an optional: `x.requests.orValue({})` is `x.requests`, and policies
+    // rely on it. The crate's overloads fail there, so both calls are rewritten at compile
+    // time to functions that accept either.
+    for (function, lenient) in [("orValue", OR_VALUE), ("or", OR)] {
+        env.add_macro(cel::parser::Macro::receiver(
+            function,
+            1,
+            move |helper, target, args| {
+                let target = target.take().expect("a receiver macro has a target");
+                let default = args.pop().expect("the macro matched one argument");
+                Ok(Some(helper.next_expr(cel::common::ast::Expr::Call(
+                    cel::common::ast::CallExpr {
+                        func_name: lenient.to_owned(),
+                        target: None,
+                        args: vec![target, default],
+                    },
+                ))))
+            },
+        ))
+        .expect("orValue and or are not macros yet");
+        env.add_overload(
+            lenient,
+            lenient,
+            vec![cel::common::types::DYN_TYPE, cel::common::types::DYN_TYPE],
+            if function == "or" {
+                lenient_or
+            } else {
+                lenient_or_value
+            },
+        )
+        .expect("declared once");
+    }
     let env = Arc::new(env);
     let mut root = Context::with_env(env.clone());
     root.add_function("find", find).expect("find is free");
@@ -339,4 +372,42 @@ fn extreme(
     }
     best.cloned()
         .ok_or_else(|| cel::ExecutionError::function_error(name, "the list is empty"))
+}
+
+/// A CEL map from named values: `variables`.
+pub fn map(values: &std::collections::HashMap<String, Value>) -> Value {
+    Value::from(values.clone())
+}
+
+const OR_VALUE: &str = "@orValue";
+const OR: &str = "@or";
+
+type Args<'b, 'v> = Vec<cel::common::value::CowVal<'b, 'v>>;
+type Returned<'b, 'v> = Result<cel::common::value::CowVal<'b, 'v>, cel::ExecutionError>;
+
+/// `opt.orValue(default)`: the optional's value, else the default; a value that is not an
+/// optional is returned as it is, as cel-go does.
+fn lenient_or_value<'b, 'v>(mut args: Args<'b, 'v>) -> Returned<'b, 'v> {
+    use cel::common::types::CelOptional;
+    let default = args.pop().expect("two arguments");
+    let this = args.pop().expect("two arguments");
+    let Some(optional) = this.downcast_ref::<CelOptional>() else {
+        return Ok(this);
+    };
+    Ok(match optional.option() {
+        Some(value) => value.clone_as_boxed().into(),
+        None => default,
+    })
+}
+
+/// `opt.or(other)`: the optional if it has a value, else the other; a value that is not an
+/// optional is returned as it is, as cel-go does.
+fn lenient_or<'b, 'v>(mut args: Args<'b, 'v>) -> Returned<'b, 'v> {
+    use cel::common::types::CelOptional;
+    let other = args.pop().expect("two arguments");
+    let this = args.pop().expect("two arguments");
+    match this.downcast_ref::<CelOptional>() {
+        Some(optional) if optional.option().is_none() => Ok(other),
+        _ => Ok(this),
+    }
 }

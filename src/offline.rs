@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::admission;
 use crate::policy::{self, PolicyError, PolicySet};
-use crate::request::{Decoded, Operation, Request};
+use crate::request::{Decoded, Operation, Request, RequestJson};
 use crate::rollout::Context;
 use crate::verdict::Verdict;
 use crate::workload::{self, WorkloadKind};
@@ -26,23 +26,48 @@ pub struct Judged {
     pub verdict: Verdict,
 }
 
-/// The object as an admission request for `operation`, or `None` when its kind is not one
-/// portcullis judges. `namespace` applies when the object names none.
-pub fn request(object: &Value, operation: Operation, namespace: &str) -> Option<Request> {
+/// The object as an admission request for `operation`: `None` when it is not a Kubernetes
+/// object at all. `namespace` applies when the object names none. With `for_cel`, the object
+/// is kept as JSON for CEL rules, with the resource named as kubectl's RESTMapper guesses it.
+pub fn request(
+    object: &Value,
+    operation: Operation,
+    namespace: &str,
+    for_cel: bool,
+) -> Option<Request> {
     let kind_name = object.get("kind")?.as_str()?;
-    let kind = WorkloadKind::from_kind(kind_name)?;
+    let kind = WorkloadKind::from_kind(kind_name);
     let meta = object.get("metadata");
     let text = |field: &str| {
         meta.and_then(|m| m.get(field))
             .and_then(Value::as_str)
             .map(str::to_owned)
     };
-    let decoded = Decoded::from_result(kind, workload::decode_value(kind, object));
+    let decoded = match kind {
+        Some(kind) => Decoded::from_result(kind, workload::decode_value(kind, object)),
+        None if for_cel => Decoded::Skipped,
+        None => return None,
+    };
+    let json = for_cel.then(|| {
+        let api_version = object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("v1");
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        Box::new(RequestJson {
+            group: group.to_owned(),
+            version: version.to_owned(),
+            resource: guess_resource(kind_name),
+            object: Some(object.clone()),
+            old_object: None,
+            user_info: Value::Object(Default::default()),
+        })
+    });
     Some(Request {
         uid: String::new(),
         operation,
         kind: kind_name.to_owned(),
-        workload: Some(kind),
+        workload: kind,
         sub_resource: None,
         namespace: text("namespace").unwrap_or_else(|| namespace.to_owned()),
         name: text("name")
@@ -52,18 +77,35 @@ pub fn request(object: &Value, operation: Operation, namespace: &str) -> Option<
         dry_run: false,
         object: decoded,
         old_object: Decoded::Absent,
+        json,
     })
+}
+
+/// A kind's resource as Kubernetes guesses it without discovery (UnsafeGuessKindToResource):
+/// lower case, `-s` → `-ses`, `-y` → `-ies`, else `+s`.
+pub fn guess_resource(kind: &str) -> String {
+    let lower = kind.to_ascii_lowercase();
+    if lower == "endpoints" {
+        lower
+    } else if lower.ends_with('s') {
+        format!("{lower}es")
+    } else if let Some(stem) = lower.strip_suffix('y') {
+        format!("{stem}ies")
+    } else {
+        format!("{lower}s")
+    }
 }
 
 /// Judges `object` as if it were created now: a Pod is first given the defaults the mutating
 /// webhook would patch in, exactly as the apiserver calls `/mutate` before `/validate`.
 pub fn judge(set: &PolicySet, ctx: &Context, object: &Value, namespace: &str) -> Option<Judged> {
-    let mut req = request(object, Operation::Create, namespace)?;
+    let for_cel = set.has_cel();
+    let mut req = request(object, Operation::Create, namespace, for_cel)?;
     let ops = admission::mutate(set, &req);
     if !ops.is_empty() {
         let mut patched = object.clone();
         if json_patch::patch(&mut patched, &ops).is_ok() {
-            req = request(&patched, Operation::Create, namespace)?;
+            req = request(&patched, Operation::Create, namespace, for_cel)?;
         }
     }
     let verdict = admission::validate(set, &req, ctx);

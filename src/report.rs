@@ -91,7 +91,7 @@ fn to_json(j: &Judged) -> Value {
         .violations()
         .map(|v| {
             let container = match &v.subject {
-                Subject::Pod => Value::Null,
+                Subject::Pod | Subject::Object => Value::Null,
                 Subject::Container { kind, index, name } => {
                     json!({"type": kind.field(), "index": index, "name": name})
                 }

@@ -20,6 +20,22 @@ pub struct Request {
     pub dry_run: bool,
     pub object: Decoded,
     pub old_object: Decoded,
+    /// The request as CEL rules read it; kept only when the policy set has CEL rules.
+    pub json: Option<Box<RequestJson>>,
+}
+
+/// What a CEL rule reads of a request beside the typed fields: the resource it names and the
+/// objects and user as JSON.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RequestJson {
+    pub group: String,
+    pub version: String,
+    /// The plural resource (`pods`, `deployments`), as resourceRules name it.
+    pub resource: String,
+    pub object: Option<serde_json::Value>,
+    pub old_object: Option<serde_json::Value>,
+    /// `userInfo` as sent: username, uid, groups, extra.
+    pub user_info: serde_json::Value,
 }
 
 /// What became of `object` or `oldObject`.

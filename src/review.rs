@@ -19,7 +19,7 @@ use kube::core::gvk::GroupVersionKind;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::request::{Decoded, Operation, Request};
+use crate::request::{Decoded, Operation, Request, RequestJson};
 use crate::verdict::Verdict;
 use crate::workload::{self, WorkloadKind};
 
@@ -63,6 +63,8 @@ struct RequestIn<'a> {
     namespace: Option<String>,
     operation: Operation,
     #[serde(default)]
+    resource: Option<ResourceIn>,
+    #[serde(default)]
     user_info: Option<UserInfo>,
     #[serde(borrow, default)]
     object: Option<&'a RawValue>,
@@ -72,9 +74,24 @@ struct RequestIn<'a> {
     dry_run: Option<bool>,
 }
 
+#[derive(Deserialize, Default)]
+struct ResourceIn {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    resource: String,
+}
+
 /// Reads a request body. Any error here means the body is not a v1 AdmissionReview at all;
 /// an object that cannot be read is not an error but `Decoded::Unreadable`, to be denied.
 pub fn decode(body: &[u8]) -> Result<Request, ReviewError> {
+    decode_with(body, false)
+}
+
+/// `decode`, keeping the objects as JSON too when `for_cel` (the policy set has CEL rules).
+pub fn decode_with(body: &[u8], for_cel: bool) -> Result<Request, ReviewError> {
     let envelope: Envelope =
         serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
     if envelope.api_version != API_VERSION {
@@ -83,11 +100,26 @@ pub fn decode(body: &[u8]) -> Result<Request, ReviewError> {
     if envelope.kind != KIND {
         return Err(ReviewError::Kind(envelope.kind));
     }
-    let r = envelope.request.ok_or(ReviewError::NoRequest)?;
+    let mut r = envelope.request.ok_or(ReviewError::NoRequest)?;
     if r.uid.is_empty() {
         return Err(ReviewError::EmptyUid);
     }
     let judged = WorkloadKind::from_group_kind(&r.kind.group, &r.kind.kind);
+    let json = for_cel.then(|| {
+        let parse = |raw: Option<&RawValue>| {
+            raw.and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
+                .filter(|v| !v.is_null())
+        };
+        let resource = r.resource.take().unwrap_or_default();
+        Box::new(RequestJson {
+            group: resource.group,
+            version: resource.version,
+            resource: resource.resource,
+            object: parse(r.object),
+            old_object: parse(r.old_object),
+            user_info: serde_json::to_value(&r.user_info).unwrap_or_default(),
+        })
+    });
     let object = decode_object(judged, r.object);
     // The old object only matters to tell whether an UPDATE changed the pod spec.
     let old_object = if r.operation == Operation::Update {
@@ -107,6 +139,7 @@ pub fn decode(body: &[u8]) -> Result<Request, ReviewError> {
         dry_run: r.dry_run.unwrap_or(false),
         object,
         old_object,
+        json,
     })
 }
 

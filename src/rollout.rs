@@ -185,7 +185,7 @@ fn images_match(patterns: &[String], subject: &Subject, spec: &PodSpec) -> bool 
     };
     match subject {
         Subject::Container { kind, index, .. } => matches(container_image(spec, *kind, *index)),
-        Subject::Pod => all_images(spec).all(|i| matches(Some(i))),
+        Subject::Pod | Subject::Object => all_images(spec).all(|i| matches(Some(i))),
     }
 }
 

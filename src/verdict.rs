@@ -195,6 +195,8 @@ fn truncate(mut s: String, max: usize) -> String {
 /// Which part of the pod a violation is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Subject {
+    /// The object as a whole: what a CEL rule judges.
+    Object,
     Pod,
     Container {
         kind: ContainerKind,
@@ -206,6 +208,7 @@ pub enum Subject {
 impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Object => f.write_str("object"),
             Self::Pod => f.write_str("pod"),
             Self::Container { kind, name, .. } => write!(f, "{} {:?}", kind.noun(), name),
         }
@@ -293,13 +296,14 @@ impl fmt::Display for Exempted {
 impl fmt::Display for Violation {
     /// `container "app" may run as root: set securityContext.runAsNonRoot: true or a non-zero runAsUser [run-as-non-root]`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}: {} [{}]",
-            self.subject,
-            self.problem,
-            self.fix,
-            self.rule.as_str()
-        )
+        // A CEL rule's message speaks for itself, and it offers no fix of its own.
+        match self.subject {
+            Subject::Object => f.write_str(&self.problem)?,
+            _ => write!(f, "{} {}", self.subject, self.problem)?,
+        }
+        if !self.fix.is_empty() {
+            write!(f, ": {}", self.fix)?;
+        }
+        write!(f, " [{}]", self.rule.as_str())
     }
 }

@@ -61,6 +61,9 @@ fn kubernetes_documentation_examples_evaluate_as_documented() {
         "!object.spec.?securityContext.hasValue()",
         "optional.of(1).hasValue() && !optional.none().hasValue()",
         "object.spec.containers[?0].?name.orValue('') == 'app'",
+        // As in cel-go: orValue on a value that is not an optional is that value.
+        "object.metadata.labels.orValue({}).team == 'a'",
+        "object.spec.containers.orValue([]).size() == 1",
         // Macros over an admission object.
         "object.spec.containers.all(c, c.image.contains(':'))",
         "object.spec.containers.exists(c, c.name == 'app')",

@@ -3,7 +3,13 @@
 //! returned only when every file parses and validates; the error names the file and field.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
+
+use super::cel::{self, CelError, ValidatingPolicySpec};
 use super::{Date, LabelOperator, Policy, PolicyDocument, PolicySet, RuleId};
 
 /// The shipped default policy, compiled in so `portcullis serve` works from anywhere.
@@ -28,7 +34,7 @@ pub enum PolicyError {
     },
 }
 
-/// Parses one policy document; `source` names it in errors.
+/// Parses one portcullis policy document; `source` names it in errors.
 pub fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
     let doc: PolicyDocument = serde_saphyr::from_str(text).map_err(|e| PolicyError::Parse {
         file: source.to_owned(),
@@ -38,9 +44,171 @@ pub fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
         name: doc.metadata.name,
         source: source.to_owned(),
         spec: doc.spec,
+        cel: Vec::new(),
     };
     validate(&policy)?;
     Ok(policy)
+}
+
+/// What one file holds: portcullis policies and Kyverno ValidatingPolicies, ready; and
+/// ValidatingAdmissionPolicies and their bindings, which are paired across the whole set.
+#[derive(Default)]
+struct Documents {
+    policies: Vec<Policy>,
+    admission_policies: Vec<(String, ValidatingAdmissionPolicy)>,
+    bindings: Vec<(String, ValidatingAdmissionPolicyBinding)>,
+}
+
+/// Reads every document of a file, by apiVersion and kind.
+fn parse_file(source: &str, text: &str, into: &mut Documents) -> Result<(), PolicyError> {
+    let parse_error = |reason: String| PolicyError::Parse {
+        file: source.to_owned(),
+        reason,
+    };
+    // Each document is parsed from its own text, so errors keep their line numbers (counted
+    // from the document's start in a file of several).
+    let chunks: Vec<&str> = split_documents(text)
+        .into_iter()
+        .filter(|c| {
+            c.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .collect();
+    let several = chunks.len() > 1;
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let at = if several {
+            format!("{source}#{}", i + 1)
+        } else {
+            source.to_owned()
+        };
+        let doc: serde_json::Value =
+            serde_saphyr::from_str(chunk).map_err(|e| parse_error(e.to_string()))?;
+        let api_version = doc["apiVersion"].as_str().unwrap_or_default().to_owned();
+        let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+        let group = api_version.split('/').next().unwrap_or_default();
+        match (group, kind.as_str()) {
+            ("portcullis.dev", _) => into.policies.push(parse(&at, chunk)?),
+            ("policies.kyverno.io", "ValidatingPolicy") => {
+                into.policies.push(kyverno_policy(&at, doc)?);
+            }
+            ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
+                let vap = serde_json::from_value(doc).map_err(|e| parse_error(e.to_string()))?;
+                into.admission_policies.push((at, vap));
+            }
+            ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding") => {
+                let binding =
+                    serde_json::from_value(doc).map_err(|e| parse_error(e.to_string()))?;
+                into.bindings.push((at, binding));
+            }
+            _ => {
+                return Err(PolicyError::Invalid {
+                    file: at,
+                    field: "kind".into(),
+                    reason: format!(
+                        "{api_version} {kind} is not a policy: portcullis.dev/v1alpha1 Policy, \
+                         policies.kyverno.io ValidatingPolicy, or admissionregistration.k8s.io/v1 \
+                         ValidatingAdmissionPolicy and ValidatingAdmissionPolicyBinding"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A file's YAML documents, split at `---` lines.
+fn split_documents(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end();
+        if bare == "---" || bare.starts_with("--- ") {
+            out.push(&text[start..offset]);
+            start = offset + line.len();
+        }
+        offset += line.len();
+    }
+    out.push(&text[start..]);
+    out
+}
+
+/// The spec a CEL policy runs under: Kubernetes exempts no namespace from a policy, and the
+/// rollout fields come from a portcullis policy, if at all.
+fn cel_spec() -> super::PolicySpec {
+    serde_saphyr::from_str("exemptNamespaces: []").expect("an empty spec parses")
+}
+
+fn cel_invalid(source: &str, e: CelError) -> PolicyError {
+    PolicyError::Invalid {
+        file: source.to_owned(),
+        field: e.field,
+        reason: e.reason,
+    }
+}
+
+fn kyverno_policy(source: &str, doc: serde_json::Value) -> Result<Policy, PolicyError> {
+    let name = doc["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let spec: ValidatingPolicySpec =
+        serde_json::from_value(doc["spec"].clone()).map_err(|e| PolicyError::Invalid {
+            file: source.to_owned(),
+            field: "spec".into(),
+            reason: e.to_string(),
+        })?;
+    let rule = cel::validating_policy(&name, &spec).map_err(|e| cel_invalid(source, e))?;
+    let policy = Policy {
+        name,
+        source: source.to_owned(),
+        spec: cel_spec(),
+        cel: vec![Arc::new(rule)],
+    };
+    validate(&policy)?;
+    Ok(policy)
+}
+
+/// Each ValidatingAdmissionPolicy with its bindings. As in Kubernetes, a policy no binding
+/// names is not in force; a binding whose policy is missing is refused.
+fn pair_bindings(docs: &mut Documents) -> Result<(), PolicyError> {
+    for (source, binding) in &docs.bindings {
+        let target = binding.spec.policy_name.clone();
+        if !docs
+            .admission_policies
+            .iter()
+            .any(|(_, p)| p.metadata.name.as_deref() == Some(target.as_str()))
+        {
+            return Err(PolicyError::Invalid {
+                file: source.clone(),
+                field: "spec.policyName".into(),
+                reason: format!("no ValidatingAdmissionPolicy named {target:?} is loaded"),
+            });
+        }
+    }
+    for (source, vap) in &docs.admission_policies {
+        let name = vap.metadata.name.clone().unwrap_or_default();
+        let rules = docs
+            .bindings
+            .iter()
+            .filter(|(_, b)| b.spec.policy_name == name)
+            .map(|(_, b)| cel::admission_policy(vap, b).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| cel_invalid(source, e))?;
+        if rules.is_empty() {
+            tracing::info!(policy = %name, %source, "ValidatingAdmissionPolicy has no binding: not in force");
+            continue;
+        }
+        let policy = Policy {
+            name,
+            source: source.clone(),
+            spec: cel_spec(),
+            cel: rules,
+        };
+        validate(&policy)?;
+        docs.policies.push(policy);
+    }
+    Ok(())
 }
 
 /// Where policies come from when a command is not told: `policies/` if it exists, else
@@ -106,12 +274,12 @@ impl Snapshot {
         if self.files.is_empty() {
             return Err(PolicyError::Empty(self.dir.clone()));
         }
-        let policies = self
-            .files
-            .iter()
-            .map(|(path, text)| parse(&path.display().to_string(), text))
-            .collect::<Result<Vec<_>, _>>()?;
-        assemble(policies)
+        let mut docs = Documents::default();
+        for (path, text) in &self.files {
+            parse_file(&path.display().to_string(), text, &mut docs)?;
+        }
+        pair_bindings(&mut docs)?;
+        assemble(docs.policies)
     }
 }
 
@@ -239,7 +407,7 @@ fn is_dns_label(s: &str) -> bool {
 /// only checks the policy configures (anything else would silently do nothing).
 fn validate_rollout(policy: &Policy) -> Result<(), PolicyError> {
     let spec = &policy.spec;
-    let configured = |id: &RuleId| spec.has_rule(id);
+    let configured = |id: &RuleId| policy.has_rule(id);
     let mut previous: Option<Date> = None;
     for (i, stage) in spec.schedule.iter().enumerate() {
         let field = format!("spec.schedule[{i}].until");

@@ -3,6 +3,7 @@
 //! closed enums), so a typo fails at load with file and field instead of silently doing nothing.
 //! The set is immutable once loaded; reloading builds a new one and swaps it whole.
 
+pub mod cel;
 mod load;
 pub mod matching;
 mod rule;
@@ -48,6 +49,11 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
+    /// Whether any policy has CEL rules, which read requests as JSON.
+    pub fn has_cel(&self) -> bool {
+        self.policies.iter().any(|p| !p.cel.is_empty())
+    }
+
     /// The policies whose modes depend on namespace labels (`namespaceLabels`, or a
     /// `namespaceModes` selector): without the namespace watch those never match.
     pub fn needing_namespace_labels(&self) -> Vec<&str> {
@@ -75,12 +81,19 @@ pub struct Policy {
     /// Where it was read from (a path, or `<embedded>`), for errors and logs.
     pub source: String,
     pub spec: PolicySpec,
+    /// Rules written in CEL: a ValidatingAdmissionPolicy's (one per binding) or a Kyverno
+    /// ValidatingPolicy's.
+    pub cel: Vec<std::sync::Arc<cel::CelRule>>,
 }
 
-impl PolicySpec {
+impl Policy {
     /// Whether `id` names one of this policy's rules.
     pub fn has_rule(&self, id: &RuleId) -> bool {
-        self.checks.configured().any(|(c, _)| *id == *c.as_str())
+        self.spec
+            .checks
+            .configured()
+            .any(|(c, _)| *id == *c.as_str())
+            || self.cel.iter().any(|r| r.id == *id)
     }
 }
 

@@ -2,6 +2,10 @@
 //! return a `Verdict` or patch operations. No I/O, no async, no wire format: the HTTP layer
 //! calls these between decoding and encoding, and the `check` command calls them on manifests.
 
+mod cel;
+
+pub use cel::matched as cel_rule_matched;
+
 use std::borrow::Cow;
 
 use json_patch::PatchOperation;
@@ -45,8 +49,27 @@ fn gate(req: &Request) -> Result<WorkloadKind, Skip> {
     }
 }
 
-/// Judges a request against every policy that applies to its namespace.
+/// Judges a request against every policy: the built-in checks of those that apply to its
+/// namespace, and every CEL rule that matches it.
 pub fn validate(set: &PolicySet, req: &Request, ctx: &Context) -> Verdict {
+    let checked = validate_checks(set, req, ctx);
+    let Some(json) = req.json.as_deref().filter(|_| set.has_cel()) else {
+        return checked;
+    };
+    let found = cel::judge(set, req, json, ctx);
+    match checked {
+        Verdict::Judged(mut violations) => {
+            violations.extend(found);
+            Verdict::Judged(violations)
+        }
+        Verdict::Skipped(_) if !found.is_empty() => Verdict::Judged(found),
+        // A CEL rule that matched and passed still means the object was judged.
+        other => other,
+    }
+}
+
+/// The built-in checks' verdict.
+fn validate_checks(set: &PolicySet, req: &Request, ctx: &Context) -> Verdict {
     let kind = match gate(req) {
         Ok(kind) => kind,
         Err(skip) => return Verdict::Skipped(skip),

@@ -1,0 +1,390 @@
+//! Judging a request by CEL rules, as kube-apiserver's ValidatingAdmissionPolicy plugin does:
+//! match constraints (resource rules, exclusions, namespace and object selectors), then match
+//! conditions, then variables, then each validation; a runtime error is decided by the rule's
+//! failurePolicy. Kyverno's autogen judges a pod controller by its pod template. Pure: the
+//! namespace's labels come in through the rollout context.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::admissionregistration::v1::{MatchResources, NamedRuleWithOperations};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use serde_json::{Value, json};
+
+use crate::cel::{self, Activation};
+use crate::policy::cel::{CelRule, FailurePolicy};
+use crate::policy::{Mode, Policy, PolicySet};
+use crate::request::{Operation, Request, RequestJson};
+use crate::rollout::{self, Context};
+use crate::verdict::{Subject, Violation};
+
+/// What a rule is matched against: the request's resource, or the pod an autogen rule judges
+/// in a controller's place.
+struct Target<'a> {
+    group: &'a str,
+    version: &'a str,
+    resource: &'a str,
+    sub_resource: &'a str,
+    object: Option<&'a Value>,
+    old_object: Option<&'a Value>,
+}
+
+/// Every CEL rule's violations for `req`, in policy order.
+pub fn judge(set: &PolicySet, req: &Request, json: &RequestJson, ctx: &Context) -> Vec<Violation> {
+    let mut out = Vec::new();
+    // Converted once per request, and only when a rule needs them.
+    let mut direct_vars: Option<Activation> = None;
+    let mut pod: Option<Option<Value>> = None;
+    let mut pod_vars: Option<Activation> = None;
+    for policy in &set.policies {
+        for rule in &policy.cel {
+            let pod = pod.get_or_insert_with(|| autogen_pod(req, json));
+            let vars = match applying(rule, req, json, pod.as_ref(), ctx) {
+                None => continue,
+                Some(Applies::Directly) => {
+                    direct_vars.get_or_insert_with(|| activation(req, json, None, ctx))
+                }
+                Some(Applies::ToTemplate) => {
+                    pod_vars.get_or_insert_with(|| activation(req, json, pod.as_ref(), ctx))
+                }
+            };
+            evaluate(policy, rule, req, vars, ctx, &mut out);
+        }
+    }
+    out
+}
+
+/// How a rule applies to a request: to its object, or (Kyverno's autogen) to the pod a
+/// controller's template describes.
+enum Applies {
+    Directly,
+    ToTemplate,
+}
+
+fn applying(
+    rule: &CelRule,
+    req: &Request,
+    json: &RequestJson,
+    pod: Option<&Value>,
+    ctx: &Context,
+) -> Option<Applies> {
+    let direct = Target {
+        group: &json.group,
+        version: &json.version,
+        resource: &json.resource,
+        sub_resource: req.sub_resource.as_deref().unwrap_or(""),
+        object: json.object.as_ref(),
+        old_object: json.old_object.as_ref(),
+    };
+    if applies(rule, req, &direct, ctx) {
+        return Some(Applies::Directly);
+    }
+    let as_pod = Target {
+        group: "",
+        version: "v1",
+        resource: "pods",
+        sub_resource: "",
+        object: Some(pod?),
+        old_object: None,
+    };
+    (rule.autogen.contains(&req.kind) && applies(rule, req, &as_pod, ctx))
+        .then_some(Applies::ToTemplate)
+}
+
+/// The pod a controller's template describes, for autogen rules.
+fn autogen_pod(req: &Request, json: &RequestJson) -> Option<Value> {
+    json.object
+        .as_ref()
+        .filter(|_| req.workload.is_some_and(|k| k.is_controller()))
+        .and_then(|o| template_pod(o, &req.namespace))
+}
+
+/// Whether `rule` applies to `req` (its constraints, and a binding's) before any expression
+/// runs. Match conditions are evaluated in `evaluate`, since they can fail.
+fn applies(rule: &CelRule, req: &Request, target: &Target, ctx: &Context) -> bool {
+    matches_resources(&rule.match_constraints, req, target, ctx)
+        && rule
+            .binding_match
+            .as_ref()
+            .is_none_or(|m| matches_resources(m, req, target, ctx))
+}
+
+/// Whether a rule applies to the request, match conditions included (one that fails counts
+/// as applying): for reports, which tell a rule that passed from one that does not apply.
+pub fn matched(rule: &CelRule, req: &Request, json: &RequestJson, ctx: &Context) -> bool {
+    let pod = autogen_pod(req, json);
+    let vars = match applying(rule, req, json, pod.as_ref(), ctx) {
+        None => return false,
+        Some(Applies::Directly) => activation(req, json, None, ctx),
+        Some(Applies::ToTemplate) => activation(req, json, pod.as_ref(), ctx),
+    };
+    rule.match_conditions.iter().all(|c| {
+        !matches!(
+            cel::evaluate(&c.expression, &vars),
+            Ok(cel::Value::Bool(false))
+        )
+    })
+}
+
+fn matches_resources(m: &MatchResources, req: &Request, t: &Target, ctx: &Context) -> bool {
+    let any = |rules: &Option<Vec<NamedRuleWithOperations>>| {
+        rules.iter().flatten().any(|r| rule_matches(r, req, t))
+    };
+    if !any(&m.resource_rules) || any(&m.exclude_resource_rules) {
+        return false;
+    }
+    if !req.namespace.is_empty()
+        && let Some(selector) = &m.namespace_selector
+        && !selects(selector, &namespace_labels(req, t, ctx))
+    {
+        return false;
+    }
+    if let Some(selector) = &m.object_selector {
+        let labels = |o: Option<&Value>| -> BTreeMap<String, String> {
+            o.and_then(|o| o.pointer("/metadata/labels"))
+                .and_then(|l| serde_json::from_value(l.clone()).ok())
+                .unwrap_or_default()
+        };
+        // As the apiserver does: the new object's labels, or the old one's on DELETE.
+        if !selects(selector, &labels(t.object)) && !selects(selector, &labels(t.old_object)) {
+            return false;
+        }
+    }
+    true
+}
+
+fn rule_matches(r: &NamedRuleWithOperations, req: &Request, t: &Target) -> bool {
+    let listed = |values: &Option<Vec<String>>, value: &str| {
+        values.iter().flatten().any(|v| v == "*" || v == value)
+    };
+    let operation = match req.operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    };
+    let resource_matches = r.resources.iter().flatten().any(|pattern| {
+        let (res, sub) = pattern.split_once('/').unwrap_or((pattern, ""));
+        let res_ok = res == "*" || res == t.resource;
+        let sub_ok = match (sub, t.sub_resource) {
+            ("", "") => true,
+            ("", _) => false,
+            ("*", _) => true,
+            (s, actual) => s == actual,
+        };
+        res_ok && sub_ok
+    });
+    let scope_ok = match r.scope.as_deref() {
+        Some("Namespaced") => !req.namespace.is_empty(),
+        Some("Cluster") => req.namespace.is_empty(),
+        _ => true,
+    };
+    let names_ok = r
+        .resource_names
+        .as_ref()
+        .is_none_or(|names| names.is_empty() || names.contains(&req.name));
+    listed(&r.operations, operation)
+        && listed(&r.api_groups, t.group)
+        && listed(&r.api_versions, t.version)
+        && resource_matches
+        && scope_ok
+        && names_ok
+}
+
+/// The labels of the request's namespace: the object's own for a Namespace, else the watch's
+/// cache. Every namespace carries `kubernetes.io/metadata.name`, so that one is always known.
+fn namespace_labels(req: &Request, t: &Target, ctx: &Context) -> BTreeMap<String, String> {
+    let mut labels = if t.resource == "namespaces" {
+        t.object
+            .and_then(|o| o.pointer("/metadata/labels"))
+            .and_then(|l| serde_json::from_value(l.clone()).ok())
+            .unwrap_or_default()
+    } else {
+        ctx.namespace_labels.cloned().unwrap_or_default()
+    };
+    labels
+        .entry("kubernetes.io/metadata.name".to_owned())
+        .or_insert_with(|| req.namespace.clone());
+    labels
+}
+
+/// A Kubernetes label selector (matchLabels and matchExpressions) against `labels`.
+fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_labels = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
+        let value = labels.get(&e.key);
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => !value.is_some_and(|v| values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    by_labels && by_expressions
+}
+
+/// The pod a controller's template describes, in the controller's namespace.
+fn template_pod(controller: &Value, namespace: &str) -> Option<Value> {
+    let template = controller
+        .pointer("/spec/template")
+        .or_else(|| controller.pointer("/spec/jobTemplate/spec/template"))?;
+    let mut metadata = template
+        .get("metadata")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    if metadata.get("namespace").is_none() && metadata.is_object() {
+        metadata["namespace"] = json!(namespace);
+    }
+    Some(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
+    }))
+}
+
+/// The variables every rule of this request reads, converted once.
+fn activation(req: &Request, json: &RequestJson, pod: Option<&Value>, ctx: &Context) -> Activation {
+    let operation = match req.operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    };
+    let request = json!({
+        "uid": req.uid,
+        "kind": {"group": json.group, "version": json.version, "kind": req.kind},
+        "resource": {"group": json.group, "version": json.version, "resource": json.resource},
+        "subResource": req.sub_resource.clone().unwrap_or_default(),
+        "name": req.name,
+        "namespace": req.namespace,
+        "operation": operation,
+        "userInfo": json.user_info,
+        "dryRun": req.dry_run,
+    });
+    let namespace_object = (!req.namespace.is_empty()).then(|| {
+        let labels = ctx.namespace_labels.cloned().unwrap_or_default();
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": req.namespace, "labels": labels}})
+    });
+    let object = pod.or(json.object.as_ref());
+    let old_object = if pod.is_some() {
+        None
+    } else {
+        json.old_object.as_ref()
+    };
+    Activation {
+        object: object.map(cel::value),
+        old_object: old_object.map(cel::value),
+        request: Some(cel::value(&request)),
+        namespace_object: namespace_object.as_ref().map(cel::value),
+        ..Activation::default()
+    }
+}
+
+/// Runs one applying rule: match conditions, variables, then validations.
+fn evaluate(
+    policy: &Policy,
+    rule: &CelRule,
+    req: &Request,
+    base: &Activation,
+    ctx: &Context,
+    out: &mut Vec<Violation>,
+) {
+    let effective = rollout::effective_mode(policy, &rule.id, rule.mode, &req.namespace, ctx);
+    if effective.mode == Mode::Off {
+        return;
+    }
+    let violation = |problem: String| Violation {
+        rule: rule.id.clone(),
+        mode: effective.mode,
+        policy: policy.name.clone(),
+        subject: Subject::Object,
+        field: String::new(),
+        problem,
+        fix: String::new(),
+        add: None,
+        next: effective.next,
+        exemption: None,
+    };
+    // A runtime error is a violation naming the expression under Fail, nothing under Ignore.
+    let failed = |what: &str, source: &str, error: &str| match rule.failure_policy {
+        FailurePolicy::Fail => Some(violation(format!(
+            "{what} failed: {error} (expression: {source})"
+        ))),
+        FailurePolicy::Ignore => None,
+    };
+    for (i, condition) in rule.match_conditions.iter().enumerate() {
+        match cel::evaluate(&condition.expression, base) {
+            Ok(cel::Value::Bool(true)) => {}
+            Ok(cel::Value::Bool(false)) => return,
+            Ok(other) => {
+                let what = format!(
+                    "match condition {:?} (spec.matchConditions[{i}])",
+                    condition.name
+                );
+                out.extend(failed(
+                    &what,
+                    &condition.expression.source,
+                    &format!("not a bool: {other:?}"),
+                ));
+                return;
+            }
+            Err(e) => {
+                let what = format!(
+                    "match condition {:?} (spec.matchConditions[{i}])",
+                    condition.name
+                );
+                out.extend(failed(&what, &condition.expression.source, &e));
+                return;
+            }
+        }
+    }
+    // Variables are evaluated in order, each seeing the earlier ones. One that fails is left
+    // out, so only an expression that reads it fails (the apiserver evaluates them lazily).
+    let vars = if rule.variables.is_empty() {
+        std::borrow::Cow::Borrowed(base)
+    } else {
+        let mut vars = base.clone();
+        let mut map: std::collections::HashMap<String, cel::Value> = Default::default();
+        for variable in &rule.variables {
+            vars.variables = Some(cel::map(&map));
+            if let Ok(value) = cel::evaluate(&variable.expression, &vars) {
+                map.insert(variable.name.clone(), value);
+            }
+        }
+        vars.variables = Some(cel::map(&map));
+        std::borrow::Cow::Owned(vars)
+    };
+    for (i, validation) in rule.validations.iter().enumerate() {
+        let what = format!("spec.validations[{i}]");
+        match cel::evaluate(&validation.expression, &vars) {
+            Ok(cel::Value::Bool(true)) => {}
+            Ok(cel::Value::Bool(false)) => {
+                let message = validation
+                    .message_expression
+                    .as_ref()
+                    .and_then(|m| match cel::evaluate(m, &vars) {
+                        Ok(cel::Value::String(s)) if !s.trim().is_empty() => Some(s.to_string()),
+                        _ => None,
+                    })
+                    .or_else(|| validation.message.clone())
+                    .unwrap_or_else(|| {
+                        format!("failed expression: {}", validation.expression.source.trim())
+                    });
+                out.push(violation(message));
+            }
+            Ok(other) => out.extend(failed(
+                &what,
+                &validation.expression.source,
+                &format!("not a bool: {other:?}"),
+            )),
+            Err(e) => out.extend(failed(&what, &validation.expression.source, &e)),
+        }
+    }
+}
