@@ -161,7 +161,11 @@ async fn validate(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
-    let req = read_review(&state, "validate", &headers, body)?;
+    // The set is taken once, so the request is judged by the set it was decoded for.
+    let set = state.policies.current();
+    let candidate = state.candidate.as_ref().map(|c| c.current());
+    let for_cel = set.has_cel() || candidate.as_ref().is_some_and(|c| c.has_cel());
+    let req = read_review(&state, "validate", &headers, body, for_cel)?;
     let started = Instant::now();
     let span = tracing::debug_span!("review", uid = %req.uid);
     let body = span.in_scope(|| {
@@ -170,11 +174,11 @@ async fn validate(
             today: (state.clock)(),
             namespace_labels: NamespaceCache::labels(&namespace),
         };
-        let verdict = admission::validate(&state.policies.current(), &req, &ctx);
+        let verdict = admission::validate(&set, &req, &ctx);
         log_validation(&req, &verdict);
         record_validation(&state.metrics, &req, &verdict);
-        if let Some(candidate) = &state.candidate {
-            let shadow = admission::validate(&candidate.current(), &req, &ctx);
+        if let Some(candidate) = &candidate {
+            let shadow = admission::validate(candidate, &req, &ctx);
             compare_shadow(&state.metrics, &req, &verdict, &shadow);
         }
         review::encode_validation(&req, &verdict)
@@ -212,7 +216,7 @@ async fn mutate(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
-    let req = read_review(&state, "mutate", &headers, body)?;
+    let req = read_review(&state, "mutate", &headers, body, false)?;
     let started = Instant::now();
     let span = tracing::debug_span!("review", uid = %req.uid);
     let body = span.in_scope(|| {
@@ -297,8 +301,9 @@ fn read_review(
     endpoint: &'static str,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    for_cel: bool,
 ) -> Result<Request, Error> {
-    let read = decode_body(headers, body);
+    let read = decode_body(headers, body, for_cel);
     if read.is_err() {
         state
             .metrics
@@ -309,7 +314,11 @@ fn read_review(
     read
 }
 
-fn decode_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Request, Error> {
+fn decode_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    for_cel: bool,
+) -> Result<Request, Error> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -319,7 +328,7 @@ fn decode_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Resu
         return Err(Error::MediaType(content_type.to_owned()));
     }
     let body = body.map_err(Error::Body)?;
-    Ok(review::decode(&body)?)
+    Ok(review::decode_with(&body, for_cel)?)
 }
 
 /// A JSON answer. Once shutdown has begun it also asks the client to close the connection:

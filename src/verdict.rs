@@ -110,7 +110,10 @@ impl Verdict {
                     if let Some((mode, date)) = v.next {
                         tail.push_str(&format!(" ({} from {date})", mode.participle()));
                     }
-                    let head = format!("portcullis: {} {}", v.subject, v.problem);
+                    let head = match v.subject {
+                        Subject::Object => format!("portcullis: {}", v.problem),
+                        _ => format!("portcullis: {} {}", v.subject, v.problem),
+                    };
                     out.push(shorten(head, &tail));
                 }
                 _ => {}

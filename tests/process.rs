@@ -101,17 +101,6 @@ async fn plain_get(addr: std::net::SocketAddr, path: &str) -> String {
     out
 }
 
-async fn tls_connect(
-    addr: std::net::SocketAddr,
-    ca: &str,
-) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(tls_client(&[ca], &[]))
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap()
-}
-
 /// A minimal GET over TLS that returns the status line.
 async fn curl_like(addr: std::net::SocketAddr, ca: &str, path: &str) -> String {
     let mut tls = tls_connect(addr, ca).await;
@@ -380,20 +369,6 @@ async fn a_secret_style_symlink_swap_is_picked_up_while_serving() {
             .starts_with("HTTP/1.1 200")
     );
     server.child.kill().await.unwrap();
-}
-
-/// A POST over TLS with `Connection: close`, returning the whole answer.
-async fn post_review(addr: std::net::SocketAddr, ca: &str, body: &[u8]) -> String {
-    let mut tls = tls_connect(addr, ca).await;
-    let head = format!(
-        "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    tls.write_all(head.as_bytes()).await.unwrap();
-    tls.write_all(body).await.unwrap();
-    let mut out = String::new();
-    tls.read_to_string(&mut out).await.ok();
-    out
 }
 
 #[tokio::test]

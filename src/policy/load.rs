@@ -139,9 +139,10 @@ fn cel_spec() -> super::PolicySpec {
     serde_saphyr::from_str("exemptNamespaces: []").expect("an empty spec parses")
 }
 
-fn cel_invalid(source: &str, e: CelError) -> PolicyError {
+/// A CEL policy's error names the file and the policy in it.
+fn cel_invalid(source: &str, policy: &str, e: CelError) -> PolicyError {
     PolicyError::Invalid {
-        file: source.to_owned(),
+        file: format!("{source} (policy {policy})"),
         field: e.field,
         reason: e.reason,
     }
@@ -158,7 +159,7 @@ fn kyverno_policy(source: &str, doc: serde_json::Value) -> Result<Policy, Policy
             field: "spec".into(),
             reason: e.to_string(),
         })?;
-    let rule = cel::validating_policy(&name, &spec).map_err(|e| cel_invalid(source, e))?;
+    let rule = cel::validating_policy(&name, &spec).map_err(|e| cel_invalid(source, &name, e))?;
     let policy = Policy {
         name,
         source: source.to_owned(),
@@ -194,7 +195,7 @@ fn pair_bindings(docs: &mut Documents) -> Result<(), PolicyError> {
             .filter(|(_, b)| b.spec.policy_name == name)
             .map(|(_, b)| cel::admission_policy(vap, b).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| cel_invalid(source, e))?;
+            .map_err(|e| cel_invalid(source, &name, e))?;
         if rules.is_empty() {
             tracing::info!(policy = %name, %source, "ValidatingAdmissionPolicy has no binding: not in force");
             continue;

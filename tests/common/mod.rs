@@ -358,3 +358,29 @@ pub fn tls_client(cas: &[&str], alpn: &[&[u8]]) -> std::sync::Arc<rustls::Client
     config.resumption = rustls::client::Resumption::disabled();
     std::sync::Arc::new(config)
 }
+
+pub async fn tls_connect(
+    addr: std::net::SocketAddr,
+    ca: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(tls_client(&[ca], &[]))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// A POST to /validate over TLS with `Connection: close`, returning the whole answer.
+pub async fn post_review(addr: std::net::SocketAddr, ca: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = tls_connect(addr, ca).await;
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(body).await.unwrap();
+    let mut out = String::new();
+    tls.read_to_string(&mut out).await.ok();
+    out
+}

@@ -1,0 +1,313 @@
+//! Policies written in CEL, as a team brings them: a ValidatingAdmissionPolicy with its
+//! binding, and a Kyverno ValidatingPolicy. Broken ones are refused at load naming file, field
+//! and expression; loaded ones judge through the real router and a real server on loopback.
+
+mod common;
+
+use common::*;
+use portcullis::policy;
+use serde_json::{Value, json};
+
+/// A ValidatingAdmissionPolicy requiring a `team` label on pods, bound with `actions`.
+fn require_team(actions: &str) -> String {
+    format!(
+        "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: require-team}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - {{apiGroups: [''], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [pods]}}
+  validations:
+  - expression: \"has(object.metadata.labels) && 'team' in object.metadata.labels\"
+    message: every pod needs a team label
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: require-team}}
+spec:
+  policyName: require-team
+  validationActions: [{actions}]
+"
+    )
+}
+
+/// A Kyverno ValidatingPolicy on pods: images from our registry only. Autogen applies it to
+/// pod controllers through their templates.
+const OUR_REGISTRY: &str = "apiVersion: policies.kyverno.io/v1alpha1
+kind: ValidatingPolicy
+metadata: {name: our-registry}
+spec:
+  validationActions: [Deny]
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [''], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [pods]}
+  validations:
+  - expression: \"object.spec.containers.all(c, c.image.startsWith('registry.example.com/'))\"
+    messageExpression: \"'images must come from registry.example.com, not ' + object.spec.containers[0].image\"
+";
+
+fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+fn load_error(files: &[(&str, &str)]) -> String {
+    let dir = dir_with(files);
+    policy::load_dir(dir.path()).unwrap_err().to_string()
+}
+
+#[test]
+fn broken_cel_policies_are_refused_naming_file_field_and_expression() {
+    let syntax = require_team("Deny").replace("&& 'team' in", "&& 'team' inn");
+    let err = load_error(&[("team.yaml", &syntax)]);
+    assert!(
+        err.contains("team.yaml#1 (policy require-team): spec.validations[0].expression: syntax:")
+            && err.contains("'team' inn object.metadata.labels"),
+        "{err}"
+    );
+
+    let unsupported = OUR_REGISTRY.replace(
+        "c.image.startsWith('registry.example.com/')",
+        "url(c.image).getHost() == 'registry.example.com'",
+    );
+    let err = load_error(&[("registry.yaml", &unsupported)]);
+    assert!(
+        err.contains("registry.yaml (policy our-registry): spec.validations[0].expression: calls getHost(), url(), which portcullis does not provide"),
+        "{err}"
+    );
+
+    let authorizer = OUR_REGISTRY.replace(
+        "object.spec.containers.all(c, c.image.startsWith('registry.example.com/'))",
+        "authorizer.group('').resource('pods').check('create').allowed()",
+    );
+    let err = load_error(&[("authz.yaml", &authorizer)]);
+    assert!(err.contains("reads the variable \"authorizer\""), "{err}");
+
+    let orphan =
+        require_team("Deny").replace("policyName: require-team", "policyName: requires-team");
+    let err = load_error(&[("orphan.yaml", &orphan)]);
+    assert!(
+        err.contains(
+            "orphan.yaml#2: spec.policyName: no ValidatingAdmissionPolicy named \"requires-team\""
+        ),
+        "{err}"
+    );
+
+    let params = require_team("Deny").replace(
+        "  failurePolicy: Fail\n",
+        "  failurePolicy: Fail\n  paramKind: {apiVersion: v1, kind: ConfigMap}\n",
+    );
+    let err = load_error(&[("params.yaml", &params)]);
+    assert!(
+        err.contains("spec.paramKind: params are not supported yet"),
+        "{err}"
+    );
+
+    let action = OUR_REGISTRY.replace("[Deny]", "[Block]");
+    let err = load_error(&[("action.yaml", &action)]);
+    assert!(
+        err.contains("spec.validationActions: \"Block\" is not one of Deny, Warn, Audit"),
+        "{err}"
+    );
+
+    let typo = OUR_REGISTRY.replace("validationActions", "validationAction");
+    let err = load_error(&[("typo.yaml", &typo)]);
+    assert!(
+        err.contains("typo.yaml: spec: unknown field `validationAction`"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_policy_without_a_binding_is_not_in_force() {
+    let unbound = require_team("Deny");
+    let unbound = unbound.split("---").next().unwrap();
+    let dir = dir_with(&[("team.yaml", unbound)]);
+    let set = policy::load_dir(dir.path()).unwrap();
+    assert!(set.policies.is_empty(), "{:?}", set.policies);
+}
+
+#[tokio::test]
+async fn a_warn_binding_gives_kubectl_warnings_and_a_deny_binding_denies() {
+    let review = read_json(&apiserver_fixtures().join("create-pod-2.json"));
+    let dir = dir_with(&[("team.yaml", &require_team("Warn"))]);
+    let response = answer(
+        &app(policy::load_dir(dir.path()).unwrap()),
+        "/validate",
+        &review,
+    )
+    .await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert_eq!(
+        response["warnings"],
+        json!(["portcullis: every pod needs a team label [require-team]"])
+    );
+    let dir = dir_with(&[("team.yaml", &require_team("Deny, Audit"))]);
+    let response = answer(
+        &app(policy::load_dir(dir.path()).unwrap()),
+        "/validate",
+        &review,
+    )
+    .await;
+    assert_eq!(response["allowed"], false, "{response}");
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("- every pod needs a team label [require-team]"),
+        "{message}"
+    );
+    assert!(
+        response["auditAnnotations"]["require-team"]
+            .as_str()
+            .unwrap()
+            .starts_with("enforce: every pod needs a team label"),
+        "{response}"
+    );
+    // A labelled pod passes; a Deployment is not a pod, and a VAP has no autogen.
+    let mut labelled = review.clone();
+    labelled["request"]["object"]["metadata"]["labels"] = json!({"team": "a"});
+    let response = answer(
+        &app(policy::load_dir(dir.path()).unwrap()),
+        "/validate",
+        &labelled,
+    )
+    .await;
+    assert_eq!(response["allowed"], true, "{response}");
+}
+
+#[tokio::test]
+async fn runtime_errors_follow_the_failure_policy() {
+    // `object.spec.hostNetwork` is absent on the captured pod: a runtime error.
+    let erring = require_team("Deny").replace(
+        "\"has(object.metadata.labels) && 'team' in object.metadata.labels\"",
+        "\"object.spec.hostNetwork == false\"",
+    );
+    let review = read_json(&apiserver_fixtures().join("create-pod-2.json"));
+    let dir = dir_with(&[("team.yaml", &erring)]);
+    let response = answer(
+        &app(policy::load_dir(dir.path()).unwrap()),
+        "/validate",
+        &review,
+    )
+    .await;
+    assert_eq!(response["allowed"], false, "{response}");
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.validations[0] failed:")
+            && message.contains("hostNetwork")
+            && message.contains("(expression: object.spec.hostNetwork == false)"),
+        "{message}"
+    );
+    let ignoring = erring.replace("failurePolicy: Fail", "failurePolicy: Ignore");
+    let dir = dir_with(&[("team.yaml", &ignoring)]);
+    let response = answer(
+        &app(policy::load_dir(dir.path()).unwrap()),
+        "/validate",
+        &review,
+    )
+    .await;
+    assert_eq!(response["allowed"], true, "{response}");
+}
+
+/// `serve` with `dir` as its policy directory, reloading every 100 ms.
+fn serve(dir: &std::path::Path, policies: &std::path::Path) -> Portcullis {
+    Portcullis::spawn(
+        portcullis_serve(dir)
+            .args(["--policies", policies.to_str().unwrap()])
+            .args(["--policy-reload-interval", "100ms"]),
+    )
+}
+
+fn review_body(review: &Value) -> Vec<u8> {
+    serde_json::to_vec(review).unwrap()
+}
+
+fn response_of(answer: &str) -> Value {
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    serde_json::from_str::<Value>(body).unwrap()["response"].clone()
+}
+
+#[tokio::test]
+async fn a_real_server_denies_a_deployment_through_autogen_and_warns_on_a_warn_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(policies.join("registry.yaml"), OUR_REGISTRY).unwrap();
+    std::fs::write(policies.join("team.yaml"), require_team("Warn")).unwrap();
+    let mut server = serve(dir.path(), &policies);
+    let addr = server.address("listen").await;
+    let ca = std::fs::read_to_string(dir.path().join("certs/ca.crt")).unwrap();
+
+    // The Deployment's template runs nginx: denied by the pod rule, through autogen.
+    let deployment = read_json(&apiserver_fixtures().join("create-deployment.json"));
+    let response = response_of(&post_review(addr, &ca, &review_body(&deployment)).await);
+    assert_eq!(response["allowed"], false, "{response}");
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("images must come from registry.example.com, not nginx [our-registry]"),
+        "{message}"
+    );
+
+    // A pod from our registry passes the Deny policy and gets the Warn policy's warning.
+    let mut pod = read_json(&apiserver_fixtures().join("create-pod-2.json"));
+    pod["request"]["object"]["spec"]["containers"][0]["image"] =
+        json!("registry.example.com/app:1");
+    let response = response_of(&post_review(addr, &ca, &review_body(&pod)).await);
+    assert_eq!(response["allowed"], true, "{response}");
+    assert_eq!(
+        response["warnings"],
+        json!(["portcullis: every pod needs a team label [require-team]"])
+    );
+    server.child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reload_with_a_broken_expression_keeps_the_last_good_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(policies.join("registry.yaml"), OUR_REGISTRY).unwrap();
+    let mut server = serve(dir.path(), &policies);
+    let addr = server.address("listen").await;
+    let ca = std::fs::read_to_string(dir.path().join("certs/ca.crt")).unwrap();
+    let pod = read_json(&apiserver_fixtures().join("create-pod-2.json"));
+    let denied = |answer: &str| response_of(answer)["allowed"] == false;
+    assert!(denied(&post_review(addr, &ca, &review_body(&pod)).await));
+
+    // A broken expression: refused, naming file, field and expression; the rule stays.
+    let broken = OUR_REGISTRY.replace("c.image.startsWith(", "c.image.startsWith((");
+    std::fs::write(policies.join("registry.yaml"), broken).unwrap();
+    let rejected = server
+        .wait_for("policy reload rejected; the last good policies stay in force")
+        .await;
+    let error = rejected["fields"]["error"].as_str().unwrap();
+    assert!(
+        error.contains(
+            "registry.yaml (policy our-registry): spec.validations[0].expression: syntax:"
+        ) && error.contains("c.image.startsWith(("),
+        "{error}"
+    );
+    assert!(denied(&post_review(addr, &ca, &review_body(&pod)).await));
+
+    // A good change then takes over: the same rule in Audit admits.
+    std::fs::write(
+        policies.join("registry.yaml"),
+        OUR_REGISTRY.replace("[Deny]", "[Audit]"),
+    )
+    .unwrap();
+    server.wait_for("policies reloaded").await;
+    let response = response_of(&post_review(addr, &ca, &review_body(&pod)).await);
+    assert_eq!(response["allowed"], true, "{response}");
+    assert!(
+        response["auditAnnotations"]["our-registry"]
+            .as_str()
+            .unwrap()
+            .starts_with("audit: images must come from registry.example.com"),
+        "{response}"
+    );
+    server.child.kill().await.unwrap();
+}
