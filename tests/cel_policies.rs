@@ -115,6 +115,10 @@ fn broken_cel_policies_are_refused_naming_file_field_and_expression() {
         "{err}"
     );
 
+    // An empty file (or one caught mid-write) is an error, never an empty set.
+    let err = load_error(&[("empty.yaml", "# nothing here yet\n")]);
+    assert!(err.contains("empty.yaml: holds no policy document"), "{err}");
+
     let typo = OUR_REGISTRY.replace("validationActions", "validationAction");
     let err = load_error(&[("typo.yaml", &typo)]);
     assert!(
@@ -222,6 +226,14 @@ fn serve(dir: &std::path::Path, policies: &std::path::Path) -> Portcullis {
     )
 }
 
+/// Replaces a file whole (write, then rename), as a ConfigMap update does: the reloader
+/// never reads it half-written.
+fn replace(path: &std::path::Path, text: &str) {
+    let staged = path.with_extension("staged");
+    std::fs::write(&staged, text).unwrap();
+    std::fs::rename(&staged, path).unwrap();
+}
+
 fn review_body(review: &Value) -> Vec<u8> {
     serde_json::to_vec(review).unwrap()
 }
@@ -280,7 +292,7 @@ async fn a_reload_with_a_broken_expression_keeps_the_last_good_set() {
 
     // A broken expression: refused, naming file, field and expression; the rule stays.
     let broken = OUR_REGISTRY.replace("c.image.startsWith(", "c.image.startsWith((");
-    std::fs::write(policies.join("registry.yaml"), broken).unwrap();
+    replace(&policies.join("registry.yaml"), &broken);
     let rejected = server
         .wait_for("policy reload rejected; the last good policies stay in force")
         .await;
@@ -294,11 +306,10 @@ async fn a_reload_with_a_broken_expression_keeps_the_last_good_set() {
     assert!(denied(&post_review(addr, &ca, &review_body(&pod)).await));
 
     // A good change then takes over: the same rule in Audit admits.
-    std::fs::write(
-        policies.join("registry.yaml"),
-        OUR_REGISTRY.replace("[Deny]", "[Audit]"),
-    )
-    .unwrap();
+    replace(
+        &policies.join("registry.yaml"),
+        &OUR_REGISTRY.replace("[Deny]", "[Audit]"),
+    );
     server.wait_for("policies reloaded").await;
     let response = response_of(&post_review(addr, &ca, &review_body(&pod)).await);
     assert_eq!(response["allowed"], true, "{response}");
@@ -310,4 +321,114 @@ async fn a_reload_with_a_broken_expression_keeps_the_last_good_set() {
         "{response}"
     );
     server.child.kill().await.unwrap();
+}
+
+/// A portcullis policy adopting the VAP: per-namespace modes and exemptions apply to it.
+const ADOPTING: &str = "apiVersion: portcullis.dev/v1alpha1
+kind: Policy
+metadata: {name: rollout}
+spec:
+  exemptNamespaces: []
+  adopt: [require-team]
+  namespaceModes:
+  - {names: [team-a], checks: {require-team: warn}}
+  exemptions:
+  - {name: legacy-web, checks: [require-team], names: [web], reason: migrating, owner: team-b, expires: 2099-01-01}
+";
+
+#[tokio::test]
+async fn an_adopted_policy_follows_the_adopters_rollout() {
+    let dir = dir_with(&[
+        ("team.yaml", &require_team("Deny")),
+        ("rollout.yaml", ADOPTING),
+    ]);
+    let set = policy::load_dir(dir.path()).unwrap();
+    // Adopted, so judged once, under the adopter's name.
+    let names: Vec<&str> = set.policies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["rollout"]);
+    let app = app(set);
+    let review = read_json(&apiserver_fixtures().join("create-pod-2.json"));
+    // team-a: warn.
+    let response = answer(&app, "/validate", &review).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert_eq!(
+        response["warnings"],
+        json!(["portcullis: every pod needs a team label [require-team]"])
+    );
+    // team-b: the binding's Deny.
+    let mut team_b = review.clone();
+    team_b["request"]["namespace"] = json!("team-b");
+    let response = answer(&app, "/validate", &team_b).await;
+    assert_eq!(response["allowed"], false, "{response}");
+    // An exempt workload in team-b: admitted, recorded as exempt.
+    let mut web = team_b.clone();
+    web["request"]["object"]["metadata"]["name"] = json!("web");
+    let response = answer(&app, "/validate", &web).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert!(
+        response["auditAnnotations"]["require-team"]
+            .as_str()
+            .unwrap()
+            .starts_with("exempt (\"legacy-web\""),
+        "{response}"
+    );
+
+    // Adopting something that is not loaded is refused.
+    let err = load_error(&[("rollout.yaml", ADOPTING)]);
+    assert!(
+        err.contains("spec.adopt[0]: no ValidatingAdmissionPolicy (with a binding) or ValidatingPolicy named \"require-team\""),
+        "{err}"
+    );
+}
+
+/// CEL rules written in a portcullis policy, beside its checks.
+const OWN_RULES: &str = "apiVersion: portcullis.dev/v1alpha1
+kind: Policy
+metadata: {name: images}
+spec:
+  rules:
+  - id: image-tag-required
+    mode: enforce
+    matchConstraints:
+      resourceRules:
+      - {apiGroups: [''], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [pods]}
+    validations:
+    - expression: \"object.spec.containers.all(c, c.image.contains(':'))\"
+      message: an image tag is required
+";
+
+#[tokio::test]
+async fn rules_written_in_a_portcullis_policy_judge_pods_and_their_controllers() {
+    let dir = dir_with(&[("images.yaml", OWN_RULES)]);
+    let app = app(policy::load_dir(dir.path()).unwrap());
+    let deployment = read_json(&apiserver_fixtures().join("create-deployment.json"));
+    let response = answer(&app, "/validate", &deployment).await;
+    assert_eq!(response["allowed"], false, "{response}");
+    assert!(
+        response["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("- an image tag is required [image-tag-required]"),
+        "{response}"
+    );
+    // `autogen: []` judges pods alone, as a ValidatingAdmissionPolicy does.
+    let pods_only = OWN_RULES.replace(
+        "    mode: enforce\n",
+        "    mode: enforce\n    autogen: []\n",
+    );
+    let dir = dir_with(&[("images.yaml", &pods_only)]);
+    let response = answer(&app_of(dir.path()), "/validate", &deployment).await;
+    assert_eq!(response["allowed"], true, "{response}");
+
+    // A rule id that is a check's is refused.
+    let clash = OWN_RULES.replace("id: image-tag-required", "id: run-as-non-root");
+    let err = load_error(&[("images.yaml", &clash)]);
+    assert!(
+        err.contains("spec.rules[0].id: \"run-as-non-root\" is already the id"),
+        "{err}"
+    );
+}
+
+fn app_of(dir: &std::path::Path) -> axum::Router {
+    app(policy::load_dir(dir).unwrap())
 }

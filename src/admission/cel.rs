@@ -47,7 +47,15 @@ pub fn judge(set: &PolicySet, req: &Request, json: &RequestJson, ctx: &Context) 
                     pod_vars.get_or_insert_with(|| activation(req, json, pod.as_ref(), ctx))
                 }
             };
+            let start = out.len();
             evaluate(policy, rule, req, vars, ctx, &mut out);
+            // Exemptions name workloads, their namespaces and images.
+            if let Some(workload) = req.object.workload()
+                && let Some(spec) = &workload.pod_spec
+            {
+                let found = &mut out[start..];
+                rollout::apply_exemptions(policy, &req.namespace, workload, spec, ctx, found);
+            }
         }
     }
     out

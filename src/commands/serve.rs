@@ -195,10 +195,11 @@ async fn reload_policies(
             Ok(snapshot) if snapshot == last => continue,
             Ok(snapshot) => match snapshot.parse() {
                 Ok(set) => {
-                    let names: Vec<&str> = set.policies.iter().map(|p| p.name.as_str()).collect();
-                    tracing::info!(dir = %dir.display(), policies = ?names, "policies reloaded");
-                    warn_unwatched(&set, &state.namespaces);
+                    let names: Vec<String> = set.policies.iter().map(|p| p.name.clone()).collect();
+                    // In force before it is reported: whoever reads the line sees the new set.
                     target.replace(set);
+                    tracing::info!(dir = %dir.display(), policies = ?names, "policies reloaded");
+                    warn_unwatched(&target.current(), &state.namespaces);
                     last = snapshot;
                     "ok"
                 }

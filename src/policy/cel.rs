@@ -192,6 +192,7 @@ struct Shared<'a> {
 
 fn compile_rule(
     name: &str,
+    at: &str,
     shared: Shared,
     (mode, also_audit): (Mode, bool),
     binding_match: Option<MatchResources>,
@@ -199,17 +200,17 @@ fn compile_rule(
 ) -> Result<CelRule, CelError> {
     if shared.has_params {
         return Err(CelError::new(
-            "spec.paramKind",
+            format!("{at}paramKind"),
             "params are not supported yet: the policy is refused rather than judged without them",
         ));
     }
     let match_constraints = shared
         .match_constraints
         .cloned()
-        .ok_or_else(|| CelError::new("spec.matchConstraints", "is required"))?;
+        .ok_or_else(|| CelError::new(format!("{at}matchConstraints"), "is required"))?;
     if shared.validations.is_empty() && shared.audit_annotations.is_empty() {
         return Err(CelError::new(
-            "spec.validations",
+            format!("{at}validations"),
             "set validations or auditAnnotations",
         ));
     }
@@ -226,7 +227,7 @@ fn compile_rule(
             .collect()
     };
     let match_conditions = named(
-        "spec.matchConditions",
+        &format!("{at}matchConditions"),
         shared
             .match_conditions
             .iter()
@@ -234,7 +235,7 @@ fn compile_rule(
             .collect(),
     )?;
     let variables = named(
-        "spec.variables",
+        &format!("{at}variables"),
         shared
             .variables
             .iter()
@@ -246,7 +247,7 @@ fn compile_rule(
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            let at = format!("spec.validations[{i}]");
+            let at = format!("{at}validations[{i}]");
             Ok(CelValidation {
                 expression: compile(&format!("{at}.expression"), &v.expression)?,
                 message: v.message.clone(),
@@ -267,7 +268,7 @@ fn compile_rule(
             Ok(CelAuditAnnotation {
                 key: a.key.clone(),
                 value: compile(
-                    &format!("spec.auditAnnotations[{i}].valueExpression"),
+                    &format!("{at}auditAnnotations[{i}].valueExpression"),
                     &a.value_expression,
                 )?,
             })
@@ -277,7 +278,7 @@ fn compile_rule(
         id: RuleId::new(name),
         mode,
         also_audit,
-        failure_policy: failure_policy("spec.failurePolicy", shared.failure_policy)?,
+        failure_policy: failure_policy(&format!("{at}failurePolicy"), shared.failure_policy)?,
         match_constraints,
         binding_match,
         match_conditions,
@@ -298,20 +299,16 @@ pub(crate) fn validating_policy(
         .clone()
         .unwrap_or_else(|| vec!["Deny".to_owned()]);
     let mode = mode_of("spec.validationActions", &actions)?;
-    let autogen = match spec
-        .autogen
-        .as_ref()
-        .and_then(|a| a.pod_controllers.as_ref())
-        .and_then(|p| p.controllers.as_ref())
-    {
-        Some(kinds) => kinds
-            .iter()
-            .map(|k| controller_kind(k))
-            .collect::<Result<_, _>>()?,
-        None => DEFAULT_AUTOGEN.map(String::from).to_vec(),
-    };
+    let autogen = autogen_kinds(
+        "spec.autogen.podControllers.controllers",
+        spec.autogen
+            .as_ref()
+            .and_then(|a| a.pod_controllers.as_ref())
+            .and_then(|p| p.controllers.as_deref()),
+    )?;
     compile_rule(
         name,
+        "spec.",
         Shared {
             match_constraints: spec.match_constraints.as_ref(),
             match_conditions: spec.match_conditions.as_deref().unwrap_or_default(),
@@ -327,18 +324,70 @@ pub(crate) fn validating_policy(
     )
 }
 
-/// `deployments` or `Deployment` → `Deployment`.
-fn controller_kind(name: &str) -> Result<String, CelError> {
-    DEFAULT_AUTOGEN
+/// The controller kinds named (`deployments` or `Deployment`), or all of them when none is.
+fn autogen_kinds(field: &str, named: Option<&[String]>) -> Result<Vec<String>, CelError> {
+    let Some(named) = named else {
+        return Ok(DEFAULT_AUTOGEN.map(String::from).to_vec());
+    };
+    named
         .iter()
-        .find(|k| k.eq_ignore_ascii_case(name) || format!("{}s", k.to_lowercase()) == name)
-        .map(|k| (*k).to_owned())
-        .ok_or_else(|| {
-            CelError::new(
-                "spec.autogen.podControllers.controllers",
-                format!("{name:?} is not a pod controller kind"),
-            )
+        .map(|name| {
+            DEFAULT_AUTOGEN
+                .iter()
+                .find(|k| k.eq_ignore_ascii_case(name) || format!("{}s", k.to_lowercase()) == *name)
+                .map(|k| (*k).to_owned())
+                .ok_or_else(|| {
+                    CelError::new(field, format!("{name:?} is not a pod controller kind"))
+                })
         })
+        .collect()
+}
+
+/// A CEL rule inside a portcullis policy: an id, a mode, and the fields of a
+/// ValidatingAdmissionPolicy's spec.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RuleSpec {
+    pub id: String,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub failure_policy: Option<String>,
+    pub match_constraints: MatchResources,
+    #[serde(default)]
+    pub match_conditions: Vec<MatchCondition>,
+    #[serde(default)]
+    pub variables: Vec<Variable>,
+    #[serde(default)]
+    pub validations: Vec<Validation>,
+    #[serde(default)]
+    pub audit_annotations: Vec<AuditAnnotation>,
+    /// Pod controllers judged through their pod template, as the built-in checks judge them;
+    /// omitted: every pod controller, `[]`: none (a ValidatingAdmissionPolicy's behaviour).
+    #[serde(default)]
+    pub autogen: Option<Vec<String>>,
+}
+
+/// The `index`th rule of a portcullis policy, compiled.
+pub(crate) fn policy_rule(index: usize, spec: &RuleSpec) -> Result<CelRule, CelError> {
+    let at = format!("spec.rules[{index}].");
+    let autogen = autogen_kinds(&format!("{at}autogen"), spec.autogen.as_deref())?;
+    compile_rule(
+        &spec.id,
+        &at,
+        Shared {
+            match_constraints: Some(&spec.match_constraints),
+            match_conditions: &spec.match_conditions,
+            variables: &spec.variables,
+            validations: &spec.validations,
+            audit_annotations: &spec.audit_annotations,
+            failure_policy: spec.failure_policy.as_deref(),
+            has_params: false,
+        },
+        (spec.mode, false),
+        None,
+        autogen,
+    )
 }
 
 /// A ValidatingAdmissionPolicy under one binding, compiled. A VAP is judged on the object as
@@ -357,6 +406,7 @@ pub(crate) fn admission_policy(
     let mode = mode_of("binding spec.validationActions", &actions)?;
     compile_rule(
         name,
+        "spec.",
         Shared {
             match_constraints: spec.match_constraints.as_ref(),
             match_conditions: spec.match_conditions.as_deref().unwrap_or_default(),

@@ -10,7 +10,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 
 use super::cel::{self, CelError, ValidatingPolicySpec};
-use super::{Date, LabelOperator, Policy, PolicyDocument, PolicySet, RuleId};
+use super::{CheckId, Date, LabelOperator, Policy, PolicyDocument, PolicySet, RuleId};
 
 /// The shipped default policy, compiled in so `portcullis serve` works from anywhere.
 pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.yaml");
@@ -40,14 +40,64 @@ pub fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
         file: source.to_owned(),
         reason: e.to_string(),
     })?;
+    let cel = doc
+        .spec
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| cel::policy_rule(i, rule).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| cel_invalid(source, &doc.metadata.name, e))?;
     let policy = Policy {
         name: doc.metadata.name,
         source: source.to_owned(),
         spec: doc.spec,
-        cel: Vec::new(),
+        cel,
     };
     validate(&policy)?;
     Ok(policy)
+}
+
+/// Moves each adopted CEL policy's rules into the portcullis policy that adopts it, so the
+/// adopter's rollout applies to them and they are judged once.
+fn adopt(policies: &mut Vec<Policy>) -> Result<(), PolicyError> {
+    let adopters: Vec<(String, Vec<String>)> = policies
+        .iter()
+        .filter(|p| !p.spec.adopt.is_empty())
+        .map(|p| (p.name.clone(), p.spec.adopt.clone()))
+        .collect();
+    for (adopter, names) in adopters {
+        for (j, name) in names.iter().enumerate() {
+            // A CEL document, not yet adopted (adopting removes it from the set).
+            let found = policies.iter().position(|p| {
+                p.name == *name
+                    && p.spec.rules.is_empty()
+                    && p.spec.adopt.is_empty()
+                    && !p.cel.is_empty()
+            });
+            let at = policies
+                .iter()
+                .position(|p| p.name == adopter)
+                .expect("present");
+            let Some(k) = found else {
+                return Err(invalid(
+                    &policies[at],
+                    &format!("spec.adopt[{j}]"),
+                    format!(
+                        "no ValidatingAdmissionPolicy (with a binding) or ValidatingPolicy named \
+                         {name:?} is loaded, or another policy adopted it already"
+                    ),
+                ));
+            };
+            let adopted = policies.remove(k);
+            let at = policies
+                .iter()
+                .position(|p| p.name == adopter)
+                .expect("present");
+            policies[at].cel.extend(adopted.cel);
+        }
+    }
+    Ok(())
 }
 
 /// What one file holds: portcullis policies and Kyverno ValidatingPolicies, ready; and
@@ -74,6 +124,10 @@ fn parse_file(source: &str, text: &str, into: &mut Documents) -> Result<(), Poli
                 .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
         })
         .collect();
+    // An empty file is a mistake (or a file caught mid-write), never "no policy".
+    if chunks.is_empty() {
+        return Err(parse_error("holds no policy document".into()));
+    }
     let several = chunks.len() > 1;
     for (i, chunk) in chunks.into_iter().enumerate() {
         let at = if several {
@@ -280,6 +334,7 @@ impl Snapshot {
             parse_file(&path.display().to_string(), text, &mut docs)?;
         }
         pair_bindings(&mut docs)?;
+        adopt(&mut docs.policies)?;
         assemble(docs.policies)
     }
 }
@@ -362,6 +417,28 @@ fn validate(policy: &Policy) -> Result<(), PolicyError> {
                     ),
                 ));
             }
+        }
+    }
+    for (i, rule) in policy.spec.rules.iter().enumerate() {
+        let field = format!("spec.rules[{i}].id");
+        if !is_dns_label(&rule.id) {
+            return Err(invalid(
+                policy,
+                &field,
+                format!(
+                    "{:?} is not a rule id (lower case, digits and '-')",
+                    rule.id
+                ),
+            ));
+        }
+        let clash = CheckId::parse(&rule.id).is_some()
+            || policy.spec.rules[..i].iter().any(|r| r.id == rule.id);
+        if clash {
+            return Err(invalid(
+                policy,
+                &field,
+                format!("{:?} is already the id of a check or rule", rule.id),
+            ));
         }
     }
     validate_rollout(policy)?;

@@ -94,6 +94,7 @@ impl Policy {
             .configured()
             .any(|(c, _)| *id == *c.as_str())
             || self.cel.iter().any(|r| r.id == *id)
+            || self.spec.adopt.iter().any(|name| *id == **name)
     }
 }
 
@@ -140,6 +141,15 @@ pub struct PolicySpec {
     pub exempt_namespaces: Vec<String>,
     #[serde(default)]
     pub checks: Checks,
+    /// Rules written in CEL beside the checks: an id, a mode, and a ValidatingAdmissionPolicy's
+    /// fields each.
+    #[serde(default)]
+    pub rules: Vec<cel::RuleSpec>,
+    /// ValidatingAdmissionPolicies and Kyverno ValidatingPolicies of the same directory, by
+    /// name, brought under this policy: its namespace modes, labels, schedule and exemptions
+    /// then apply to them, each a rule whose id is its name.
+    #[serde(default)]
+    pub adopt: Vec<String>,
     /// At most one policy in a set may carry mutation defaults.
     #[serde(default)]
     pub mutation: Option<Mutation>,
