@@ -123,3 +123,57 @@ fn restricted_pod_review() -> Vec<u8> {
     review["request"]["object"] = pod;
     serde_json::to_vec(&review).unwrap()
 }
+
+/// A CEL policy set: one Kyverno ValidatingPolicy of the conformance suite, or all 12 of its
+/// pod-security policies (the load bench's CEL set).
+fn cel_set(paths: &[&str]) -> PolicySet {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, path) in paths.iter().enumerate() {
+        let from = repo()
+            .join("tests/data/conformance/kyverno-vpol")
+            .join(path);
+        std::fs::copy(&from, dir.path().join(format!("{i}.yaml"))).unwrap();
+    }
+    policy::load_dir(dir.path()).unwrap()
+}
+
+/// The 12 pod-security ValidatingPolicies of the Kyverno CEL suite.
+pub fn pod_security_vpol() -> Vec<String> {
+    let mut out = Vec::new();
+    for level in ["baseline", "restricted"] {
+        let dir = repo()
+            .join("tests/data/conformance/kyverno-vpol/pod-security-vpol")
+            .join(level);
+        for policy in std::fs::read_dir(&dir).unwrap() {
+            let policy = policy.unwrap().path();
+            let name = policy.file_name().unwrap().to_str().unwrap().to_owned();
+            out.push(format!("pod-security-vpol/{level}/{name}/{name}.yaml"));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// One typical CEL rule (disallow-latest-tag) on a kubectl pod: evaluation alone, the review
+/// decoded with its object kept as JSON, as the server decodes it when CEL rules are loaded.
+#[divan::bench]
+fn evaluate_cel_disallow_latest_tag(bencher: Bencher) {
+    let set = cel_set(&["best-practices-vpol/disallow-latest-tag/disallow-latest-tag.yaml"]);
+    let req = review::decode_with(&captured("create-pod.json"), true).unwrap();
+    bencher.bench(|| admission::validate(&set, black_box(&req), &Context::now()));
+}
+
+/// decode (keeping JSON) + the 12 pod-security ValidatingPolicies + encode, per review.
+#[divan::bench(args = ["create-pod.json", "create-pod-by-replicaset-controller.json", "create-deployment.json"])]
+fn validate_cel_pod_security(bencher: Bencher, file: &str) {
+    let paths = pod_security_vpol();
+    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let set = cel_set(&paths);
+    assert_eq!(set.policies.len(), 12);
+    let body = captured(file);
+    bencher.bench(|| {
+        let req = review::decode_with(black_box(&body), true).unwrap();
+        let verdict = admission::validate(&set, &req, &Context::now());
+        review::encode_validation(&req, &verdict)
+    });
+}

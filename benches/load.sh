@@ -5,12 +5,15 @@
 # Each comparison alternates the no-op and the real server for ROUNDS rounds and reports the
 # round with the median throughput, so drift on a shared machine hits both sides alike.
 #   benches/load.sh [SECONDS] [CONNECTIONS] [ROUNDS]
+# POLICIES=DIR serves another policy directory (BENCHMARKS.md: the 12 pod-security
+# ValidatingPolicies of the Kyverno CEL suite in place of the native checks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-16}
 rounds=${3:-3}
 fixtures=$(cd tests/data/apiserver && pwd)
+policies=$(cd "${POLICIES:-policies}" && pwd)
 
 if ! command -v wrk >/dev/null; then
   echo "installing wrk (Debian package)" >&2
@@ -25,7 +28,7 @@ trap cleanup EXIT
 
 # The real server generates the development certificate; the no-op server reuses it.
 (cd "$work" && exec "$OLDPWD/target/release/portcullis" serve --listen 127.0.0.1:18443 \
-  --policies "$OLDPWD/policies" --log-format json 2>"$work/server.log") &
+  --policies "$policies" --log-format json 2>"$work/server.log") &
 pids+=($!); server=$!
 until grep -q startup_ms "$work/server.log" 2>/dev/null; do
   kill -0 "$server" 2>/dev/null || { cat "$work/server.log"; exit 1; }
@@ -35,7 +38,7 @@ startup=$(grep -o '"startup_ms":[0-9.]*' "$work/server.log" | head -1 | cut -d: 
 # Start-up without certificate generation: a second start with the certificate in place.
 kill "$server"; wait "$server" 2>/dev/null || true
 (cd "$work" && exec "$OLDPWD/target/release/portcullis" serve --listen 127.0.0.1:18443 \
-  --policies "$OLDPWD/policies" --log-format json 2>"$work/server2.log") &
+  --policies "$policies" --log-format json 2>"$work/server2.log") &
 pids+=($!); server=$!
 until grep -q startup_ms "$work/server2.log" 2>/dev/null; do sleep 0.05; done
 startup_warm=$(grep -o '"startup_ms":[0-9.]*' "$work/server2.log" | head -1 | cut -d: -f2)

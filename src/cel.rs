@@ -240,38 +240,70 @@ fn comprehension_variables(source: &str) -> BTreeSet<&str> {
     out
 }
 
-/// The variables of one evaluation, converted once per request and shared by every
-/// expression that judges it.
-#[derive(Clone, Debug, Default)]
+/// What an admission expression reads, as JSON.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bindings<'a> {
+    pub object: Option<&'a serde_json::Value>,
+    pub old_object: Option<&'a serde_json::Value>,
+    pub request: Option<&'a serde_json::Value>,
+    pub namespace_object: Option<&'a serde_json::Value>,
+}
+
+/// The variables of one request, converted to CEL values once and read by every expression
+/// that judges it. Absent ones are null, as the apiserver binds them.
 pub struct Activation {
-    pub object: Option<Value>,
-    pub old_object: Option<Value>,
-    pub request: Option<Value>,
-    pub params: Option<Value>,
-    pub namespace_object: Option<Value>,
-    pub variables: Option<Value>,
+    scope: Context<'static, 'static>,
+}
+
+impl Activation {
+    pub fn new(bindings: Bindings) -> Self {
+        let mut scope = ENGINE.root.new_inner_scope();
+        for (name, json) in [
+            ("object", bindings.object),
+            ("oldObject", bindings.old_object),
+            ("request", bindings.request),
+            ("namespaceObject", bindings.namespace_object),
+        ] {
+            scope.add_variable_from_value(name, json.map_or(Value::Null, value));
+        }
+        scope.add_variable_from_value("params", Value::Null);
+        scope.add_variable_from_value("variables", empty_map());
+        Self { scope }
+    }
+
+    pub fn evaluate(&self, expr: &Expression) -> Result<Value, String> {
+        expr.program.execute(&self.scope).map_err(|e| e.to_string())
+    }
+
+    /// A scope over this activation with `variables` bound.
+    pub fn with_variables(
+        &self,
+        variables: &std::collections::HashMap<String, Value>,
+    ) -> Scope<'_> {
+        let mut scope = self.scope.new_inner_scope();
+        scope.add_variable_from_value("variables", Value::from(variables.clone()));
+        Scope { scope }
+    }
+}
+
+/// An activation with a rule's `variables` bound.
+pub struct Scope<'a> {
+    scope: Context<'a, 'static>,
+}
+
+impl Scope<'_> {
+    pub fn evaluate(&self, expr: &Expression) -> Result<Value, String> {
+        expr.program.execute(&self.scope).map_err(|e| e.to_string())
+    }
+}
+
+fn empty_map() -> Value {
+    Value::from(std::collections::HashMap::<String, Value>::new())
 }
 
 /// A JSON value as CEL sees it.
 pub fn value(json: &serde_json::Value) -> Value {
     cel::to_value(json).unwrap_or(Value::Null)
-}
-
-/// Evaluates `expr` over `vars`. Absent variables are null, as the apiserver binds them.
-pub fn evaluate(expr: &Expression, vars: &Activation) -> Result<Value, String> {
-    let mut scope = ENGINE.root.new_inner_scope();
-    let bind = [
-        ("object", &vars.object),
-        ("oldObject", &vars.old_object),
-        ("request", &vars.request),
-        ("params", &vars.params),
-        ("namespaceObject", &vars.namespace_object),
-        ("variables", &vars.variables),
-    ];
-    for (name, value) in bind {
-        scope.add_variable_from_value(name, value.clone().unwrap_or(Value::Null));
-    }
-    expr.program.execute(&scope).map_err(|e| e.to_string())
 }
 
 fn regex(pattern: &str) -> Result<regex::Regex, cel::ExecutionError> {
@@ -372,11 +404,6 @@ fn extreme(
     }
     best.cloned()
         .ok_or_else(|| cel::ExecutionError::function_error(name, "the list is empty"))
-}
-
-/// A CEL map from named values: `variables`.
-pub fn map(values: &std::collections::HashMap<String, Value>) -> Value {
-    Value::from(values.clone())
 }
 
 const OR_VALUE: &str = "@orValue";

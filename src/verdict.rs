@@ -12,10 +12,42 @@ use crate::workload::ContainerKind;
 pub enum Verdict {
     /// Admitted without evaluation, for a reason worth logging.
     Skipped(Skip),
-    /// Evaluated: every violation of every check that is not `off` (empty means clean).
-    Judged(Vec<Violation>),
+    /// Evaluated: every violation of every rule that is not `off` (empty means clean).
+    Judged(Findings),
     /// The request should be judged but its object cannot be read: denied, never admitted.
     Unjudgeable(String),
+}
+
+/// What judging found: the violations, and the values CEL rules' `auditAnnotations` asked
+/// to record (keyed `<policy>.<key>`). Reads as the list of violations.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Findings {
+    pub violations: Vec<Violation>,
+    pub annotations: Vec<(String, String)>,
+}
+
+impl From<Vec<Violation>> for Findings {
+    fn from(violations: Vec<Violation>) -> Self {
+        Self {
+            violations,
+            annotations: Vec::new(),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Findings {
+    type Item = &'a Violation;
+    type IntoIter = std::slice::Iter<'a, Violation>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.violations.iter()
+    }
+}
+
+impl std::ops::Deref for Findings {
+    type Target = Vec<Violation>;
+    fn deref(&self) -> &Vec<Violation> {
+        &self.violations
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +176,11 @@ impl Verdict {
         let mut out: BTreeMap<String, String> = BTreeMap::new();
         if let Self::Unjudgeable(reason) = self {
             out.insert("unjudgeable".to_owned(), reason.clone());
+        }
+        if let Self::Judged(found) = self {
+            for (key, value) in &found.annotations {
+                out.insert(key.clone(), value.clone());
+            }
         }
         for v in self.violations() {
             let entry = out.entry(v.rule.as_str().to_owned()).or_default();

@@ -2,19 +2,20 @@
 //! documentation (kubernetes.io, "Common Expression Language in Kubernetes": the regex, list
 //! and strings libraries and optional types), and what it refuses at load.
 
-use portcullis::cel::{self, Activation, CompileError};
+use portcullis::cel::{self, Activation, Bindings, CompileError};
 use serde_json::json;
 
 fn eval(source: &str) -> Result<cel::Value, String> {
     let expr = cel::compile(source).unwrap_or_else(|e| panic!("{source}: {e}"));
-    let vars = Activation {
-        object: Some(cel::value(&json!({
-            "metadata": {"name": "web", "labels": {"team": "a"}},
-            "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}
-        }))),
-        ..Activation::default()
-    };
-    cel::evaluate(&expr, &vars)
+    let object = json!({
+        "metadata": {"name": "web", "labels": {"team": "a"}},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}
+    });
+    Activation::new(Bindings {
+        object: Some(&object),
+        ..Bindings::default()
+    })
+    .evaluate(&expr)
 }
 
 fn is_true(source: &str) {

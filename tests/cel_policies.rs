@@ -117,7 +117,10 @@ fn broken_cel_policies_are_refused_naming_file_field_and_expression() {
 
     // An empty file (or one caught mid-write) is an error, never an empty set.
     let err = load_error(&[("empty.yaml", "# nothing here yet\n")]);
-    assert!(err.contains("empty.yaml: holds no policy document"), "{err}");
+    assert!(
+        err.contains("empty.yaml: holds no policy document"),
+        "{err}"
+    );
 
     let typo = OUR_REGISTRY.replace("validationActions", "validationAction");
     let err = load_error(&[("typo.yaml", &typo)]);
@@ -181,6 +184,32 @@ async fn a_warn_binding_gives_kubectl_warnings_and_a_deny_binding_denies() {
     )
     .await;
     assert_eq!(response["allowed"], true, "{response}");
+}
+
+#[tokio::test]
+async fn audit_annotations_are_recorded_in_the_response() {
+    let annotated = require_team("Warn").replace(
+        "    message: every pod needs a team label\n",
+        "    message: every pod needs a team label\n  auditAnnotations:\n  - key: image\n    valueExpression: \"object.spec.containers[0].image\"\n  - key: nothing\n    valueExpression: \"null\"\n",
+    );
+    let dir = dir_with(&[("team.yaml", &annotated)]);
+    let review = read_json(&apiserver_fixtures().join("create-pod-2.json"));
+    let response = answer(
+        &app(policy::load_dir(dir.path()).unwrap()),
+        "/validate",
+        &review,
+    )
+    .await;
+    // Keyed `<policy>.<key>`; a null value records nothing.
+    assert_eq!(
+        response["auditAnnotations"]["require-team.image"], "nginx",
+        "{response}"
+    );
+    assert!(
+        response["auditAnnotations"]
+            .get("require-team.nothing")
+            .is_none()
+    );
 }
 
 #[tokio::test]

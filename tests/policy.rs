@@ -61,7 +61,13 @@ fn every_yaml_example_in_the_policy_readme_loads() {
     let names: Vec<&str> = set.policies.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names,
-        ["default", "probes-rollout", "kyverno-semantics", "images", "team-label-rollout"]
+        [
+            "default",
+            "probes-rollout",
+            "kyverno-semantics",
+            "images",
+            "team-label-rollout"
+        ]
     );
 }
 

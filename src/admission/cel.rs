@@ -10,12 +10,12 @@ use k8s_openapi::api::admissionregistration::v1::{MatchResources, NamedRuleWithO
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::{Value, json};
 
-use crate::cel::{self, Activation};
+use crate::cel::{self, Activation, Bindings};
 use crate::policy::cel::{CelRule, FailurePolicy};
 use crate::policy::{Mode, Policy, PolicySet};
 use crate::request::{Operation, Request, RequestJson};
 use crate::rollout::{self, Context};
-use crate::verdict::{Subject, Violation};
+use crate::verdict::{Findings, Subject, Violation};
 
 /// What a rule is matched against: the request's resource, or the pod an autogen rule judges
 /// in a controller's place.
@@ -29,8 +29,8 @@ struct Target<'a> {
 }
 
 /// Every CEL rule's violations for `req`, in policy order.
-pub fn judge(set: &PolicySet, req: &Request, json: &RequestJson, ctx: &Context) -> Vec<Violation> {
-    let mut out = Vec::new();
+pub fn judge(set: &PolicySet, req: &Request, json: &RequestJson, ctx: &Context) -> Findings {
+    let mut out = Findings::default();
     // Converted once per request, and only when a rule needs them.
     let mut direct_vars: Option<Activation> = None;
     let mut pod: Option<Option<Value>> = None;
@@ -47,13 +47,13 @@ pub fn judge(set: &PolicySet, req: &Request, json: &RequestJson, ctx: &Context) 
                     pod_vars.get_or_insert_with(|| activation(req, json, pod.as_ref(), ctx))
                 }
             };
-            let start = out.len();
+            let start = out.violations.len();
             evaluate(policy, rule, req, vars, ctx, &mut out);
             // Exemptions name workloads, their namespaces and images.
             if let Some(workload) = req.object.workload()
                 && let Some(spec) = &workload.pod_spec
             {
-                let found = &mut out[start..];
+                let found = &mut out.violations[start..];
                 rollout::apply_exemptions(policy, &req.namespace, workload, spec, ctx, found);
             }
         }
@@ -125,12 +125,9 @@ pub fn matched(rule: &CelRule, req: &Request, json: &RequestJson, ctx: &Context)
         Some(Applies::Directly) => activation(req, json, None, ctx),
         Some(Applies::ToTemplate) => activation(req, json, pod.as_ref(), ctx),
     };
-    rule.match_conditions.iter().all(|c| {
-        !matches!(
-            cel::evaluate(&c.expression, &vars),
-            Ok(cel::Value::Bool(false))
-        )
-    })
+    rule.match_conditions
+        .iter()
+        .all(|c| !matches!(vars.evaluate(&c.expression), Ok(cel::Value::Bool(false))))
 }
 
 fn matches_resources(m: &MatchResources, req: &Request, t: &Target, ctx: &Context) -> bool {
@@ -286,13 +283,12 @@ fn activation(req: &Request, json: &RequestJson, pod: Option<&Value>, ctx: &Cont
     } else {
         json.old_object.as_ref()
     };
-    Activation {
-        object: object.map(cel::value),
-        old_object: old_object.map(cel::value),
-        request: Some(cel::value(&request)),
-        namespace_object: namespace_object.as_ref().map(cel::value),
-        ..Activation::default()
-    }
+    Activation::new(Bindings {
+        object,
+        old_object,
+        request: Some(&request),
+        namespace_object: namespace_object.as_ref(),
+    })
 }
 
 /// Runs one applying rule: match conditions, variables, then validations.
@@ -302,7 +298,7 @@ fn evaluate(
     req: &Request,
     base: &Activation,
     ctx: &Context,
-    out: &mut Vec<Violation>,
+    out: &mut Findings,
 ) {
     let effective = rollout::effective_mode(policy, &rule.id, rule.mode, &req.namespace, ctx);
     if effective.mode == Mode::Off {
@@ -328,7 +324,7 @@ fn evaluate(
         FailurePolicy::Ignore => None,
     };
     for (i, condition) in rule.match_conditions.iter().enumerate() {
-        match cel::evaluate(&condition.expression, base) {
+        match base.evaluate(&condition.expression) {
             Ok(cel::Value::Bool(true)) => {}
             Ok(cel::Value::Bool(false)) => return,
             Ok(other) => {
@@ -336,7 +332,7 @@ fn evaluate(
                     "match condition {:?} (spec.matchConditions[{i}])",
                     condition.name
                 );
-                out.extend(failed(
+                out.violations.extend(failed(
                     &what,
                     &condition.expression.source,
                     &format!("not a bool: {other:?}"),
@@ -348,36 +344,30 @@ fn evaluate(
                     "match condition {:?} (spec.matchConditions[{i}])",
                     condition.name
                 );
-                out.extend(failed(&what, &condition.expression.source, &e));
+                out.violations
+                    .extend(failed(&what, &condition.expression.source, &e));
                 return;
             }
         }
     }
     // Variables are evaluated in order, each seeing the earlier ones. One that fails is left
     // out, so only an expression that reads it fails (the apiserver evaluates them lazily).
-    let vars = if rule.variables.is_empty() {
-        std::borrow::Cow::Borrowed(base)
-    } else {
-        let mut vars = base.clone();
-        let mut map: std::collections::HashMap<String, cel::Value> = Default::default();
-        for variable in &rule.variables {
-            vars.variables = Some(cel::map(&map));
-            if let Ok(value) = cel::evaluate(&variable.expression, &vars) {
-                map.insert(variable.name.clone(), value);
-            }
+    let mut values: std::collections::HashMap<String, cel::Value> = Default::default();
+    for variable in &rule.variables {
+        if let Ok(value) = base.with_variables(&values).evaluate(&variable.expression) {
+            values.insert(variable.name.clone(), value);
         }
-        vars.variables = Some(cel::map(&map));
-        std::borrow::Cow::Owned(vars)
-    };
+    }
+    let vars = base.with_variables(&values);
     for (i, validation) in rule.validations.iter().enumerate() {
         let what = format!("spec.validations[{i}]");
-        match cel::evaluate(&validation.expression, &vars) {
+        match vars.evaluate(&validation.expression) {
             Ok(cel::Value::Bool(true)) => {}
             Ok(cel::Value::Bool(false)) => {
                 let message = validation
                     .message_expression
                     .as_ref()
-                    .and_then(|m| match cel::evaluate(m, &vars) {
+                    .and_then(|m| match vars.evaluate(m) {
                         Ok(cel::Value::String(s)) if !s.trim().is_empty() => Some(s.to_string()),
                         _ => None,
                     })
@@ -385,14 +375,36 @@ fn evaluate(
                     .unwrap_or_else(|| {
                         format!("failed expression: {}", validation.expression.source.trim())
                     });
-                out.push(violation(message));
+                out.violations.push(violation(message));
             }
-            Ok(other) => out.extend(failed(
+            Ok(other) => out.violations.extend(failed(
                 &what,
                 &validation.expression.source,
                 &format!("not a bool: {other:?}"),
             )),
-            Err(e) => out.extend(failed(&what, &validation.expression.source, &e)),
+            Err(e) => out
+                .violations
+                .extend(failed(&what, &validation.expression.source, &e)),
+        }
+    }
+    // Recorded whatever the validations found, as the apiserver records them; a null value
+    // records nothing.
+    for (i, annotation) in rule.audit_annotations.iter().enumerate() {
+        let what = format!("spec.auditAnnotations[{i}]");
+        match vars.evaluate(&annotation.value) {
+            Ok(cel::Value::String(value)) => out.annotations.push((
+                format!("{}.{}", policy.name, annotation.key),
+                value.to_string(),
+            )),
+            Ok(cel::Value::Null) => {}
+            Ok(other) => out.violations.extend(failed(
+                &what,
+                &annotation.value.source,
+                &format!("not a string: {other:?}"),
+            )),
+            Err(e) => out
+                .violations
+                .extend(failed(&what, &annotation.value.source, &e)),
         }
     }
 }

@@ -58,11 +58,14 @@ pub fn validate(set: &PolicySet, req: &Request, ctx: &Context) -> Verdict {
     };
     let found = cel::judge(set, req, json, ctx);
     match checked {
-        Verdict::Judged(mut violations) => {
-            violations.extend(found);
-            Verdict::Judged(violations)
+        Verdict::Judged(mut checks) => {
+            checks.violations.extend(found.violations);
+            checks.annotations.extend(found.annotations);
+            Verdict::Judged(checks)
         }
-        Verdict::Skipped(_) if !found.is_empty() => Verdict::Judged(found),
+        Verdict::Skipped(_) if !found.violations.is_empty() || !found.annotations.is_empty() => {
+            Verdict::Judged(found)
+        }
         // A CEL rule that matched and passed still means the object was judged.
         other => other,
     }
@@ -121,7 +124,7 @@ fn validate_checks(set: &PolicySet, req: &Request, ctx: &Context) -> Verdict {
         violations.retain(|v| v.mode == Mode::Enforce);
         violations.extend(predicted.into_iter().filter(|v| v.mode != Mode::Enforce));
     }
-    Verdict::Judged(violations)
+    Verdict::Judged(violations.into())
 }
 
 /// Every violation of `spec` under each policy that applies to the request's namespace.
