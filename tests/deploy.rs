@@ -156,7 +156,6 @@ use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use portcullis::policy::{self, PolicySet};
 
 /// Types a manifest by its kind; kinds k8s-openapi does not know (cert-manager's) are returned
@@ -274,27 +273,6 @@ fn find<'a>(docs: &'a [Value], kind: &str) -> Option<&'a Value> {
     docs.iter().find(|d| d["kind"] == kind)
 }
 
-/// A label selector's matchExpressions against a set of labels (In, NotIn, Exists, DoesNotExist).
-fn selects(selector: &LabelSelector, labels: &std::collections::BTreeMap<String, String>) -> bool {
-    let by_labels = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
-        let value = labels.get(&e.key);
-        let values = e.values.clone().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => !value.is_some_and(|v| values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            other => panic!("operator {other}"),
-        }
-    });
-    by_labels && by_expressions
-}
-
 #[tokio::test]
 async fn rendered_overlays_install_what_they_promise() {
     for overlay in ["enforce", "audit", "audit-cert-manager"] {
@@ -336,7 +314,7 @@ async fn rendered_overlays_install_what_they_promise() {
         .unwrap();
         let hook = &validating.webhooks.as_ref().unwrap()[0];
         assert!(
-            !selects(hook.namespace_selector.as_ref().unwrap(), &labels),
+            !portcullis::admission::selects(hook.namespace_selector.as_ref().unwrap(), &labels),
             "{overlay}: portcullis's namespace is judged"
         );
         let mut team = std::collections::BTreeMap::new();
@@ -345,7 +323,7 @@ async fn rendered_overlays_install_what_they_promise() {
             "team-a".to_owned(),
         );
         assert!(
-            selects(hook.namespace_selector.as_ref().unwrap(), &team),
+            portcullis::admission::selects(hook.namespace_selector.as_ref().unwrap(), &team),
             "an ordinary namespace is judged"
         );
         assert_eq!(

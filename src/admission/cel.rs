@@ -212,8 +212,9 @@ fn namespace_labels(req: &Request, t: &Target, ctx: &Context) -> BTreeMap<String
     labels
 }
 
-/// A Kubernetes label selector (matchLabels and matchExpressions) against `labels`.
-fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+/// A Kubernetes label selector (matchLabels and matchExpressions) against `labels`, as the
+/// apiserver evaluates a webhook's or a policy's namespaceSelector and objectSelector.
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let by_labels = selector
         .match_labels
         .iter()

@@ -4,7 +4,7 @@
 
 mod cel;
 
-pub use cel::matched as cel_rule_matched;
+pub use cel::{matched as cel_rule_matched, selects};
 
 use std::borrow::Cow;
 
