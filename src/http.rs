@@ -19,7 +19,8 @@ use std::collections::BTreeSet;
 
 use crate::admission;
 use crate::metrics::{
-    EndpointLabels, ExemptionLabels, Metrics, RequestLabels, ShadowLabels, ViolationLabels,
+    EndpointLabels, ExemptionLabels, Metrics, RequestLabels, RuleLabels, ShadowLabels,
+    ViolationLabels,
 };
 use crate::namespaces::NamespaceCache;
 use crate::policy::{Date, PolicySet, RuleId, SharedPolicies};
@@ -275,6 +276,14 @@ fn record_validation(metrics: &Metrics, req: &Request, verdict: &Verdict) {
         .get_or_create(&request_labels("validate", req, outcome))
         .inc();
     let dry_run = if req.dry_run { "true" } else { "false" };
+    if let Verdict::Judged(found) = verdict {
+        for rule in &found.ignored {
+            let labels = RuleLabels {
+                check: rule.clone(),
+            };
+            metrics.cel_errors_ignored.get_or_create(&labels).inc();
+        }
+    }
     for v in verdict.violations() {
         let labels = ViolationLabels {
             check: v.rule.clone(),

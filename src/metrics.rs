@@ -55,6 +55,11 @@ pub struct ExemptionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub check: RuleId,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ExpiryLabels {
     pub policy: String,
     pub exemption: String,
@@ -78,6 +83,7 @@ pub struct Metrics {
     pub exemptions_applied: Family<ExemptionLabels, Counter>,
     pub exemption_expiry: Family<ExpiryLabels, Gauge<i64, AtomicI64>>,
     pub refused: Family<EndpointLabels, Counter>,
+    pub cel_errors_ignored: Family<RuleLabels, Counter>,
     pub namespace_cache_synced: Gauge,
 }
 
@@ -158,6 +164,12 @@ impl Default for Metrics {
             "Bodies on /validate or /mutate that are not an AdmissionReview (answered with an HTTP error, so the apiserver's failurePolicy decides)",
             refused.clone(),
         );
+        let cel_errors_ignored = Family::<RuleLabels, Counter>::default();
+        registry.register(
+            "cel_errors_ignored",
+            "CEL expressions that failed at runtime under failurePolicy: Ignore (the request was admitted), by rule",
+            cel_errors_ignored.clone(),
+        );
         let namespace_cache_synced = Gauge::default();
         registry.register(
             "namespace_cache_synced",
@@ -185,6 +197,7 @@ impl Default for Metrics {
             exemptions_applied,
             exemption_expiry,
             refused,
+            cel_errors_ignored,
             namespace_cache_synced,
         }
     }

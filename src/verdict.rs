@@ -24,13 +24,16 @@ pub enum Verdict {
 pub struct Findings {
     pub violations: Vec<Violation>,
     pub annotations: Vec<(String, String)>,
+    /// Rules whose expression failed at runtime under `failurePolicy: Ignore`: admitted, and
+    /// counted, never silent.
+    pub ignored: Vec<RuleId>,
 }
 
 impl From<Vec<Violation>> for Findings {
     fn from(violations: Vec<Violation>) -> Self {
         Self {
             violations,
-            annotations: Vec::new(),
+            ..Self::default()
         }
     }
 }

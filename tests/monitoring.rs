@@ -59,9 +59,25 @@ async fn exported() -> BTreeSet<String> {
         "  mutation:",
         "  exemptions:\n  - {name: bare, checks: [liveness-probe], names: [bare], reason: r, owner: o, expires: 2099-01-01}\n  mutation:",
     );
-    let live = PolicySet {
-        policies: vec![policy::parse("default.yaml", &exempting).unwrap()],
-    };
+    // And a CEL rule whose expression fails on the pod under failurePolicy: Ignore.
+    let cel = tempfile::tempdir().unwrap();
+    std::fs::write(cel.path().join("default.yaml"), &exempting).unwrap();
+    std::fs::write(
+        cel.path().join("erring.yaml"),
+        "apiVersion: policies.kyverno.io/v1alpha1
+kind: ValidatingPolicy
+metadata: {name: erring}
+spec:
+  failurePolicy: Ignore
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [pods]}
+  validations:
+  - expression: object.spec.hostNetwork == false
+",
+    )
+    .unwrap();
+    let live = policy::load_dir(cel.path()).unwrap();
     let candidate = PolicySet {
         policies: vec![
             policy::parse(

@@ -318,12 +318,13 @@ fn evaluate(
         exemption: None,
     };
     // A runtime error is a violation naming the expression under Fail, nothing under Ignore.
-    let failed = |what: &str, source: &str, error: &str| match rule.failure_policy {
-        FailurePolicy::Fail => Some(violation(format!(
-            "{what} failed: {error} (expression: {source})"
-        ))),
-        FailurePolicy::Ignore => None,
-    };
+    let failed =
+        |out: &mut Findings, what: &str, source: &str, error: &str| match rule.failure_policy {
+            FailurePolicy::Fail => out.violations.push(violation(format!(
+                "{what} failed: {error} (expression: {source})"
+            ))),
+            FailurePolicy::Ignore => out.ignored.push(rule.id.clone()),
+        };
     for (i, condition) in rule.match_conditions.iter().enumerate() {
         match base.evaluate(&condition.expression) {
             Ok(cel::Value::Bool(true)) => {}
@@ -333,11 +334,12 @@ fn evaluate(
                     "match condition {:?} (spec.matchConditions[{i}])",
                     condition.name
                 );
-                out.violations.extend(failed(
+                failed(
+                    out,
                     &what,
                     &condition.expression.source,
                     &format!("not a bool: {other:?}"),
-                ));
+                );
                 return;
             }
             Err(e) => {
@@ -345,8 +347,7 @@ fn evaluate(
                     "match condition {:?} (spec.matchConditions[{i}])",
                     condition.name
                 );
-                out.violations
-                    .extend(failed(&what, &condition.expression.source, &e));
+                failed(out, &what, &condition.expression.source, &e);
                 return;
             }
         }
@@ -378,14 +379,13 @@ fn evaluate(
                     });
                 out.violations.push(violation(message));
             }
-            Ok(other) => out.violations.extend(failed(
+            Ok(other) => failed(
+                out,
                 &what,
                 &validation.expression.source,
                 &format!("not a bool: {other:?}"),
-            )),
-            Err(e) => out
-                .violations
-                .extend(failed(&what, &validation.expression.source, &e)),
+            ),
+            Err(e) => failed(out, &what, &validation.expression.source, &e),
         }
     }
     // Recorded whatever the validations found, as the apiserver records them; a null value
@@ -398,14 +398,13 @@ fn evaluate(
                 value.to_string(),
             )),
             Ok(cel::Value::Null) => {}
-            Ok(other) => out.violations.extend(failed(
+            Ok(other) => failed(
+                out,
                 &what,
                 &annotation.value.source,
                 &format!("not a string: {other:?}"),
-            )),
-            Err(e) => out
-                .violations
-                .extend(failed(&what, &annotation.value.source, &e)),
+            ),
+            Err(e) => failed(out, &what, &annotation.value.source, &e),
         }
     }
 }

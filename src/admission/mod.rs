@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::PodSpec;
 use crate::policy::{Mode, MutationTarget, PolicySet};
 use crate::request::{Decoded, Operation, Request};
 use crate::rollout::{self, Context};
-use crate::verdict::{Skip, Verdict, Violation};
+use crate::verdict::{Findings, Skip, Verdict, Violation};
 use crate::workload::{Workload, WorkloadKind};
 
 /// Pod subresources that cannot change what runs in the pod. Any other one (`ephemeralcontainers`,
@@ -61,11 +61,10 @@ pub fn validate(set: &PolicySet, req: &Request, ctx: &Context) -> Verdict {
         Verdict::Judged(mut checks) => {
             checks.violations.extend(found.violations);
             checks.annotations.extend(found.annotations);
+            checks.ignored.extend(found.ignored);
             Verdict::Judged(checks)
         }
-        Verdict::Skipped(_) if !found.violations.is_empty() || !found.annotations.is_empty() => {
-            Verdict::Judged(found)
-        }
+        Verdict::Skipped(_) if found != Findings::default() => Verdict::Judged(found),
         // A CEL rule that matched and passed still means the object was judged.
         other => other,
     }
