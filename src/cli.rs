@@ -33,6 +33,16 @@ pub enum Command {
     Audit(AuditArgs),
     /// Read an apiserver audit log and report what the policies would have denied.
     Replay(ReplayArgs),
+    /// Print the ValidatingWebhookConfiguration `rules` the loaded policies need: the kinds
+    /// the checks judge, and every resource a CEL rule matches.
+    WebhookRules(WebhookRulesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookRulesArgs {
+    /// Directory of policy files. Default policies/ if it exists, else the embedded default.
+    #[arg(long, env = "PORTCULLIS_POLICIES")]
+    pub policies: Option<PathBuf>,
 }
 
 /// What the offline commands share: which policies, as of which day, and the output format.

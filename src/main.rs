@@ -29,6 +29,15 @@ fn main() -> ExitCode {
         Command::Replay(args) => {
             return verdict_exit("replay", portcullis::commands::replay::run(&args));
         }
+        Command::WebhookRules(args) => {
+            return match portcullis::commands::webhook_rules::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portcullis webhook-rules: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Audit(args) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let result = tokio::runtime::Runtime::new()

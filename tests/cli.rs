@@ -772,3 +772,71 @@ async fn audit_lists_live_workloads_page_by_page_and_judges_them_with_namespace_
     );
     assert!(out.stdout.is_empty());
 }
+
+/// `webhook-rules` prints what the ValidatingWebhookConfiguration must send: for the shipped
+/// policy, exactly the rules deploy/ registers; with CEL rules, their resources too.
+#[test]
+fn webhook_rules_cover_what_the_policies_judge() {
+    let webhooks = yaml_docs(&repo().join("deploy/base/webhooks.yaml"));
+    let validating = webhooks
+        .iter()
+        .find(|d| d["kind"] == "ValidatingWebhookConfiguration")
+        .unwrap();
+    let shipped = &validating["webhooks"][0]["rules"];
+    let out = portcullis(&repo(), &["webhook-rules"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(&printed, shipped);
+
+    // A VAP on Services and a Kyverno policy on pods (autogen: Deployments only).
+    let dir = policies(&std::fs::read_to_string(repo().join("policies/default.yaml")).unwrap());
+    std::fs::write(
+        dir.path().join("services.yaml"),
+        "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: no-nodeport}
+spec:
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [''], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [services]}
+  validations:
+  - expression: object.spec.type != 'NodePort'
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: no-nodeport}
+spec: {policyName: no-nodeport, validationActions: [Deny]}
+---
+apiVersion: policies.kyverno.io/v1alpha1
+kind: ValidatingPolicy
+metadata: {name: tagged}
+spec:
+  autogen: {podControllers: {controllers: [deployments]}}
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [pods]}
+  validations:
+  - expression: object.spec.containers.all(c, c.image.contains(':'))
+",
+    )
+    .unwrap();
+    let out = portcullis(
+        &repo(),
+        &["webhook-rules", "--policies", arg(dir.path())],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let printed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(&printed[..3], shipped.as_array().unwrap().as_slice());
+    assert_eq!(
+        printed[3..],
+        [
+            json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                   "resources": ["pods"], "scope": "*"}),
+            json!({"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE"],
+                   "resources": ["deployments"], "scope": "Namespaced"}),
+            json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                   "resources": ["services"], "scope": "*"}),
+        ]
+    );
+}
