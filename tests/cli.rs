@@ -840,3 +840,64 @@ spec:
         ]
     );
 }
+
+/// `check` takes namespace labels from Namespaces in its input: for CEL's `namespaceObject`
+/// and a policy's namespaceSelector, as the namespace watch gives them when serving.
+#[test]
+fn check_reads_namespace_labels_from_namespaces_in_the_input() {
+    let dir = policies(
+        "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: prod-needs-team}
+spec:
+  matchConstraints:
+    namespaceSelector: {matchLabels: {env: prod}}
+    resourceRules:
+    - {apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [pods]}
+  validations:
+  - expression: \"'team' in object.metadata.?labels.orValue({})\"
+    messageExpression: \"'pods in ' + namespaceObject.metadata.name + ' need a team label'\"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: prod-needs-team}
+spec: {policyName: prod-needs-team, validationActions: [Deny]}
+",
+    );
+    let input = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {env: prod}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop}
+spec: {containers: [{name: app, image: nginx}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: sandbox}
+spec: {containers: [{name: app, image: nginx}]}
+";
+    let out = portcullis(
+        &repo(),
+        &["check", "-o", "json", "--policies", arg(dir.path()), "-"],
+        Some(input),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let denied: Vec<(&str, &str)> = results
+        .iter()
+        .filter(|r| r["allowed"] == false)
+        .map(|r| {
+            (
+                r["namespace"].as_str().unwrap(),
+                r["violations"][0]["message"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        denied,
+        [("shop", "pods in shop need a team label [prod-needs-team]")]
+    );
+}
