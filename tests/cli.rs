@@ -901,3 +901,130 @@ spec: {containers: [{name: app, image: nginx}]}
         [("shop", "pods in shop need a team label [prod-needs-team]")]
     );
 }
+
+/// A minimal API server with two Services and nothing else.
+async fn services_api(req: Request) -> String {
+    let items = match req.uri().path() {
+        "/api/v1/services" => vec![
+            json!({"metadata": {"name": "public", "namespace": "shop"}, "spec": {"type": "NodePort"}}),
+            json!({"metadata": {"name": "internal", "namespace": "shop"}, "spec": {"type": "ClusterIP"}}),
+        ],
+        _ => vec![],
+    };
+    let kind = if req.uri().path() == "/api/v1/services" {
+        "Service"
+    } else {
+        "Unknown"
+    };
+    list(kind, items, None).to_string()
+}
+
+/// `audit` also lists what CEL rules name: a VAP on Services judges the cluster's Services.
+#[tokio::test]
+async fn audit_lists_the_resources_cel_rules_name() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new().fallback(services_api))
+            .await
+            .unwrap()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(dir.path(), addr);
+    let policies = policies(
+        "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: no-nodeport}
+spec:
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [''], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [services]}
+  validations:
+  - expression: object.spec.type != 'NodePort'
+    message: NodePort Services are not allowed
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: no-nodeport}
+spec: {policyName: no-nodeport, validationActions: [Deny]}
+",
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["audit", "--kubeconfig", config.to_str().unwrap()])
+        .args([
+            "--policies",
+            policies.path().to_str().unwrap(),
+            "-o",
+            "json",
+        ])
+        .env_remove("KUBECONFIG")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let seen: Vec<(String, bool)> = results
+        .iter()
+        .map(|r| {
+            (
+                format!(
+                    "{} {}",
+                    r["kind"].as_str().unwrap(),
+                    r["name"].as_str().unwrap()
+                ),
+                r["allowed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("Service public".to_owned(), false),
+            ("Service internal".to_owned(), true)
+        ]
+    );
+}
+
+/// With CEL rules loaded, `replay` judges any kind they may match: here the log's ConfigMap.
+#[test]
+fn replay_judges_the_kinds_cel_rules_match() {
+    let dir = policies(
+        "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: configmaps-need-owner}
+spec:
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [''], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [configmaps]}
+  validations:
+  - expression: \"'owner' in object.metadata.?labels.orValue({})\"
+    message: every ConfigMap needs an owner label
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: configmaps-need-owner}
+spec: {policyName: configmaps-need-owner, validationActions: [Deny]}
+",
+    );
+    let out = portcullis(
+        &repo(),
+        &[
+            "replay",
+            "--audit-log",
+            arg(&audit_log()),
+            "--policies",
+            arg(dir.path()),
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["denied"], 1, "{report}");
+    assert_eq!(
+        report["byNamespaceCheckUser"],
+        json!([{"namespace": "team-b", "check": "configmaps-need-owner", "user": "bob@example.com",
+                "denied": 1, "warned": 0, "audited": 0, "exempted": 0}])
+    );
+}

@@ -1,4 +1,5 @@
-//! `portcullis audit`: lists a cluster's workloads (paginated, read-only) and judges each as
+//! `portcullis audit`: lists a cluster's workloads, and whatever other resources CEL rules
+//! name (paginated, read-only), and judges each as
 //! if it were created now, with the namespace labels the server would see: the report a team
 //! reads before switching a check to enforce. Objects a controller owns are left out: their
 //! owner is judged, and it is the owner's manifest that needs the fix.
@@ -39,6 +40,57 @@ pub async fn run(args: &AuditArgs) -> Result<bool, OfflineError> {
 
     let labels = namespace_labels(&client).await?;
     let mut judged = Vec::new();
+    let mut judge = |mut object: Value, api_version: &str, kind: &str| {
+        if owned_by_a_controller(&object) {
+            return;
+        }
+        // List items carry no apiVersion and kind.
+        object["apiVersion"] = Value::String(api_version.to_owned());
+        object["kind"] = Value::String(kind.to_owned());
+        let namespace = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let ctx = Context {
+            today,
+            namespace_labels: labels.get(&namespace),
+        };
+        if let Some(mut j) = offline::judge(&set, &ctx, &object, &namespace) {
+            j.source = "cluster".into();
+            judged.push(j);
+        }
+    };
+    // Beyond the workloads, whatever resources CEL rules name (listed cluster-wide, then
+    // narrowed to --namespace: some are cluster-scoped).
+    for (group, version, plural) in cel_resources(&set) {
+        let api_version = if group.is_empty() {
+            version.clone()
+        } else {
+            format!("{group}/{version}")
+        };
+        let resource = ApiResource {
+            group,
+            version,
+            api_version: api_version.clone(),
+            kind: String::new(),
+            plural: plural.clone(),
+        };
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let (kind, objects) = list_all(&api)
+            .await
+            .map_err(|e| OfflineError::Kube(format!("listing {plural}: {e}")))?;
+        for object in objects {
+            let namespace = object
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str);
+            let wanted = args.namespaces.is_empty()
+                || namespace.is_some_and(|ns| args.namespaces.iter().any(|n| n == ns));
+            if wanted {
+                judge(object, &api_version, &kind);
+            }
+        }
+    }
     for kind in WorkloadKind::ALL {
         let gvk = GroupVersionKind::gvk(kind.group(), "v1", kind.as_str());
         let resource = ApiResource::from_gvk(&gvk);
@@ -51,29 +103,11 @@ pub async fn run(args: &AuditArgs) -> Result<bool, OfflineError> {
                 .collect()
         };
         for api in apis {
-            let objects = list_all(&api)
+            let (_, objects) = list_all(&api)
                 .await
                 .map_err(|e| OfflineError::Kube(format!("listing {}: {e}", resource.plural)))?;
-            for mut object in objects {
-                if owned_by_a_controller(&object) {
-                    continue;
-                }
-                // List items carry no apiVersion and kind.
-                object["apiVersion"] = Value::String(resource.api_version.clone());
-                object["kind"] = Value::String(kind.as_str().to_owned());
-                let namespace = object
-                    .pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
-                let ctx = Context {
-                    today,
-                    namespace_labels: labels.get(&namespace),
-                };
-                if let Some(mut j) = offline::judge(&set, &ctx, &object, &namespace) {
-                    j.source = "cluster".into();
-                    judged.push(j);
-                }
+            for object in objects {
+                judge(object, &resource.api_version, kind.as_str());
             }
         }
     }
@@ -82,20 +116,58 @@ pub async fn run(args: &AuditArgs) -> Result<bool, OfflineError> {
     Ok(report::any_denied(&judged))
 }
 
-/// Every object of a list, page by page (`limit` and `continue`).
-async fn list_all(api: &Api<DynamicObject>) -> Result<Vec<Value>, kube::Error> {
+/// Every object of a list, page by page (`limit` and `continue`), and the kind of its items
+/// (the list's kind without `List`).
+async fn list_all(api: &Api<DynamicObject>) -> Result<(String, Vec<Value>), kube::Error> {
     let mut out = Vec::new();
     let mut params = ListParams::default().limit(PAGE);
     loop {
         let page = api.list(&params).await?;
+        let kind = page
+            .types
+            .kind
+            .strip_suffix("List")
+            .unwrap_or_default()
+            .to_owned();
         for item in page.items {
             out.push(serde_json::to_value(item).map_err(kube::Error::SerdeError)?);
         }
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
-            None => return Ok(out),
+            None => return Ok((kind, out)),
         }
     }
+}
+
+/// The resources CEL rules name exactly (no wildcards, no subresources) beyond the workloads
+/// audit always lists, as (group, version, plural).
+fn cel_resources(set: &crate::policy::PolicySet) -> Vec<(String, String, String)> {
+    let workloads: Vec<(&str, String)> = WorkloadKind::ALL
+        .iter()
+        .map(|k| (k.group(), k.resource()))
+        .collect();
+    let mut out = Vec::new();
+    let rules = set.policies.iter().flat_map(|p| &p.cel);
+    let resource_rules = rules
+        .flat_map(|r| [Some(&r.match_constraints), r.binding_match.as_ref()])
+        .flatten()
+        .flat_map(|m| m.resource_rules.iter().flatten());
+    for rule in resource_rules {
+        for group in rule.api_groups.iter().flatten() {
+            for version in rule.api_versions.iter().flatten() {
+                for plural in rule.resources.iter().flatten() {
+                    let exact = ![group, version, plural].iter().any(|s| s.contains('*'))
+                        && !plural.contains('/');
+                    let workload = workloads.iter().any(|(g, r)| g == group && r == plural);
+                    let entry = (group.clone(), version.clone(), plural.clone());
+                    if exact && !workload && !out.contains(&entry) {
+                        out.push(entry);
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Namespace labels for `namespaceLabels` and selectors. Without permission to list
@@ -107,7 +179,7 @@ async fn namespace_labels(
     let gvk = GroupVersionKind::gvk("", "v1", "Namespace");
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk));
     match list_all(&api).await {
-        Ok(namespaces) => Ok(namespaces
+        Ok((_, namespaces)) => Ok(namespaces
             .into_iter()
             .filter_map(|ns| {
                 let name = ns.pointer("/metadata/name")?.as_str()?.to_owned();

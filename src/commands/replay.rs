@@ -183,20 +183,23 @@ fn judge_event(set: &crate::policy::PolicySet, ctx: &Context, event: Event, tall
         return tally.skip("no objectRef");
     };
     let group = r.api_group.as_deref().unwrap_or("");
-    let Some(kind) = WorkloadKind::from_group_resource(group, &r.resource) else {
+    // Workloads, and with CEL rules loaded any object: those rules may match any kind.
+    let kind = WorkloadKind::from_group_resource(group, &r.resource);
+    if kind.is_none() && !set.has_cel() {
         return tally.skip("not a workload");
-    };
+    }
     let verb = event.verb.as_str();
     if !matches!(verb, "create" | "update" | "patch") {
         return tally.skip("verb not judged");
     }
+    let pod = kind == Some(WorkloadKind::Pod);
     match r.subresource.as_deref() {
-        None | Some("") if kind == WorkloadKind::Pod && verb != "create" => {
+        None | Some("") if pod && verb != "create" => {
             // A pod's spec is immutable after creation (the webhook skips such updates).
             return tally.skip("pod update");
         }
         None | Some("") => {}
-        Some("ephemeralcontainers") if kind == WorkloadKind::Pod => {}
+        Some("ephemeralcontainers") if pod => {}
         Some(_) => return tally.skip("subresource not judged"),
     }
     // A patch body is not the object; RequestResponse-level events carry the result.
@@ -209,7 +212,10 @@ fn judge_event(set: &crate::policy::PolicySet, ctx: &Context, event: Event, tall
         return tally.skip("no object (Metadata-level event)");
     };
     if object.get("kind").is_none() {
-        object["kind"] = json!(kind.as_str());
+        match kind {
+            Some(kind) => object["kind"] = json!(kind.as_str()),
+            None => return tally.skip("no kind in the object"),
+        }
     }
     let namespace = r.namespace.unwrap_or_default();
     let Some(judged) = offline::judge(set, ctx, &object, &namespace) else {
@@ -226,13 +232,17 @@ fn judge_event(set: &crate::policy::PolicySet, ctx: &Context, event: Event, tall
     let origin = attribute(tally, &object, &judged.namespace, requester, || {
         format!("{}/{} {}", judged.namespace, judged.kind, judged.name)
     });
-    if verb == "create" && kind.is_controller() {
+    if verb == "create" && kind.is_some_and(WorkloadKind::is_controller) {
         let name = object
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .or(r.name.as_deref())
             .unwrap_or_default();
-        let key = (judged.namespace.clone(), kind.as_str(), name.to_owned());
+        let key = (
+            judged.namespace.clone(),
+            kind.map_or("", WorkloadKind::as_str),
+            name.to_owned(),
+        );
         let own = Origin {
             denied: origin.denied || denied,
             ..origin.clone()
