@@ -190,6 +190,22 @@ struct Shared<'a> {
     has_params: bool,
 }
 
+/// The shared fields of a ValidatingAdmissionPolicy's spec or a ValidatingPolicy's, which are
+/// two types with the same field names.
+macro_rules! shared {
+    ($spec:expr, $has_params:expr) => {
+        Shared {
+            match_constraints: $spec.match_constraints.as_ref(),
+            match_conditions: $spec.match_conditions.as_deref().unwrap_or_default(),
+            variables: $spec.variables.as_deref().unwrap_or_default(),
+            validations: $spec.validations.as_deref().unwrap_or_default(),
+            audit_annotations: $spec.audit_annotations.as_deref().unwrap_or_default(),
+            failure_policy: $spec.failure_policy.as_deref(),
+            has_params: $has_params,
+        }
+    };
+}
+
 fn compile_rule(
     name: &str,
     at: &str,
@@ -309,15 +325,7 @@ pub(crate) fn validating_policy(
     compile_rule(
         name,
         "spec.",
-        Shared {
-            match_constraints: spec.match_constraints.as_ref(),
-            match_conditions: spec.match_conditions.as_deref().unwrap_or_default(),
-            variables: spec.variables.as_deref().unwrap_or_default(),
-            validations: spec.validations.as_deref().unwrap_or_default(),
-            audit_annotations: spec.audit_annotations.as_deref().unwrap_or_default(),
-            failure_policy: spec.failure_policy.as_deref(),
-            has_params: spec.param_kind.is_some() || spec.param_ref.is_some(),
-        },
+        shared!(spec, spec.param_kind.is_some() || spec.param_ref.is_some()),
         mode,
         None,
         autogen,
@@ -407,15 +415,7 @@ pub(crate) fn admission_policy(
     compile_rule(
         name,
         "spec.",
-        Shared {
-            match_constraints: spec.match_constraints.as_ref(),
-            match_conditions: spec.match_conditions.as_deref().unwrap_or_default(),
-            variables: spec.variables.as_deref().unwrap_or_default(),
-            validations: spec.validations.as_deref().unwrap_or_default(),
-            audit_annotations: spec.audit_annotations.as_deref().unwrap_or_default(),
-            failure_policy: spec.failure_policy.as_deref(),
-            has_params: spec.param_kind.is_some() || bspec.param_ref.is_some(),
-        },
+        shared!(spec, spec.param_kind.is_some() || bspec.param_ref.is_some()),
         mode,
         bspec.match_resources.clone(),
         Vec::new(),
