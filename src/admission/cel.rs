@@ -4,6 +4,7 @@
 //! failurePolicy. Kyverno's autogen judges a pod controller by its pod template. Pure: the
 //! namespace's labels come in through the rollout context.
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::admissionregistration::v1::{MatchResources, NamedRuleWithOperations};
@@ -33,18 +34,17 @@ pub fn judge(set: &PolicySet, req: &Request, json: &RequestJson, ctx: &Context) 
     let mut out = Findings::default();
     // Converted once per request, and only when a rule needs them.
     let mut direct_vars: Option<Activation> = None;
-    let mut pod: Option<Option<Value>> = None;
+    let pod = OnceCell::new();
     let mut pod_vars: Option<Activation> = None;
     for policy in &set.policies {
         for rule in &policy.cel {
-            let pod = pod.get_or_insert_with(|| autogen_pod(req, json));
-            let vars = match applying(rule, req, json, pod.as_ref(), ctx) {
+            let vars = match applying(rule, req, json, &pod, ctx) {
                 None => continue,
                 Some(Applies::Directly) => {
                     direct_vars.get_or_insert_with(|| activation(req, json, None, ctx))
                 }
                 Some(Applies::ToTemplate) => {
-                    pod_vars.get_or_insert_with(|| activation(req, json, pod.as_ref(), ctx))
+                    pod_vars.get_or_insert_with(|| activation(req, json, template(&pod), ctx))
                 }
             };
             let start = out.violations.len();
@@ -68,11 +68,13 @@ enum Applies {
     ToTemplate,
 }
 
+/// `pod` holds the controller's template as a pod, built the first time an autogen rule
+/// needs it.
 fn applying(
     rule: &CelRule,
     req: &Request,
     json: &RequestJson,
-    pod: Option<&Value>,
+    pod: &OnceCell<Option<Value>>,
     ctx: &Context,
 ) -> Option<Applies> {
     let direct = Target {
@@ -86,16 +88,22 @@ fn applying(
     if applies(rule, req, &direct, ctx) {
         return Some(Applies::Directly);
     }
+    if !rule.autogen.contains(&req.kind) {
+        return None;
+    }
     let as_pod = Target {
         group: "",
         version: "v1",
         resource: "pods",
         sub_resource: "",
-        object: Some(pod?),
+        object: Some(pod.get_or_init(|| autogen_pod(req, json)).as_ref()?),
         old_object: None,
     };
-    (rule.autogen.contains(&req.kind) && applies(rule, req, &as_pod, ctx))
-        .then_some(Applies::ToTemplate)
+    applies(rule, req, &as_pod, ctx).then_some(Applies::ToTemplate)
+}
+
+fn template(pod: &OnceCell<Option<Value>>) -> Option<&Value> {
+    pod.get().and_then(Option::as_ref)
 }
 
 /// The pod a controller's template describes, for autogen rules.
@@ -119,11 +127,11 @@ fn applies(rule: &CelRule, req: &Request, target: &Target, ctx: &Context) -> boo
 /// Whether a rule applies to the request, match conditions included (one that fails counts
 /// as applying): for reports, which tell a rule that passed from one that does not apply.
 pub fn matched(rule: &CelRule, req: &Request, json: &RequestJson, ctx: &Context) -> bool {
-    let pod = autogen_pod(req, json);
-    let vars = match applying(rule, req, json, pod.as_ref(), ctx) {
+    let pod = OnceCell::new();
+    let vars = match applying(rule, req, json, &pod, ctx) {
         None => return false,
         Some(Applies::Directly) => activation(req, json, None, ctx),
-        Some(Applies::ToTemplate) => activation(req, json, pod.as_ref(), ctx),
+        Some(Applies::ToTemplate) => activation(req, json, template(&pod), ctx),
     };
     rule.match_conditions
         .iter()
