@@ -63,71 +63,69 @@ fn load_error(files: &[(&str, &str)]) -> String {
 
 #[test]
 fn broken_cel_policies_are_refused_naming_file_field_and_expression() {
-    let syntax = require_team("Deny").replace("&& 'team' in", "&& 'team' inn");
-    let err = load_error(&[("team.yaml", &syntax)]);
-    assert!(
-        err.contains("team.yaml#1 (policy require-team): spec.validations[0].expression: syntax:")
-            && err.contains("'team' inn object.metadata.labels"),
-        "{err}"
-    );
-
-    let unsupported = OUR_REGISTRY.replace(
-        "c.image.startsWith('registry.example.com/')",
-        "url(c.image).getHost() == 'registry.example.com'",
-    );
-    let err = load_error(&[("registry.yaml", &unsupported)]);
-    assert!(
-        err.contains("registry.yaml (policy our-registry): spec.validations[0].expression: calls getHost(), url(), which portcullis does not provide"),
-        "{err}"
-    );
-
-    let authorizer = OUR_REGISTRY.replace(
-        "object.spec.containers.all(c, c.image.startsWith('registry.example.com/'))",
-        "authorizer.group('').resource('pods').check('create').allowed()",
-    );
-    let err = load_error(&[("authz.yaml", &authorizer)]);
-    assert!(err.contains("reads the variable \"authorizer\""), "{err}");
-
-    let orphan =
-        require_team("Deny").replace("policyName: require-team", "policyName: requires-team");
-    let err = load_error(&[("orphan.yaml", &orphan)]);
-    assert!(
-        err.contains(
-            "orphan.yaml#2: spec.policyName: no ValidatingAdmissionPolicy named \"requires-team\""
+    // (file, its text, what the error must say). Every case also names its file.
+    let cases: [(&str, String, &str); 8] = [
+        (
+            "team.yaml",
+            require_team("Deny").replace("&& 'team' in", "&& 'team' inn"),
+            "team.yaml#1 (policy require-team): spec.validations[0].expression: syntax:",
         ),
-        "{err}"
-    );
-
-    let params = require_team("Deny").replace(
-        "  failurePolicy: Fail\n",
-        "  failurePolicy: Fail\n  paramKind: {apiVersion: v1, kind: ConfigMap}\n",
-    );
-    let err = load_error(&[("params.yaml", &params)]);
-    assert!(
-        err.contains("spec.paramKind: params are not supported yet"),
-        "{err}"
-    );
-
-    let action = OUR_REGISTRY.replace("[Deny]", "[Block]");
-    let err = load_error(&[("action.yaml", &action)]);
-    assert!(
-        err.contains("spec.validationActions: \"Block\" is not one of Deny, Warn, Audit"),
-        "{err}"
-    );
-
-    // An empty file (or one caught mid-write) is an error, never an empty set.
-    let err = load_error(&[("empty.yaml", "# nothing here yet\n")]);
-    assert!(
-        err.contains("empty.yaml: holds no policy document"),
-        "{err}"
-    );
-
-    let typo = OUR_REGISTRY.replace("validationActions", "validationAction");
-    let err = load_error(&[("typo.yaml", &typo)]);
-    assert!(
-        err.contains("typo.yaml: spec: unknown field `validationAction`"),
-        "{err}"
-    );
+        (
+            "registry.yaml",
+            OUR_REGISTRY.replace(
+                "c.image.startsWith('registry.example.com/')",
+                "url(c.image).getHost() == 'registry.example.com'",
+            ),
+            "registry.yaml (policy our-registry): spec.validations[0].expression: calls getHost(), url(), which portcullis does not provide",
+        ),
+        (
+            "authz.yaml",
+            OUR_REGISTRY.replace(
+                "object.spec.containers.all(c, c.image.startsWith('registry.example.com/'))",
+                "authorizer.group('').resource('pods').check('create').allowed()",
+            ),
+            "reads the variable \"authorizer\"",
+        ),
+        (
+            "orphan.yaml",
+            require_team("Deny").replace("policyName: require-team", "policyName: requires-team"),
+            "orphan.yaml#2: spec.policyName: no ValidatingAdmissionPolicy named \"requires-team\"",
+        ),
+        (
+            "params.yaml",
+            require_team("Deny").replace(
+                "  failurePolicy: Fail\n",
+                "  failurePolicy: Fail\n  paramKind: {apiVersion: v1, kind: ConfigMap}\n",
+            ),
+            "spec.paramKind: params are not supported yet",
+        ),
+        (
+            "action.yaml",
+            OUR_REGISTRY.replace("[Deny]", "[Block]"),
+            "spec.validationActions: \"Block\" is not one of Deny, Warn, Audit",
+        ),
+        // An empty file (or one caught mid-write) is an error, never an empty set.
+        (
+            "empty.yaml",
+            "# nothing here yet\n".to_owned(),
+            "empty.yaml: holds no policy document",
+        ),
+        (
+            "typo.yaml",
+            OUR_REGISTRY.replace("validationActions", "validationAction"),
+            "typo.yaml: spec: unknown field `validationAction`",
+        ),
+    ];
+    for (file, text, expected) in &cases {
+        let err = load_error(&[(file, text)]);
+        assert!(
+            err.contains(expected) && err.contains(file),
+            "{file}: {err}"
+        );
+    }
+    // The syntax error also quotes the expression.
+    let err = load_error(&[("team.yaml", &cases[0].1)]);
+    assert!(err.contains("'team' inn object.metadata.labels"), "{err}");
 }
 
 #[tokio::test]

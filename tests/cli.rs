@@ -792,21 +792,9 @@ fn webhook_rules_cover_what_the_policies_judge() {
     let dir = policies(&std::fs::read_to_string(repo().join("policies/default.yaml")).unwrap());
     std::fs::write(
         dir.path().join("services.yaml"),
-        "apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicy
-metadata: {name: no-nodeport}
-spec:
-  matchConstraints:
-    resourceRules:
-    - {apiGroups: [''], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [services]}
-  validations:
-  - expression: object.spec.type != 'NodePort'
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicyBinding
-metadata: {name: no-nodeport}
-spec: {policyName: no-nodeport, validationActions: [Deny]}
----
+        [
+            NO_NODEPORT,
+            "---
 apiVersion: policies.kyverno.io/v1alpha1
 kind: ValidatingPolicy
 metadata: {name: tagged}
@@ -818,6 +806,8 @@ spec:
   validations:
   - expression: object.spec.containers.all(c, c.image.contains(':'))
 ",
+        ]
+        .concat(),
     )
     .unwrap();
     let out = portcullis(
@@ -931,24 +921,7 @@ async fn audit_lists_the_resources_cel_rules_name() {
     });
     let dir = tempfile::tempdir().unwrap();
     let config = kubeconfig(dir.path(), addr);
-    let policies = policies(
-        "apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicy
-metadata: {name: no-nodeport}
-spec:
-  matchConstraints:
-    resourceRules:
-    - {apiGroups: [''], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [services]}
-  validations:
-  - expression: object.spec.type != 'NodePort'
-    message: NodePort Services are not allowed
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicyBinding
-metadata: {name: no-nodeport}
-spec: {policyName: no-nodeport, validationActions: [Deny]}
-",
-    );
+    let policies = policies(NO_NODEPORT);
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["audit", "--kubeconfig", config.to_str().unwrap()])
         .args([
@@ -1028,3 +1001,21 @@ spec: {policyName: configmaps-need-owner, validationActions: [Deny]}
                 "denied": 1, "warned": 0, "audited": 0, "exempted": 0}])
     );
 }
+
+/// A ValidatingAdmissionPolicy on Services, bound with Deny.
+const NO_NODEPORT: &str = "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: no-nodeport}
+spec:
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [''], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [services]}
+  validations:
+  - expression: object.spec.type != 'NodePort'
+    message: NodePort Services are not allowed
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: no-nodeport}
+spec: {policyName: no-nodeport, validationActions: [Deny]}
+";
