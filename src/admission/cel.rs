@@ -32,19 +32,20 @@ struct Target<'a> {
 /// Every CEL rule's violations for `req`, in policy order.
 pub fn judge(set: &PolicySet, req: &Request, json: &RequestJson, ctx: &Context) -> Findings {
     let mut out = Findings::default();
-    // Converted once per request, and only when a rule needs them.
-    let mut direct_vars: Option<Activation> = None;
+    // Bound once per request, and only when a rule needs them.
+    let builders = builders(req, json, ctx);
     let pod = OnceCell::new();
+    let mut direct_vars: Option<Activation> = None;
     let mut pod_vars: Option<Activation> = None;
     for policy in &set.policies {
         for rule in &policy.cel {
             let vars = match applying(rule, req, json, &pod, ctx) {
                 None => continue,
                 Some(Applies::Directly) => {
-                    direct_vars.get_or_insert_with(|| activation(req, json, None, ctx))
+                    direct_vars.get_or_insert_with(|| activation(req, json, None, &builders))
                 }
                 Some(Applies::ToTemplate) => {
-                    pod_vars.get_or_insert_with(|| activation(req, json, template(&pod), ctx))
+                    pod_vars.get_or_insert_with(|| activation(req, json, template(&pod), &builders))
                 }
             };
             let start = out.violations.len();
@@ -128,10 +129,11 @@ fn applies(rule: &CelRule, req: &Request, target: &Target, ctx: &Context) -> boo
 /// as applying): for reports, which tell a rule that passed from one that does not apply.
 pub fn matched(rule: &CelRule, req: &Request, json: &RequestJson, ctx: &Context) -> bool {
     let pod = OnceCell::new();
+    let builders = builders(req, json, ctx);
     let vars = match applying(rule, req, json, &pod, ctx) {
         None => return false,
-        Some(Applies::Directly) => activation(req, json, None, ctx),
-        Some(Applies::ToTemplate) => activation(req, json, template(&pod), ctx),
+        Some(Applies::Directly) => activation(req, json, None, &builders),
+        Some(Applies::ToTemplate) => activation(req, json, template(&pod), &builders),
     };
     rule.match_conditions
         .iter()
@@ -262,15 +264,15 @@ fn template_pod(controller: &Value, namespace: &str) -> Option<Value> {
     }))
 }
 
-/// The variables every rule of this request reads, converted once.
-fn activation(req: &Request, json: &RequestJson, pod: Option<&Value>, ctx: &Context) -> Activation {
+/// `request` as the apiserver binds it.
+fn request_json(req: &Request, json: &RequestJson) -> Value {
     let operation = match req.operation {
         Operation::Create => "CREATE",
         Operation::Update => "UPDATE",
         Operation::Delete => "DELETE",
         Operation::Connect => "CONNECT",
     };
-    let request = json!({
+    json!({
         "uid": req.uid,
         "kind": {"group": json.group, "version": json.version, "kind": req.kind},
         "resource": {"group": json.group, "version": json.version, "resource": json.resource},
@@ -280,12 +282,23 @@ fn activation(req: &Request, json: &RequestJson, pod: Option<&Value>, ctx: &Cont
         "operation": operation,
         "userInfo": json.user_info,
         "dryRun": req.dry_run,
-    });
-    let namespace_object = (!req.namespace.is_empty()).then(|| {
-        let labels = ctx.namespace_labels.cloned().unwrap_or_default();
-        json!({"apiVersion": "v1", "kind": "Namespace",
-               "metadata": {"name": req.namespace, "labels": labels}})
-    });
+    })
+}
+
+/// `namespaceObject`: the request's namespace, with the labels the rollout context knows.
+fn namespace_json(req: &Request, ctx: &Context) -> Value {
+    let labels = ctx.namespace_labels.cloned().unwrap_or_default();
+    json!({"apiVersion": "v1", "kind": "Namespace",
+           "metadata": {"name": req.namespace, "labels": labels}})
+}
+
+/// The variables every rule of this request reads, bound once.
+fn activation<'a>(
+    req: &'a Request,
+    json: &'a RequestJson,
+    pod: Option<&'a Value>,
+    builders: &'a (Box<cel::Build<'a>>, Box<cel::Build<'a>>),
+) -> Activation<'a> {
     let object = pod.or(json.object.as_ref());
     let old_object = if pod.is_some() {
         None
@@ -295,9 +308,21 @@ fn activation(req: &Request, json: &RequestJson, pod: Option<&Value>, ctx: &Cont
     Activation::new(Bindings {
         object,
         old_object,
-        request: Some(&request),
-        namespace_object: namespace_object.as_ref(),
+        request: Some(&*builders.0),
+        namespace_object: (!req.namespace.is_empty()).then_some(&*builders.1),
     })
+}
+
+/// Builds `request` and `namespaceObject` when an expression first reads them.
+fn builders<'a>(
+    req: &'a Request,
+    json: &'a RequestJson,
+    ctx: &'a Context,
+) -> (Box<cel::Build<'a>>, Box<cel::Build<'a>>) {
+    (
+        Box::new(move || request_json(req, json)),
+        Box::new(move || namespace_json(req, ctx)),
+    )
 }
 
 /// Runs one applying rule: match conditions, variables, then validations.
@@ -305,7 +330,7 @@ fn evaluate(
     policy: &Policy,
     rule: &CelRule,
     req: &Request,
-    base: &Activation,
+    base: &Activation<'_>,
     ctx: &Context,
     out: &mut Findings,
 ) {
@@ -333,6 +358,7 @@ fn evaluate(
             ))),
             FailurePolicy::Ignore => out.ignored.push(rule.id.clone()),
         };
+    let base = base.scope();
     for (i, condition) in rule.match_conditions.iter().enumerate() {
         match base.evaluate(&condition.expression) {
             Ok(cel::Value::Bool(true)) => {}
@@ -362,13 +388,22 @@ fn evaluate(
     }
     // Variables are evaluated in order, each seeing the earlier ones. One that fails is left
     // out, so only an expression that reads it fails (the apiserver evaluates them lazily).
-    let mut values: std::collections::HashMap<String, cel::Value> = Default::default();
+    let mut values: Vec<(String, cel::Val)> = Vec::with_capacity(rule.variables.len());
     for variable in &rule.variables {
-        if let Ok(value) = base.with_variables(&values).evaluate(&variable.expression) {
-            values.insert(variable.name.clone(), value);
+        if let Ok(value) = base
+            .with_variables(&values)
+            .evaluate_val(&variable.expression)
+        {
+            values.push((variable.name.clone(), value));
         }
     }
-    let vars = base.with_variables(&values);
+    let with_variables;
+    let vars = if values.is_empty() {
+        &base
+    } else {
+        with_variables = base.with_variables(&values);
+        &with_variables
+    };
     for (i, validation) in rule.validations.iter().enumerate() {
         let what = format!("spec.validations[{i}]");
         match vars.evaluate(&validation.expression) {

@@ -8,8 +8,11 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
 
 pub use cel::Value;
+use cel::common::types::{CelList, CelMap, CelMapKey, CelNull, CelString};
 use cel::extractors::This;
 use cel::{Context, Env, Program};
+
+pub mod json;
 
 /// A compiled expression and the text it came from.
 pub struct Expression {
@@ -240,70 +243,158 @@ fn comprehension_variables(source: &str) -> BTreeSet<&str> {
     out
 }
 
-/// What an admission expression reads, as JSON.
-#[derive(Clone, Copy, Debug, Default)]
+/// What an admission expression reads. The objects are read where they lie (see [`json`]);
+/// `request` and `namespaceObject` are built only if an expression reads them.
+#[derive(Clone, Copy, Default)]
 pub struct Bindings<'a> {
     pub object: Option<&'a serde_json::Value>,
     pub old_object: Option<&'a serde_json::Value>,
-    pub request: Option<&'a serde_json::Value>,
-    pub namespace_object: Option<&'a serde_json::Value>,
+    pub request: Option<&'a Build<'a>>,
+    pub namespace_object: Option<&'a Build<'a>>,
 }
 
-/// The variables of one request, converted to CEL values once and read by every expression
-/// that judges it. Absent ones are null, as the apiserver binds them.
-pub struct Activation {
-    scope: Context<'static, 'static>,
+/// Builds a variable's JSON the first time an expression reads it.
+pub type Build<'a> = dyn Fn() -> serde_json::Value + Sync + 'a;
+
+/// A value an expression produced, which may still read the request's JSON.
+pub type Val<'v> = Box<dyn cel::common::value::Val + 'v>;
+
+/// The variables of one request, bound once and read by every expression that judges it.
+/// Absent ones are null, as the apiserver binds them. Looked up by name, without the
+/// interpreter's maps of variables.
+pub struct Activation<'v> {
+    object: Val<'v>,
+    old_object: Val<'v>,
+    request: Lazy<'v>,
+    namespace_object: Lazy<'v>,
+    null: Val<'v>,
+    no_variables: Val<'v>,
 }
 
-impl Activation {
-    pub fn new(bindings: Bindings) -> Self {
-        let mut scope = ENGINE.root.new_inner_scope();
-        for (name, json) in [
-            ("object", bindings.object),
-            ("oldObject", bindings.old_object),
-            ("request", bindings.request),
-            ("namespaceObject", bindings.namespace_object),
-        ] {
-            scope.add_variable_from_value(name, json.map_or(Value::Null, value));
+struct Lazy<'v> {
+    build: Option<&'v Build<'v>>,
+    value: std::sync::OnceLock<Val<'static>>,
+}
+
+impl Lazy<'_> {
+    fn get(&self) -> Option<&Val<'static>> {
+        let build = self.build?;
+        Some(self.value.get_or_init(|| {
+            Val::try_from(cel::to_value(build()).unwrap_or(Value::Null))
+                .unwrap_or_else(|_| Box::new(CelNull))
+        }))
+    }
+}
+
+impl<'v> Activation<'v> {
+    pub fn new(bindings: Bindings<'v>) -> Self {
+        let bind = |json: Option<&'v serde_json::Value>| -> Val<'v> {
+            json.map_or(Box::new(CelNull), json::val)
+        };
+        let lazy = |build| Lazy {
+            build,
+            value: std::sync::OnceLock::new(),
+        };
+        Self {
+            object: bind(bindings.object),
+            old_object: bind(bindings.old_object),
+            request: lazy(bindings.request),
+            namespace_object: lazy(bindings.namespace_object),
+            null: Box::new(CelNull),
+            no_variables: Box::new(CelMap::default()),
         }
-        scope.add_variable_from_value("params", Value::Null);
-        scope.add_variable_from_value("variables", empty_map());
-        Self { scope }
     }
 
-    pub fn evaluate(&self, expr: &Expression) -> Result<Value, String> {
-        expr.program.execute(&self.scope).map_err(|e| e.to_string())
-    }
-
-    /// A scope over this activation with `variables` bound.
-    pub fn with_variables(
-        &self,
-        variables: &std::collections::HashMap<String, Value>,
-    ) -> Scope<'_> {
-        let mut scope = self.scope.new_inner_scope();
-        scope.add_variable_from_value("variables", Value::from(variables.clone()));
+    /// The scope expressions of this request are evaluated in.
+    pub fn scope(&self) -> Scope<'_, '_> {
+        let mut scope = ENGINE.root.new_inner_scope();
+        scope.set_variable_resolver(self);
         Scope { scope }
     }
-}
 
-/// An activation with a rule's `variables` bound.
-pub struct Scope<'a> {
-    scope: Context<'a, 'static>,
-}
-
-impl Scope<'_> {
     pub fn evaluate(&self, expr: &Expression) -> Result<Value, String> {
-        expr.program.execute(&self.scope).map_err(|e| e.to_string())
+        self.scope().evaluate(expr)
     }
 }
 
-fn empty_map() -> Value {
-    Value::from(std::collections::HashMap::<String, Value>::new())
+impl cel::context::VariableResolver for Activation<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<cel::common::value::CowVal<'b, 'b>> {
+        let val: &'b (dyn cel::common::value::Val + 'b) = match variable {
+            "object" => self.object.as_ref(),
+            "oldObject" => self.old_object.as_ref(),
+            "request" => self.request.get().unwrap_or(&self.null).as_ref(),
+            "namespaceObject" => self.namespace_object.get().unwrap_or(&self.null).as_ref(),
+            "params" => self.null.as_ref(),
+            "variables" => self.no_variables.as_ref(),
+            _ => return None,
+        };
+        Some(cel::common::value::CowVal::Borrowed(val))
+    }
 }
 
-/// A JSON value as CEL sees it.
-pub fn value(json: &serde_json::Value) -> Value {
-    cel::to_value(json).unwrap_or(Value::Null)
+/// Where an expression is evaluated: a request's activation, perhaps with a rule's
+/// `variables` bound over it.
+pub struct Scope<'p, 'v> {
+    scope: Context<'p, 'v>,
+}
+
+impl<'p, 'v> Scope<'p, 'v> {
+    /// A scope over this one with `variables` bound, by name.
+    pub fn with_variables(&self, variables: &[(String, Val<'v>)]) -> Scope<'_, 'v> {
+        let mut scope = self.scope.new_inner_scope();
+        let map: std::collections::HashMap<CelMapKey<'v>, Val<'v>> = variables
+            .iter()
+            .map(|(name, value)| {
+                (
+                    CelMapKey::String(CelString::from(name.clone())),
+                    value.clone(),
+                )
+            })
+            .collect();
+        scope.add_variable_as_val("variables", Box::new(CelMap::from(map)));
+        Scope { scope }
+    }
+
+    pub fn evaluate(&self, expr: &Expression) -> Result<Value, String> {
+        let val = Value::resolve_val(expr.program.expression(), &self.scope)
+            .map_err(|e| e.to_string())?;
+        to_value(val.as_ref()).map_err(|e| e.to_string())
+    }
+
+    /// The value itself, kept as it is for a variable later expressions read.
+    pub fn evaluate_val(&self, expr: &Expression) -> Result<Val<'v>, String> {
+        Value::resolve_val(expr.program.expression(), &self.scope)
+            .map(cel::common::value::CowVal::into_owned)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A result as the crate's owned value; a JSON object read in place is copied only here.
+fn to_value(val: &(dyn cel::common::value::Val + '_)) -> Result<Value, cel::ExecutionError> {
+    use cel::common::types::Kind;
+    match val.get_type().kind() {
+        Kind::List if val.downcast_ref::<CelList>().is_some() => {
+            let list = val.downcast_ref::<CelList>().expect("checked");
+            let items = list.inner().iter().map(|v| to_value(v.as_ref()));
+            Ok(Value::List(Arc::new(items.collect::<Result<_, _>>()?)))
+        }
+        Kind::Map if val.downcast_ref::<CelMap>().is_none() => {
+            let (Some(keys), Some(index)) = (val.as_iterable(), val.as_indexer()) else {
+                return Value::try_from(val);
+            };
+            let mut entries = std::collections::HashMap::new();
+            let mut keys = keys.iter();
+            while let Some(key) = keys.next() {
+                let value = to_value(index.get(key)?.as_ref())?;
+                let Value::String(key) = to_value(key)? else {
+                    return Value::try_from(val);
+                };
+                entries.insert(cel::objects::Key::String(key), value);
+            }
+            Ok(Value::Map(entries.into()))
+        }
+        _ => Value::try_from(val),
+    }
 }
 
 fn regex(pattern: &str) -> Result<regex::Regex, cel::ExecutionError> {
