@@ -32,6 +32,14 @@ impl Quantity {
     }
 }
 
+/// A quantity's value in nano-units, negative ones included, as CEL's `quantity()` reads it.
+pub fn signed_nanos(text: &str) -> Option<i128> {
+    match text.strip_prefix('-') {
+        Some(rest) if !rest.starts_with(['-', '+']) => parse_nanos(rest).map(|n| -n),
+        _ => parse_nanos(text),
+    }
+}
+
 impl PartialEq for Quantity {
     fn eq(&self, other: &Self) -> bool {
         self.nanos == other.nanos

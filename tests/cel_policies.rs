@@ -74,9 +74,9 @@ fn broken_cel_policies_are_refused_naming_file_field_and_expression() {
             "registry.yaml",
             OUR_REGISTRY.replace(
                 "c.image.startsWith('registry.example.com/')",
-                "url(c.image).getHost() == 'registry.example.com'",
+                "c.image.hasPrefix('registry.example.com/')",
             ),
-            "registry.yaml (policy our-registry): spec.validations[0].expression: calls getHost(), url(), which portcullis does not provide",
+            "registry.yaml (policy our-registry): spec.validations[0].expression: calls hasPrefix(), which portcullis does not provide",
         ),
         (
             "authz.yaml",

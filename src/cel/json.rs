@@ -17,6 +17,37 @@ use cel::common::types::{
 use cel::common::value::{CowVal, Val};
 use serde_json::{Map, Value as Json};
 
+/// What one expression may still spend, in reads of the request's data: Kubernetes' per-call
+/// cost limit. Every field read, key test and list built from the request costs its size, so
+/// an expression that loops over the request's lists inside each other stops with an error
+/// (decided by failurePolicy) instead of holding a server thread.
+pub const BUDGET: u64 = 1_000_000;
+
+thread_local! {
+    static REMAINING: std::cell::Cell<u64> = const { std::cell::Cell::new(BUDGET) };
+}
+
+/// Gives the next expression on this thread the whole budget.
+pub fn reset_budget() {
+    REMAINING.with(|r| r.set(BUDGET));
+}
+
+/// Spends `cost` of the budget, or fails as cel-go does when the limit is reached.
+pub fn charge(cost: u64) -> Result<(), ExecutionError> {
+    REMAINING.with(|r| match r.get().checked_sub(cost) {
+        Some(left) => {
+            r.set(left);
+            Ok(())
+        }
+        None => Err(ExecutionError::function_error(
+            "cost",
+            format!(
+                "operation cancelled: actual cost limit exceeded ({BUDGET} reads of the request)"
+            ),
+        )),
+    })
+}
+
 /// `json` as a CEL value. Integers are `int` (as the apiserver's schemas declare them) unless
 /// they only fit a `uint`.
 pub fn val<'v>(json: &'v Json) -> Box<dyn Val + 'v> {
@@ -139,8 +170,14 @@ impl<'v> Indexer for Object<'v> {
                     got: key.get_type().name().to_owned(),
                     want: "string".to_owned(),
                 })?;
+        charge(1)?;
         match self.map.get(key.inner()) {
-            Some(json) => Ok(CowVal::Owned(val(json))),
+            Some(json) => {
+                if let Json::Array(items) = json {
+                    charge(items.len() as u64)?;
+                }
+                Ok(CowVal::Owned(val(json)))
+            }
             None => Err(ExecutionError::no_such_key(key.inner())),
         }
     }
@@ -155,6 +192,7 @@ impl<'v> Indexer for Object<'v> {
 
 impl Container for Object<'_> {
     fn contains(&self, value: &dyn Val) -> Result<bool, ExecutionError> {
+        charge(1)?;
         Ok(value
             .downcast_ref::<CelString>()
             .is_some_and(|k| self.map.contains_key(k.inner())))

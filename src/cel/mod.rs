@@ -8,11 +8,12 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
 
 pub use cel::Value;
-use cel::common::types::{CelList, CelMap, CelMapKey, CelNull, CelString};
+use cel::common::types::{CelList, CelMap, CelNull, CelString};
 use cel::extractors::This;
 use cel::{Context, Env, Program};
 
 pub mod json;
+mod kubernetes;
 
 /// A compiled expression and the text it came from.
 pub struct Expression {
@@ -105,7 +106,6 @@ const SUPPORTED: &[&str] = &[
     // lists extension
     "distinct",
     "flatten",
-    "range",
     "slice",
     "sort",
     // Kubernetes: regex and list libraries
@@ -130,6 +130,7 @@ static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
         .expect("the strings extension registers once");
     env.add_extension(cel::extensions::lists)
         .expect("the lists extension registers once");
+    kubernetes::register(&mut env).expect("the Kubernetes libraries register once");
     // cel-go (so kube-apiserver and Kyverno) returns the receiver of `orValue` and `or` as it
     // is when it is not an optional: `x.requests.orValue({})` is `x.requests`, and policies
     // rely on it. The crate's overloads fail there, so both calls are rewritten at compile
@@ -193,7 +194,8 @@ pub fn compile(source: &str) -> Result<Expression, CompileError> {
     // Comprehension variables are listed too; only the free ones must be known.
     let bound = comprehension_variables(source);
     for variable in references.variables() {
-        let namespace = ["strings", "optional", "lists"].contains(&variable);
+        let namespace = ["strings", "optional", "lists"].contains(&variable)
+            || kubernetes::NAMESPACES.contains(&variable);
         if !VARIABLES.contains(&variable) && !bound.contains(variable) && !namespace {
             return Err(CompileError::UnknownVariable(variable.to_owned()));
         }
@@ -203,7 +205,7 @@ pub fn compile(source: &str) -> Result<Expression, CompileError> {
         .into_iter()
         .filter(|f| {
             let operator = ['_', '@', '!', '-'].iter().any(|c| f.starts_with(*c));
-            !operator && !SUPPORTED.contains(f)
+            !operator && !SUPPORTED.contains(f) && !kubernetes::FUNCTIONS.contains(f)
         })
         .collect();
     if !unsupported.is_empty() {
@@ -342,20 +344,12 @@ impl<'p, 'v> Scope<'p, 'v> {
     /// A scope over this one with `variables` bound, by name.
     pub fn with_variables(&self, variables: &[(String, Val<'v>)]) -> Scope<'_, 'v> {
         let mut scope = self.scope.new_inner_scope();
-        let map: std::collections::HashMap<CelMapKey<'v>, Val<'v>> = variables
-            .iter()
-            .map(|(name, value)| {
-                (
-                    CelMapKey::String(CelString::from(name.clone())),
-                    value.clone(),
-                )
-            })
-            .collect();
-        scope.add_variable_as_val("variables", Box::new(CelMap::from(map)));
+        scope.add_variable_as_val("variables", Box::new(Variables(variables.to_vec())));
         Scope { scope }
     }
 
     pub fn evaluate(&self, expr: &Expression) -> Result<Value, String> {
+        json::reset_budget();
         let val = Value::resolve_val(expr.program.expression(), &self.scope)
             .map_err(|e| e.to_string())?;
         to_value(val.as_ref()).map_err(|e| e.to_string())
@@ -363,9 +357,67 @@ impl<'p, 'v> Scope<'p, 'v> {
 
     /// The value itself, kept as it is for a variable later expressions read.
     pub fn evaluate_val(&self, expr: &Expression) -> Result<Val<'v>, String> {
+        json::reset_budget();
         Value::resolve_val(expr.program.expression(), &self.scope)
             .map(cel::common::value::CowVal::into_owned)
             .map_err(|e| e.to_string())
+    }
+}
+
+/// A rule's `variables`, each read at the cost of its size, like the request's own lists:
+/// a variable holding a list is as costly to loop over as the list it came from.
+#[derive(Debug, Clone)]
+struct Variables<'v>(Vec<(String, Val<'v>)>);
+
+impl<'v> cel::common::value::Val for Variables<'v> {
+    fn get_type(&self) -> &cel::common::types::Type {
+        &cel::common::types::MAP_TYPE
+    }
+
+    fn cel_type() -> &'static cel::common::types::Type {
+        &cel::common::types::MAP_TYPE
+    }
+
+    fn as_indexer<'b, 'w>(&'b self) -> Option<&'b (dyn cel::common::traits::Indexer + 'w)>
+    where
+        Self: 'w,
+    {
+        Some(self)
+    }
+
+    fn clone_as_boxed<'w>(&self) -> Box<dyn cel::common::value::Val + 'w>
+    where
+        Self: 'w,
+    {
+        Box::new(self.clone())
+    }
+}
+
+impl<'v> cel::common::traits::Indexer for Variables<'v> {
+    fn get<'b, 'w>(
+        &'b self,
+        key: &dyn cel::common::value::Val,
+    ) -> Result<cel::common::value::CowVal<'b, 'w>, cel::ExecutionError>
+    where
+        Self: 'w,
+    {
+        let name = key.downcast_ref::<CelString>().map(CelString::inner);
+        let Some((_, value)) = self.0.iter().find(|(n, _)| Some(n.as_str()) == name) else {
+            return Err(cel::ExecutionError::no_such_key(name.unwrap_or("?")));
+        };
+        let size = value.as_sizer().map_or(0, |s| *s.size().inner() as u64);
+        json::charge(1 + size)?;
+        Ok(cel::common::value::CowVal::Borrowed(value.as_ref()))
+    }
+
+    fn steal<'w>(
+        self: Box<Self>,
+        key: &dyn cel::common::value::Val,
+    ) -> Result<Box<dyn cel::common::value::Val + 'w>, cel::ExecutionError>
+    where
+        Self: 'w,
+    {
+        self.get(key).map(cel::common::value::CowVal::into_owned)
     }
 }
 
