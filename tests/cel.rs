@@ -152,6 +152,22 @@ fn kubernetes_libraries_evaluate_as_documented() {
         "url('https://example.com/path with spaces/').getEscapedPath() == '/path%20with%20spaces/'",
         "url('https://example.com/path?k1=a&k2=b&k2=c').getQuery() == {'k1': ['a'], 'k2': ['b', 'c']}",
         "isURL('https://example.com/path') && isURL('/absolute-path') && !isURL('relative')",
+        // Two-variable comprehensions.
+        "[1, 2, 3].all(i, v, i < v)",
+        "!([1, 0].all(i, v, i < v))",
+        "{'a': 1, 'b': 2}.all(k, v, k.size() == 1 && v > 0)",
+        "[1, 2, 3].exists(i, v, i == 1 && v == 2)",
+        "[1, 2, 3].existsOne(i, v, v > 2) && ![1, 3, 3].existsOne(i, v, v > 2)",
+        "[1, 2, 3].transformList(i, v, i * v) == [0, 2, 6]",
+        "[1, 2, 3].transformList(i, v, i > 0, v * 2) == [4, 6]",
+        "{'a': 1, 'b': 2}.transformMap(k, v, v + 1) == {'a': 2, 'b': 3}",
+        "{'a': 1, 'b': 2}.transformMap(k, v, k == 'a', v * 10) == {'a': 10}",
+        "{'a': 'x', 'b': 'y'}.transformMapEntry(k, v, {v: k}) == {'x': 'a', 'y': 'b'}",
+        "object.spec.containers.all(i, c, i == 0 && c.name == 'app')",
+        "object.metadata.labels.all(k, v, k == 'team' && v == 'a')",
+        "object.spec.containers.transformList(i, c, c.name) == ['app']",
+        // A nested loop rebinding a name hides the outer one.
+        "[1, 2].all(i, v, [5].all(v, v == 5) && v < 3)",
     ] {
         is_true(source);
     }
@@ -163,6 +179,7 @@ fn kubernetes_libraries_evaluate_as_documented() {
         "cidr('1.2.3.4') == cidr('1.2.3.4/32')",
         "url('relative').getHost() == ''",
         "quantity('1.5').asInteger() == 1",
+        "{'a': 'x', 'b': 'x'}.transformMapEntry(k, v, {v: k}).size() == 1",
     ] {
         assert!(eval(source).is_err(), "{source} should fail");
     }

@@ -12,6 +12,7 @@ use cel::common::types::{CelList, CelMap, CelNull, CelString};
 use cel::extractors::This;
 use cel::{Context, Env, Program};
 
+mod comprehensions;
 pub mod json;
 mod kubernetes;
 
@@ -131,6 +132,7 @@ static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
     env.add_extension(cel::extensions::lists)
         .expect("the lists extension registers once");
     kubernetes::register(&mut env).expect("the Kubernetes libraries register once");
+    comprehensions::register(&mut env).expect("the two-variable comprehensions register once");
     // cel-go (so kube-apiserver and Kyverno) returns the receiver of `orValue` and `or` as it
     // is when it is not an optional: `x.requests.orValue({})` is `x.requests`, and policies
     // rely on it. The crate's overloads fail there, so both calls are rewritten at compile
@@ -195,7 +197,8 @@ pub fn compile(source: &str) -> Result<Expression, CompileError> {
     let bound = comprehension_variables(source);
     for variable in references.variables() {
         let namespace = ["strings", "optional", "lists"].contains(&variable)
-            || kubernetes::NAMESPACES.contains(&variable);
+            || kubernetes::NAMESPACES.contains(&variable)
+            || variable.starts_with('@');
         if !VARIABLES.contains(&variable) && !bound.contains(variable) && !namespace {
             return Err(CompileError::UnknownVariable(variable.to_owned()));
         }
@@ -205,7 +208,10 @@ pub fn compile(source: &str) -> Result<Expression, CompileError> {
         .into_iter()
         .filter(|f| {
             let operator = ['_', '@', '!', '-'].iter().any(|c| f.starts_with(*c));
-            !operator && !SUPPORTED.contains(f) && !kubernetes::FUNCTIONS.contains(f)
+            !operator
+                && !SUPPORTED.contains(f)
+                && !kubernetes::FUNCTIONS.contains(f)
+                && !comprehensions::FUNCTIONS.contains(f)
         })
         .collect();
     if !unsupported.is_empty() {
