@@ -9,7 +9,6 @@ use std::sync::{Arc, LazyLock};
 
 pub use cel::Value;
 use cel::common::types::{CelList, CelMap, CelNull, CelString};
-use cel::extractors::This;
 use cel::{Context, Env, Program};
 
 mod comprehensions;
@@ -168,20 +167,7 @@ static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
     }
     let env = Arc::new(env);
     let mut root = Context::with_env(env.clone());
-    root.add_function("find", find).expect("find is free");
-    root.add_function("findAll", find_all)
-        .expect("findAll is free");
-    root.add_function("isSorted", is_sorted)
-        .expect("isSorted is free");
-    root.add_function("sum", sum).expect("sum is free");
-    root.add_function("min", |This(this): This<Arc<Vec<Value>>>| {
-        extreme(&this, "min", std::cmp::Ordering::Less)
-    })
-    .expect("min is free");
-    root.add_function("max", |This(this): This<Arc<Vec<Value>>>| {
-        extreme(&this, "max", std::cmp::Ordering::Greater)
-    })
-    .expect("max is free");
+    kubernetes::register_functions(&mut root);
     Engine { env, root }
 });
 
@@ -453,106 +439,6 @@ fn to_value(val: &(dyn cel::common::value::Val + '_)) -> Result<Value, cel::Exec
         }
         _ => Value::try_from(val),
     }
-}
-
-fn regex(pattern: &str) -> Result<regex::Regex, cel::ExecutionError> {
-    regex::Regex::new(pattern)
-        .map_err(|e| cel::ExecutionError::function_error("find", e.to_string()))
-}
-
-/// `'abc 123'.find('[0-9]+')`: the first match, or the empty string.
-fn find(This(this): This<Arc<String>>, pattern: Arc<String>) -> Result<Value, cel::ExecutionError> {
-    let re = regex(&pattern)?;
-    Ok(Value::String(Arc::new(
-        re.find(&this)
-            .map_or(String::new(), |m| m.as_str().to_owned()),
-    )))
-}
-
-/// `'123 abc 456'.findAll('[0-9]+')`: every match.
-fn find_all(
-    This(this): This<Arc<String>>,
-    pattern: Arc<String>,
-) -> Result<Value, cel::ExecutionError> {
-    let re = regex(&pattern)?;
-    let all: Vec<Value> = re
-        .find_iter(&this)
-        .map(|m| Value::String(Arc::new(m.as_str().to_owned())))
-        .collect();
-    Ok(Value::List(Arc::new(all)))
-}
-
-/// `[1, 2, 3].isSorted()`.
-fn is_sorted(This(this): This<Arc<Vec<Value>>>) -> Result<Value, cel::ExecutionError> {
-    let mut sorted = true;
-    for pair in this.windows(2) {
-        match pair[0].partial_cmp(&pair[1]) {
-            Some(std::cmp::Ordering::Greater) => sorted = false,
-            Some(_) => {}
-            None => {
-                return Err(cel::ExecutionError::function_error(
-                    "isSorted",
-                    "the list's elements are not comparable",
-                ));
-            }
-        }
-    }
-    Ok(Value::Bool(sorted))
-}
-
-/// `[1, 2, 3].sum()`: ints, uints, doubles or durations, all of one type.
-fn sum(This(this): This<Arc<Vec<Value>>>) -> Result<Value, cel::ExecutionError> {
-    let mut total: Option<Value> = None;
-    for item in this.iter() {
-        total = Some(match (total, item) {
-            (None, v) => v.clone(),
-            (Some(Value::Int(a)), Value::Int(b)) => {
-                Value::Int(a.checked_add(*b).ok_or_else(|| {
-                    cel::ExecutionError::function_error("sum", "integer overflow")
-                })?)
-            }
-            (Some(Value::UInt(a)), Value::UInt(b)) => {
-                Value::UInt(a.checked_add(*b).ok_or_else(|| {
-                    cel::ExecutionError::function_error("sum", "integer overflow")
-                })?)
-            }
-            (Some(Value::Float(a)), Value::Float(b)) => Value::Float(a + b),
-            (Some(Value::Duration(a)), Value::Duration(b)) => Value::Duration(a + *b),
-            _ => {
-                return Err(cel::ExecutionError::function_error(
-                    "sum",
-                    "the list mixes types that cannot be added",
-                ));
-            }
-        });
-    }
-    Ok(total.unwrap_or(Value::Int(0)))
-}
-
-/// `[3, 1, 2].min()` and `.max()`: an error on an empty list, as in Kubernetes.
-fn extreme(
-    list: &[Value],
-    name: &str,
-    wanted: std::cmp::Ordering,
-) -> Result<Value, cel::ExecutionError> {
-    let mut best: Option<&Value> = None;
-    for item in list {
-        best = match best {
-            None => Some(item),
-            Some(b) => match item.partial_cmp(b) {
-                Some(o) if o == wanted => Some(item),
-                Some(_) => Some(b),
-                None => {
-                    return Err(cel::ExecutionError::function_error(
-                        name,
-                        "the list's elements are not comparable",
-                    ));
-                }
-            },
-        };
-    }
-    best.cloned()
-        .ok_or_else(|| cel::ExecutionError::function_error(name, "the list is empty"))
 }
 
 const OR_VALUE: &str = "@orValue";
