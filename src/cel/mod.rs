@@ -50,10 +50,11 @@ pub const VARIABLES: [&str; 6] = [
     "variables",
 ];
 
-/// Functions and methods every expression may call, beside operators: the CEL standard
-/// library and optional types, the strings and lists extensions, and the Kubernetes regex and
-/// list functions registered below. Namespaced functions (`strings.quote`, `optional.of`,
-/// `lists.range`) are listed by their last part, as the compiled program names them.
+/// Functions and methods every expression may call, beside operators and what
+/// `kubernetes::FUNCTIONS` and `comprehensions::FUNCTIONS` add: the CEL standard library and
+/// optional types, the strings and lists extensions (without `lists.range`), and the
+/// Kubernetes regex and list functions. Namespaced functions (`strings.quote`, `optional.of`)
+/// are listed by their last part, as the compiled program names them.
 const SUPPORTED: &[&str] = &[
     // standard library
     "size",
