@@ -56,6 +56,12 @@ fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// The /validate answer of a router loaded with `files`.
+async fn validate_with(files: &[(&str, &str)], review: &Value) -> Value {
+    let dir = dir_with(files);
+    answer(&app_of(dir.path()), "/validate", review).await
+}
+
 fn load_error(files: &[(&str, &str)]) -> String {
     let dir = dir_with(files);
     policy::load_dir(dir.path()).unwrap_err().to_string()
@@ -140,25 +146,13 @@ async fn a_policy_without_a_binding_is_not_in_force() {
 #[tokio::test]
 async fn a_warn_binding_gives_kubectl_warnings_and_a_deny_binding_denies() {
     let review = read_json(&apiserver_fixtures().join("create-pod-2.json"));
-    let dir = dir_with(&[("team.yaml", &require_team("Warn"))]);
-    let response = answer(
-        &app(policy::load_dir(dir.path()).unwrap()),
-        "/validate",
-        &review,
-    )
-    .await;
+    let response = validate_with(&[("team.yaml", &require_team("Warn"))], &review).await;
     assert_eq!(response["allowed"], true, "{response}");
     assert_eq!(
         response["warnings"],
         json!(["portcullis: every pod needs a team label [require-team]"])
     );
-    let dir = dir_with(&[("team.yaml", &require_team("Deny, Audit"))]);
-    let response = answer(
-        &app(policy::load_dir(dir.path()).unwrap()),
-        "/validate",
-        &review,
-    )
-    .await;
+    let response = validate_with(&[("team.yaml", &require_team("Deny, Audit"))], &review).await;
     assert_eq!(response["allowed"], false, "{response}");
     let message = response["status"]["message"].as_str().unwrap();
     assert!(
@@ -175,12 +169,7 @@ async fn a_warn_binding_gives_kubectl_warnings_and_a_deny_binding_denies() {
     // A labelled pod passes; a Deployment is not a pod, and a VAP has no autogen.
     let mut labelled = review.clone();
     labelled["request"]["object"]["metadata"]["labels"] = json!({"team": "a"});
-    let response = answer(
-        &app(policy::load_dir(dir.path()).unwrap()),
-        "/validate",
-        &labelled,
-    )
-    .await;
+    let response = validate_with(&[("team.yaml", &require_team("Deny, Audit"))], &labelled).await;
     assert_eq!(response["allowed"], true, "{response}");
 }
 
@@ -190,14 +179,8 @@ async fn audit_annotations_are_recorded_in_the_response() {
         "    message: every pod needs a team label\n",
         "    message: every pod needs a team label\n  auditAnnotations:\n  - key: image\n    valueExpression: \"object.spec.containers[0].image\"\n  - key: nothing\n    valueExpression: \"null\"\n",
     );
-    let dir = dir_with(&[("team.yaml", &annotated)]);
     let review = read_json(&apiserver_fixtures().join("create-pod-2.json"));
-    let response = answer(
-        &app(policy::load_dir(dir.path()).unwrap()),
-        "/validate",
-        &review,
-    )
-    .await;
+    let response = validate_with(&[("team.yaml", &annotated)], &review).await;
     // Keyed `<policy>.<key>`; a null value records nothing.
     assert_eq!(
         response["auditAnnotations"]["require-team.image"], "nginx",
@@ -218,13 +201,7 @@ async fn runtime_errors_follow_the_failure_policy() {
         "\"object.spec.hostNetwork == false\"",
     );
     let review = read_json(&apiserver_fixtures().join("create-pod-2.json"));
-    let dir = dir_with(&[("team.yaml", &erring)]);
-    let response = answer(
-        &app(policy::load_dir(dir.path()).unwrap()),
-        "/validate",
-        &review,
-    )
-    .await;
+    let response = validate_with(&[("team.yaml", &erring)], &review).await;
     assert_eq!(response["allowed"], false, "{response}");
     let message = response["status"]["message"].as_str().unwrap();
     assert!(
@@ -234,13 +211,7 @@ async fn runtime_errors_follow_the_failure_policy() {
         "{message}"
     );
     let ignoring = erring.replace("failurePolicy: Fail", "failurePolicy: Ignore");
-    let dir = dir_with(&[("team.yaml", &ignoring)]);
-    let response = answer(
-        &app(policy::load_dir(dir.path()).unwrap()),
-        "/validate",
-        &review,
-    )
-    .await;
+    let response = validate_with(&[("team.yaml", &ignoring)], &review).await;
     assert_eq!(response["allowed"], true, "{response}");
 }
 
@@ -426,10 +397,8 @@ spec:
 
 #[tokio::test]
 async fn rules_written_in_a_portcullis_policy_judge_pods_and_their_controllers() {
-    let dir = dir_with(&[("images.yaml", OWN_RULES)]);
-    let app = app(policy::load_dir(dir.path()).unwrap());
     let deployment = read_json(&apiserver_fixtures().join("create-deployment.json"));
-    let response = answer(&app, "/validate", &deployment).await;
+    let response = validate_with(&[("images.yaml", OWN_RULES)], &deployment).await;
     assert_eq!(response["allowed"], false, "{response}");
     assert!(
         response["status"]["message"]
@@ -443,8 +412,7 @@ async fn rules_written_in_a_portcullis_policy_judge_pods_and_their_controllers()
         "    mode: enforce\n",
         "    mode: enforce\n    autogen: []\n",
     );
-    let dir = dir_with(&[("images.yaml", &pods_only)]);
-    let response = answer(&app_of(dir.path()), "/validate", &deployment).await;
+    let response = validate_with(&[("images.yaml", &pods_only)], &deployment).await;
     assert_eq!(response["allowed"], true, "{response}");
 
     // A rule id that is a check's is refused.
