@@ -102,14 +102,7 @@ fn check(reviews: &BTreeMap<String, Value>) -> BTreeMap<String, Findings> {
         dir.path().to_str().unwrap(),
     ]);
     // Audit mode: nothing is denied, so exit 0.
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    results
+    succeeded(&out)
         .iter()
         .map(|r| {
             let source = r["source"].as_str().unwrap();
@@ -194,14 +187,7 @@ async fn audit(reviews: &BTreeMap<String, Value>) -> BTreeMap<String, Findings> 
         .output()
         .await
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    results
+    succeeded(&out)
         .iter()
         .map(|r| {
             let name = &names[r["name"].as_str().unwrap()];
@@ -301,4 +287,15 @@ async fn audit_mode_findings_are_what_enforce_would_deny_on_every_path() {
     let mut expected = webhook.clone();
     expected.retain(|n, _| !owned.contains(&n));
     assert_eq!(audit(&reviews).await, expected, "audit");
+}
+
+/// The JSON results of a command that must have exited 0 (audit mode denies nothing).
+fn succeeded(out: &std::process::Output) -> Vec<Value> {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
