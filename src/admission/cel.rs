@@ -137,7 +137,7 @@ pub fn matched(rule: &CelRule, req: &Request, json: &RequestJson, ctx: &Context)
     };
     rule.match_conditions
         .iter()
-        .all(|c| !matches!(vars.evaluate(&c.expression), Ok(cel::Value::Bool(false))))
+        .all(|c| boolean(vars.evaluate(&c.expression)) != Ok(false))
 }
 
 fn matches_resources(m: &MatchResources, req: &Request, t: &Target, ctx: &Context) -> bool {
@@ -351,36 +351,29 @@ fn evaluate(
         exemption: None,
     };
     // A runtime error is a violation naming the expression under Fail, nothing under Ignore.
+    // Where it stands (`what`) is spelt out only then, never for an expression that passes.
     let failed =
-        |out: &mut Findings, what: &str, source: &str, error: &str| match rule.failure_policy {
+        |out: &mut Findings, what: &dyn Fn() -> String, source: &str, error: &str| match rule
+            .failure_policy
+        {
             FailurePolicy::Fail => out.violations.push(violation(format!(
-                "{what} failed: {error} (expression: {source})"
+                "{} failed: {error} (expression: {source})",
+                what()
             ))),
             FailurePolicy::Ignore => out.ignored.push(rule.id.clone()),
         };
     let base = base.scope();
     for (i, condition) in rule.match_conditions.iter().enumerate() {
-        match base.evaluate(&condition.expression) {
-            Ok(cel::Value::Bool(true)) => {}
-            Ok(cel::Value::Bool(false)) => return,
-            Ok(other) => {
-                let what = format!(
-                    "match condition {:?} (spec.matchConditions[{i}])",
-                    condition.name
-                );
-                failed(
-                    out,
-                    &what,
-                    &condition.expression.source,
-                    &format!("not a bool: {other:?}"),
-                );
-                return;
-            }
+        match boolean(base.evaluate(&condition.expression)) {
+            Ok(true) => {}
+            Ok(false) => return,
             Err(e) => {
-                let what = format!(
-                    "match condition {:?} (spec.matchConditions[{i}])",
-                    condition.name
-                );
+                let what = || {
+                    format!(
+                        "match condition {:?} (spec.matchConditions[{i}])",
+                        condition.name
+                    )
+                };
                 failed(out, &what, &condition.expression.source, &e);
                 return;
             }
@@ -405,10 +398,9 @@ fn evaluate(
         &with_variables
     };
     for (i, validation) in rule.validations.iter().enumerate() {
-        let what = format!("spec.validations[{i}]");
-        match vars.evaluate(&validation.expression) {
-            Ok(cel::Value::Bool(true)) => {}
-            Ok(cel::Value::Bool(false)) => {
+        match boolean(vars.evaluate(&validation.expression)) {
+            Ok(true) => {}
+            Ok(false) => {
                 let message = validation
                     .message_expression
                     .as_ref()
@@ -422,32 +414,34 @@ fn evaluate(
                     });
                 out.violations.push(violation(message));
             }
-            Ok(other) => failed(
-                out,
-                &what,
-                &validation.expression.source,
-                &format!("not a bool: {other:?}"),
-            ),
-            Err(e) => failed(out, &what, &validation.expression.source, &e),
+            Err(e) => {
+                let what = || format!("spec.validations[{i}]");
+                failed(out, &what, &validation.expression.source, &e);
+            }
         }
     }
     // Recorded whatever the validations found, as the apiserver records them; a null value
     // records nothing.
     for (i, annotation) in rule.audit_annotations.iter().enumerate() {
-        let what = format!("spec.auditAnnotations[{i}]");
-        match vars.evaluate(&annotation.value) {
-            Ok(cel::Value::String(value)) => out.annotations.push((
-                format!("{}.{}", policy.name, annotation.key),
-                value.to_string(),
-            )),
-            Ok(cel::Value::Null) => {}
-            Ok(other) => failed(
-                out,
-                &what,
-                &annotation.value.source,
-                &format!("not a string: {other:?}"),
-            ),
-            Err(e) => failed(out, &what, &annotation.value.source, &e),
-        }
+        let error = match vars.evaluate(&annotation.value) {
+            Ok(cel::Value::String(value)) => {
+                let key = format!("{}.{}", policy.name, annotation.key);
+                out.annotations.push((key, value.to_string()));
+                continue;
+            }
+            Ok(cel::Value::Null) => continue,
+            Ok(other) => format!("not a string: {other:?}"),
+            Err(e) => e,
+        };
+        let what = || format!("spec.auditAnnotations[{i}]");
+        failed(out, &what, &annotation.value.source, &error);
+    }
+}
+
+/// A match condition's or validation's result: a bool, or why it is not one.
+fn boolean(result: Result<cel::Value, String>) -> Result<bool, String> {
+    match result? {
+        cel::Value::Bool(b) => Ok(b),
+        other => Err(format!("not a bool: {other:?}")),
     }
 }
