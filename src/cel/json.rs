@@ -4,7 +4,7 @@
 //!
 //! Scalars become the built-in values (a string borrows the JSON's text). A list becomes a
 //! built-in list of lazy elements, so equality, `+`, `in` and every list function behave as
-//! they do on a literal. An object stays a [`Object`] over the JSON map: indexing, `has()`,
+//! they do on a literal. An object stays an [`Object`] over the JSON map: indexing, `has()`,
 //! `in`, `size()` and comprehensions over its keys read the map directly.
 
 use std::sync::OnceLock;
@@ -70,7 +70,7 @@ pub fn val<'v>(json: &'v Json) -> Box<dyn Val + 'v> {
 }
 
 /// A JSON object, read on access.
-pub struct Object<'v> {
+struct Object<'v> {
     map: &'v Map<String, Json>,
     /// The keys as CEL strings, made the first time a comprehension iterates over them.
     keys: OnceLock<Vec<CelString<'v>>>,
@@ -83,16 +83,11 @@ impl<'v> Object<'v> {
             keys: OnceLock::new(),
         }
     }
-
-    /// The JSON behind this value.
-    pub fn json(&self) -> &'v Map<String, Json> {
-        self.map
-    }
 }
 
 impl std::fmt::Debug for Object<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", Json::Object(self.map.clone()))
+        f.debug_map().entries(self.map.iter()).finish()
     }
 }
 

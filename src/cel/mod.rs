@@ -12,7 +12,7 @@ use cel::common::types::{CelList, CelMap, CelNull, CelString};
 use cel::{Context, Env, Program};
 
 mod comprehensions;
-pub mod json;
+mod json;
 mod kubernetes;
 
 /// A compiled expression and the text it came from.
@@ -238,7 +238,7 @@ fn comprehension_variables(source: &str) -> BTreeSet<&str> {
     out
 }
 
-/// What an admission expression reads. The objects are read where they lie (see [`json`]);
+/// What an admission expression reads. The objects are read where they lie (see `cel/json.rs`);
 /// `request` and `namespaceObject` are built only if an expression reads them.
 #[derive(Clone, Copy, Default)]
 pub struct Bindings<'a> {
