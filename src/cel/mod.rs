@@ -9,6 +9,7 @@ use std::sync::{Arc, LazyLock};
 
 pub use cel::Value;
 use cel::common::types::{CelList, CelMap, CelNull, CelString};
+use cel::common::value::CowVal;
 use cel::{Context, Env, Program};
 
 mod comprehensions;
@@ -266,18 +267,16 @@ pub struct Activation<'v> {
     no_variables: Val<'v>,
 }
 
+/// A variable's JSON, built on first read and then read in place like the objects.
 struct Lazy<'v> {
     build: Option<&'v Build<'v>>,
-    value: std::sync::OnceLock<Val<'static>>,
+    json: std::sync::OnceLock<serde_json::Value>,
 }
 
 impl Lazy<'_> {
-    fn get(&self) -> Option<&Val<'static>> {
+    fn get(&self) -> Option<&serde_json::Value> {
         let build = self.build?;
-        Some(self.value.get_or_init(|| {
-            Val::try_from(cel::to_value(build()).unwrap_or(Value::Null))
-                .unwrap_or_else(|_| Box::new(CelNull))
-        }))
+        Some(self.json.get_or_init(build))
     }
 }
 
@@ -288,7 +287,7 @@ impl<'v> Activation<'v> {
         };
         let lazy = |build| Lazy {
             build,
-            value: std::sync::OnceLock::new(),
+            json: std::sync::OnceLock::new(),
         };
         Self {
             object: bind(bindings.object),
@@ -313,17 +312,21 @@ impl<'v> Activation<'v> {
 }
 
 impl cel::context::VariableResolver for Activation<'_> {
-    fn resolve<'b>(&'b self, variable: &str) -> Option<cel::common::value::CowVal<'b, 'b>> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let built = |lazy: &'b Lazy<'_>| {
+            let val = lazy.get().map(json::val);
+            Some(val.map_or(CowVal::Borrowed(self.null.as_ref()), CowVal::Owned))
+        };
         let val: &'b (dyn cel::common::value::Val + 'b) = match variable {
             "object" => self.object.as_ref(),
             "oldObject" => self.old_object.as_ref(),
-            "request" => self.request.get().unwrap_or(&self.null).as_ref(),
-            "namespaceObject" => self.namespace_object.get().unwrap_or(&self.null).as_ref(),
+            "request" => return built(&self.request),
+            "namespaceObject" => return built(&self.namespace_object),
             "params" => self.null.as_ref(),
             "variables" => self.no_variables.as_ref(),
             _ => return None,
         };
-        Some(cel::common::value::CowVal::Borrowed(val))
+        Some(CowVal::Borrowed(val))
     }
 }
 
@@ -352,7 +355,7 @@ impl<'p, 'v> Scope<'p, 'v> {
     pub fn evaluate_val(&self, expr: &Expression) -> Result<Val<'v>, String> {
         json::reset_budget();
         Value::resolve_val(expr.program.expression(), &self.scope)
-            .map(cel::common::value::CowVal::into_owned)
+            .map(CowVal::into_owned)
             .map_err(|e| e.to_string())
     }
 }
@@ -390,7 +393,7 @@ impl<'v> cel::common::traits::Indexer for Variables<'v> {
     fn get<'b, 'w>(
         &'b self,
         key: &dyn cel::common::value::Val,
-    ) -> Result<cel::common::value::CowVal<'b, 'w>, cel::ExecutionError>
+    ) -> Result<CowVal<'b, 'w>, cel::ExecutionError>
     where
         Self: 'w,
     {
@@ -400,7 +403,7 @@ impl<'v> cel::common::traits::Indexer for Variables<'v> {
         };
         let size = value.as_sizer().map_or(0, |s| *s.size().inner() as u64);
         json::charge(1 + size)?;
-        Ok(cel::common::value::CowVal::Borrowed(value.as_ref()))
+        Ok(CowVal::Borrowed(value.as_ref()))
     }
 
     fn steal<'w>(
@@ -410,7 +413,7 @@ impl<'v> cel::common::traits::Indexer for Variables<'v> {
     where
         Self: 'w,
     {
-        self.get(key).map(cel::common::value::CowVal::into_owned)
+        self.get(key).map(CowVal::into_owned)
     }
 }
 
@@ -445,8 +448,8 @@ fn to_value(val: &(dyn cel::common::value::Val + '_)) -> Result<Value, cel::Exec
 const OR_VALUE: &str = "@orValue";
 const OR: &str = "@or";
 
-type Args<'b, 'v> = Vec<cel::common::value::CowVal<'b, 'v>>;
-type Returned<'b, 'v> = Result<cel::common::value::CowVal<'b, 'v>, cel::ExecutionError>;
+type Args<'b, 'v> = Vec<CowVal<'b, 'v>>;
+type Returned<'b, 'v> = Result<CowVal<'b, 'v>, cel::ExecutionError>;
 
 /// `opt.orValue(default)`: the optional's value, else the default; a value that is not an
 /// optional is returned as it is, as cel-go does.
