@@ -115,6 +115,23 @@ async fn curl_like(addr: std::net::SocketAddr, ca: &str, path: &str) -> String {
 }
 
 /// `serve` on loopback ports with `args`, run in `dir` until it exits by itself.
+/// `dir/policies`, holding the shipped default policy as `edit` changes it, in `file`.
+fn edited_default(
+    dir: &std::path::Path,
+    file: &str,
+    edit: impl Fn(&str) -> String,
+) -> std::path::PathBuf {
+    let policies = dir.join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let default = std::fs::read_to_string(repo().join("policies/default.yaml")).unwrap();
+    std::fs::write(policies.join(file), edit(&default)).unwrap();
+    policies
+}
+
+fn with_namespace_labels(default: &str) -> String {
+    default.replace("spec:\n", "spec:\n  namespaceLabels: true\n")
+}
+
 async fn serve_until_exit(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     portcullis_serve(dir).args(args).output().await.unwrap()
 }
@@ -122,14 +139,9 @@ async fn serve_until_exit(dir: &std::path::Path, args: &[&str]) -> std::process:
 #[tokio::test]
 async fn a_broken_policy_file_stops_startup_naming_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
-    let default = std::fs::read_to_string(repo().join("policies/default.yaml")).unwrap();
-    std::fs::write(
-        policies.join("broken.yaml"),
-        default.replacen("mode: enforce", "mode: enforced", 1),
-    )
-    .unwrap();
+    let policies = edited_default(dir.path(), "broken.yaml", |d| {
+        d.replacen("mode: enforce", "mode: enforced", 1)
+    });
     let out = serve_until_exit(dir.path(), &["--policies", policies.to_str().unwrap()]).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -505,14 +517,7 @@ async fn listeners_and(
 #[tokio::test]
 async fn namespace_labels_come_from_a_watch_that_never_blocks_a_request() {
     let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
-    let default = std::fs::read_to_string(repo().join("policies/default.yaml")).unwrap();
-    std::fs::write(
-        policies.join("default.yaml"),
-        default.replace("spec:\n", "spec:\n  namespaceLabels: true\n"),
-    )
-    .unwrap();
+    let policies = edited_default(dir.path(), "default.yaml", with_namespace_labels);
     let review = std::fs::read(apiserver_fixtures().join("create-pod-2.json")).unwrap();
 
     // `serve` watching namespaces through the API server at `api`.
@@ -570,11 +575,8 @@ const UNWATCHED: &str = "these policies use namespace labels (namespaceLabels or
 #[tokio::test]
 async fn a_policy_that_needs_namespace_labels_without_the_watch_is_called_out() {
     let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
-    let default = std::fs::read_to_string(repo().join("policies/default.yaml")).unwrap();
-    let labels = default.replace("spec:\n", "spec:\n  namespaceLabels: true\n");
-    std::fs::write(policies.join("default.yaml"), &labels).unwrap();
+    let policies = edited_default(dir.path(), "default.yaml", with_namespace_labels);
+    let labels = std::fs::read_to_string(policies.join("default.yaml")).unwrap();
     let mut server = Portcullis::spawn(
         portcullis_serve(dir.path())
             .args(["--policies", policies.to_str().unwrap()])
