@@ -2,6 +2,7 @@
 //! audit-log events (`replay`) go through the same pure core as admission requests, with the
 //! same controller logic, pod defaulting, modes and exemptions.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -79,6 +80,16 @@ pub fn request(
         old_object: Decoded::Absent,
         json,
     })
+}
+
+/// A Namespace object's name and labels, as the namespace watch keeps them when serving.
+pub fn namespace_labels(namespace: &Value) -> Option<(String, BTreeMap<String, String>)> {
+    let name = namespace.pointer("/metadata/name")?.as_str()?.to_owned();
+    let labels = namespace
+        .pointer("/metadata/labels")
+        .and_then(|l| serde_json::from_value(l.clone()).ok())
+        .unwrap_or_default();
+    Some((name, labels))
 }
 
 /// A kind's resource as Kubernetes guesses it without discovery (UnsafeGuessKindToResource):

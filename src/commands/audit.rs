@@ -181,14 +181,7 @@ async fn namespace_labels(
     match list_all(&api).await {
         Ok((_, namespaces)) => Ok(namespaces
             .into_iter()
-            .filter_map(|ns| {
-                let name = ns.pointer("/metadata/name")?.as_str()?.to_owned();
-                let labels = ns
-                    .pointer("/metadata/labels")
-                    .and_then(|l| serde_json::from_value(l.clone()).ok())
-                    .unwrap_or_default();
-                Some((name, labels))
-            })
+            .filter_map(|ns| offline::namespace_labels(&ns))
             .collect()),
         Err(kube::Error::Api(status)) if status.code == 403 => {
             eprintln!(

@@ -20,14 +20,7 @@ pub fn run(args: &CheckArgs) -> Result<bool, OfflineError> {
     let namespaces: BTreeMap<String, BTreeMap<String, String>> = inputs
         .iter()
         .filter(|(_, o)| o["kind"] == "Namespace" && o["apiVersion"] == "v1")
-        .filter_map(|(_, o)| {
-            let name = o.pointer("/metadata/name")?.as_str()?.to_owned();
-            let labels = o
-                .pointer("/metadata/labels")
-                .and_then(|l| serde_json::from_value(l.clone()).ok())
-                .unwrap_or_default();
-            Some((name, labels))
-        })
+        .filter_map(|(_, o)| offline::namespace_labels(o))
         .collect();
     let mut judged = Vec::new();
     for (source, object) in inputs {
