@@ -32,8 +32,10 @@ struct Target<'a> {
 /// Every CEL rule's violations for `req`, in policy order.
 pub fn judge(set: &PolicySet, req: &Request, json: &RequestJson, ctx: &Context) -> Findings {
     let mut out = Findings::default();
-    // Bound once per request, and only when a rule needs them.
-    let builders = builders(req, json, ctx);
+    // The variables are bound once per request, and only when a rule needs them; `request`
+    // and `namespaceObject` are built when an expression first reads them.
+    let (request, namespace) = (|| request_json(req, json), || namespace_json(req, ctx));
+    let builders: (&cel::Build, &cel::Build) = (&request, &namespace);
     let pod = OnceCell::new();
     let mut direct_vars: Option<Activation> = None;
     let mut pod_vars: Option<Activation> = None;
@@ -42,10 +44,10 @@ pub fn judge(set: &PolicySet, req: &Request, json: &RequestJson, ctx: &Context) 
             let vars = match applying(rule, req, json, &pod, ctx) {
                 None => continue,
                 Some(Applies::Directly) => {
-                    direct_vars.get_or_insert_with(|| activation(req, json, None, &builders))
+                    direct_vars.get_or_insert_with(|| activation(req, json, None, builders))
                 }
                 Some(Applies::ToTemplate) => {
-                    pod_vars.get_or_insert_with(|| activation(req, json, template(&pod), &builders))
+                    pod_vars.get_or_insert_with(|| activation(req, json, template(&pod), builders))
                 }
             };
             let start = out.violations.len();
@@ -129,11 +131,13 @@ fn applies(rule: &CelRule, req: &Request, target: &Target, ctx: &Context) -> boo
 /// as applying): for reports, which tell a rule that passed from one that does not apply.
 pub fn matched(rule: &CelRule, req: &Request, json: &RequestJson, ctx: &Context) -> bool {
     let pod = OnceCell::new();
-    let builders = builders(req, json, ctx);
+    // `request` and `namespaceObject` are built when an expression first reads them.
+    let (request, namespace) = (|| request_json(req, json), || namespace_json(req, ctx));
+    let builders: (&cel::Build, &cel::Build) = (&request, &namespace);
     let vars = match applying(rule, req, json, &pod, ctx) {
         None => return false,
-        Some(Applies::Directly) => activation(req, json, None, &builders),
-        Some(Applies::ToTemplate) => activation(req, json, template(&pod), &builders),
+        Some(Applies::Directly) => activation(req, json, None, builders),
+        Some(Applies::ToTemplate) => activation(req, json, template(&pod), builders),
     };
     rule.match_conditions
         .iter()
@@ -297,7 +301,7 @@ fn activation<'a>(
     req: &'a Request,
     json: &'a RequestJson,
     pod: Option<&'a Value>,
-    builders: &'a (Box<cel::Build<'a>>, Box<cel::Build<'a>>),
+    (request, namespace): (&'a cel::Build<'a>, &'a cel::Build<'a>),
 ) -> Activation<'a> {
     let object = pod.or(json.object.as_ref());
     let old_object = if pod.is_some() {
@@ -308,21 +312,9 @@ fn activation<'a>(
     Activation::new(Bindings {
         object,
         old_object,
-        request: Some(&*builders.0),
-        namespace_object: (!req.namespace.is_empty()).then_some(&*builders.1),
+        request: Some(request),
+        namespace_object: (!req.namespace.is_empty()).then_some(namespace),
     })
-}
-
-/// Builds `request` and `namespaceObject` when an expression first reads them.
-fn builders<'a>(
-    req: &'a Request,
-    json: &'a RequestJson,
-    ctx: &'a Context,
-) -> (Box<cel::Build<'a>>, Box<cel::Build<'a>>) {
-    (
-        Box::new(move || request_json(req, json)),
-        Box::new(move || namespace_json(req, ctx)),
-    )
 }
 
 /// Runs one applying rule: match conditions, variables, then validations.
