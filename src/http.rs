@@ -23,6 +23,7 @@ use crate::metrics::{
     ViolationLabels,
 };
 use crate::namespaces::NamespaceCache;
+use crate::params::ParamCache;
 use crate::policy::{Date, PolicySet, RuleId, SharedPolicies};
 use crate::request::{Operation, Request};
 use crate::review::{self, ReviewError};
@@ -47,6 +48,8 @@ pub struct AppState {
     /// `--candidate-policies`: judged alongside, never answered with.
     pub candidate: Option<Arc<SharedPolicies>>,
     pub namespaces: NamespaceCache,
+    /// Param objects read from the cluster, beside those in the policy directory.
+    pub params: ParamCache,
     pub clock: Clock,
     /// True once policies and certificate are loaded and the listener serves; false again
     /// when shutting down, so load balancers stop sending before the listener closes.
@@ -60,6 +63,7 @@ impl AppState {
             policies: Arc::new(SharedPolicies::new(policies)),
             candidate: None,
             namespaces: NamespaceCache::disabled(),
+            params: ParamCache::disabled(),
             clock: Arc::new(Date::today),
             ready: Arc::new(AtomicBool::new(false)),
             metrics: Arc::new(Metrics::default()),
@@ -73,6 +77,11 @@ impl AppState {
 
     pub fn with_namespaces(mut self, namespaces: NamespaceCache) -> Self {
         self.namespaces = namespaces;
+        self
+    }
+
+    pub fn with_params(mut self, params: ParamCache) -> Self {
+        self.params = params;
         self
     }
 
@@ -171,9 +180,11 @@ async fn validate(
     let span = tracing::debug_span!("review", uid = %req.uid);
     let body = span.in_scope(|| {
         let namespace = state.namespaces.get(&req.namespace);
+        let params = state.params.current();
         let ctx = Context {
             today: (state.clock)(),
             namespace_labels: NamespaceCache::labels(&namespace),
+            cluster_params: params.as_deref(),
         };
         let verdict = admission::validate(&set, &req, &ctx);
         log_validation(&req, &verdict);

@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod namespaces;
 pub mod offline;
+pub mod params;
 pub mod policy;
 pub mod quantity;
 pub mod report;

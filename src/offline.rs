@@ -186,12 +186,15 @@ pub enum OfflineError {
 }
 
 /// The policies an offline command judges with: `--policies`, else `policies/` when it
-/// exists, else the embedded default, as `serve` chooses.
+/// exists, else the embedded default, as `serve` chooses. Params are read from the policy
+/// directory alone, so a policy whose params are not there is refused.
 pub fn load_policies(dir: Option<&Path>) -> Result<PolicySet, OfflineError> {
-    Ok(match policy::configured_dir(dir) {
+    let set = match policy::configured_dir(dir) {
         Some(dir) => policy::load_dir(&dir)?,
         None => PolicySet::embedded(),
-    })
+    };
+    policy::require_params(&set, false)?;
+    Ok(set)
 }
 
 /// Every document of every input: `-` is stdin, a directory is read recursively for

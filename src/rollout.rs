@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::PodSpec;
 
 use crate::policy::matching::{any_glob, image_matches};
+use crate::policy::params::Params;
 use crate::policy::{Date, Mode, Policy, RuleId};
 use crate::verdict::{Exempted, ExemptionSource, Subject, Violation};
 use crate::workload::ContainerKind;
@@ -26,6 +27,9 @@ pub struct Context<'a> {
     /// namespace not seen) means label rules and selectors do not match: the policy's own
     /// modes apply, so an unreachable API never blocks or relaxes anything.
     pub namespace_labels: Option<&'a BTreeMap<String, String>>,
+    /// Param objects read from the cluster, when serving with one; the policy directory's
+    /// are in the policy set.
+    pub cluster_params: Option<&'a Params>,
 }
 
 impl Context<'_> {
@@ -34,6 +38,7 @@ impl Context<'_> {
         Context {
             today: Date::today(),
             namespace_labels: None,
+            cluster_params: None,
         }
     }
 }

@@ -16,6 +16,7 @@ fn violating_pod() -> Value {
 fn policy_set(yaml: &str) -> PolicySet {
     PolicySet {
         policies: vec![policy::parse("test.yaml", yaml).unwrap()],
+        ..PolicySet::default()
     }
 }
 

@@ -56,7 +56,7 @@ fn result(set: &PolicySet, name: &str, object: &Value, operation: Operation) -> 
     if policy
         .cel
         .iter()
-        .any(|rule| admission::cel_rule_matched(rule, &req, json, &ctx))
+        .any(|rule| admission::cel_rule_matched(rule, &req, json, (&set.params, &ctx)))
     {
         "pass"
     } else {

@@ -101,9 +101,9 @@ fn broken_cel_policies_are_refused_naming_file_field_and_expression() {
             "params.yaml",
             require_team("Deny").replace(
                 "  failurePolicy: Fail\n",
-                "  failurePolicy: Fail\n  paramKind: {apiVersion: v1, kind: ConfigMap}\n",
+                "  failurePolicy: Fail\n  paramKind: {kind: ConfigMap}\n",
             ),
-            "spec.paramKind: params are not supported yet",
+            "spec.paramKind: needs both apiVersion and kind",
         ),
         (
             "action.yaml",
@@ -426,4 +426,304 @@ async fn rules_written_in_a_portcullis_policy_judge_pods_and_their_controllers()
 
 fn app_of(dir: &std::path::Path) -> axum::Router {
     app(policy::load_dir(dir).unwrap())
+}
+
+/// The Kubernetes documentation's parameterised policy: a Deployment's replicas capped by a
+/// `ReplicaLimit` param, bound with `param_ref` (YAML flow mapping).
+fn replica_limit(failure_policy: &str, param_ref: &str) -> String {
+    format!(
+        "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: replicalimit-policy.example.com}}
+spec:
+  failurePolicy: {failure_policy}
+  paramKind: {{apiVersion: rules.example.com/v1, kind: ReplicaLimit}}
+  matchConstraints:
+    resourceRules:
+    - {{apiGroups: [apps], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [deployments]}}
+  validations:
+  - expression: object.spec.replicas <= params.maxReplicas
+    messageExpression: \"'at most ' + string(params.maxReplicas) + ' replicas (' + params.metadata.name + ')'\"
+    reason: Invalid
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: replicalimit-binding}}
+spec:
+  policyName: replicalimit-policy.example.com
+  validationActions: [Deny]
+  paramRef: {param_ref}
+"
+    )
+}
+
+/// A `ReplicaLimit` param.
+fn limit(name: &str, namespace: &str, max: u32, tier: &str) -> String {
+    format!(
+        "apiVersion: rules.example.com/v1
+kind: ReplicaLimit
+metadata: {{name: {name}, namespace: {namespace}, labels: {{tier: {tier}}}}}
+maxReplicas: {max}
+"
+    )
+}
+
+/// The status message of a denial, or "" when allowed.
+fn denial(response: &Value) -> String {
+    assert!(response["allowed"].is_boolean(), "{response}");
+    response["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn params_from_the_policy_directory_are_found_as_the_apiserver_finds_them() {
+    // The captured Deployment has 1 replica, in team-a.
+    let review = read_json(&apiserver_fixtures().join("create-deployment.json"));
+    let judge = |policy: String, params: Vec<String>| {
+        let review = review.clone();
+        async move {
+            let mut files = vec![("policy.yaml", policy)];
+            files.extend(params.into_iter().map(|p| ("params.yaml", p)));
+            let joined = files
+                .iter()
+                .map(|(_, t)| t.as_str())
+                .collect::<Vec<_>>()
+                .join("---\n");
+            denial(&validate_with(&[("all.yaml", &joined)], &review).await)
+        }
+    };
+    let by_name = "{name: small, namespace: team-a, parameterNotFoundAction: Deny}";
+    // By name, in the named namespace: the param's own values decide.
+    let message = judge(
+        replica_limit("Fail", by_name),
+        vec![limit("small", "team-a", 0, "a")],
+    )
+    .await;
+    assert!(message.contains("at most 0 replicas (small)"), "{message}");
+    assert_eq!(
+        judge(
+            replica_limit("Fail", by_name),
+            vec![limit("small", "team-a", 3, "a")]
+        )
+        .await,
+        ""
+    );
+    // No namespace in the paramRef: a namespaced kind is looked up in the request's.
+    let here = "{name: small, parameterNotFoundAction: Deny}";
+    let message = judge(
+        replica_limit("Fail", here),
+        vec![limit("small", "team-a", 0, "a")],
+    )
+    .await;
+    assert!(message.contains("at most 0"), "{message}");
+    // Elsewhere it is not found, and `Deny` makes that a denial, by the failurePolicy.
+    let message = judge(
+        replica_limit("Fail", here),
+        vec![limit("small", "team-b", 0, "a")],
+    )
+    .await;
+    assert!(
+        message.contains("failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction"),
+        "{message}"
+    );
+    assert_eq!(
+        judge(
+            replica_limit("Ignore", here),
+            vec![limit("small", "team-b", 0, "a")]
+        )
+        .await,
+        ""
+    );
+    // `Allow` admits when nothing is found.
+    let allow = "{name: small, parameterNotFoundAction: Allow}";
+    assert_eq!(
+        judge(
+            replica_limit("Fail", allow),
+            vec![limit("small", "team-b", 0, "a")]
+        )
+        .await,
+        ""
+    );
+    // A selector judges with every param it selects: one that denies is enough.
+    let selected = "{selector: {matchLabels: {tier: a}}, parameterNotFoundAction: Deny}";
+    let message = judge(
+        replica_limit("Fail", selected),
+        vec![
+            limit("big", "team-a", 5, "a"),
+            limit("small", "team-a", 0, "a"),
+            limit("tiny", "team-a", 0, "b"),
+        ],
+    )
+    .await;
+    assert!(
+        message.contains("(small)") && !message.contains("(tiny)") && !message.contains("(big)"),
+        "{message}"
+    );
+    // A namespace on a cluster-scoped kind is a misconfigured binding.
+    let cluster_scoped = |name: &str, max: u32| {
+        format!(
+            "apiVersion: rules.example.com/v1\nkind: ReplicaLimit\nmetadata: {{name: {name}}}\nmaxReplicas: {max}\n"
+        )
+    };
+    let message = judge(
+        replica_limit("Fail", by_name),
+        vec![cluster_scoped("small", 3)],
+    )
+    .await;
+    assert!(
+        message
+            .contains("paramRef.namespace must not be provided for a cluster-scoped `paramKind`"),
+        "{message}"
+    );
+    let global = "{name: small, parameterNotFoundAction: Deny}";
+    let message = judge(
+        replica_limit("Fail", global),
+        vec![cluster_scoped("small", 0)],
+    )
+    .await;
+    assert!(message.contains("at most 0 replicas (small)"), "{message}");
+}
+
+#[test]
+fn params_that_cannot_be_found_offline_are_refused_at_load() {
+    let dir = dir_with(&[(
+        "policy.yaml",
+        &replica_limit("Fail", "{name: small, parameterNotFoundAction: Deny}"),
+    )]);
+    let err = portcullis::offline::load_policies(Some(dir.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("policy.yaml#1")
+            && err.contains("paramKind (replicalimit-policy.example.com)")
+            && err
+                .contains("no rules.example.com/v1 ReplicaLimit object is in the policy directory"),
+        "{err}"
+    );
+    // A paramRef naming both a name and a selector is refused wherever it is loaded.
+    let both = replica_limit(
+        "Fail",
+        "{name: small, selector: {}, parameterNotFoundAction: Deny}",
+    );
+    let err = load_error(&[("both.yaml", &both)]);
+    assert!(
+        err.contains("binding spec.paramRef: set exactly one of name and selector"),
+        "{err}"
+    );
+    // A document that is neither a policy nor a loaded policy's param is a mistake.
+    let stray = format!(
+        "{}---\n{}",
+        require_team("Deny"),
+        limit("small", "team-a", 1, "a")
+    );
+    let err = load_error(&[("stray.yaml", &stray)]);
+    assert!(
+        err.contains("stray.yaml#3: kind: rules.example.com/v1 ReplicaLimit is not a policy"),
+        "{err}"
+    );
+}
+
+/// A loopback API server that serves Namespaces and `rules.example.com/v1` ReplicaLimits (one,
+/// `small` in team-a, capping at 0), lists them, and holds every watch open.
+async fn param_api() -> std::net::SocketAddr {
+    use axum::body::Body;
+    use axum::extract::Request;
+    async fn api(req: Request) -> axum::response::Response {
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or("");
+        let json = |body: Value| {
+            axum::response::Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap()
+        };
+        if query.contains("watch=true") || query.contains("watch=1") {
+            let never =
+                futures_util::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+            return axum::response::Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from_stream(never))
+                .unwrap();
+        }
+        match path.as_str() {
+            "/apis/rules.example.com/v1" => json(json!({
+                "kind": "APIResourceList", "apiVersion": "v1",
+                "groupVersion": "rules.example.com/v1",
+                "resources": [{"name": "replicalimits", "singularName": "replicalimit",
+                    "namespaced": true, "kind": "ReplicaLimit",
+                    "verbs": ["get", "list", "watch"]}]
+            })),
+            "/apis/rules.example.com/v1/replicalimits" => json(json!({
+                "kind": "ReplicaLimitList", "apiVersion": "rules.example.com/v1",
+                "metadata": {"resourceVersion": "9"},
+                "items": [{"apiVersion": "rules.example.com/v1", "kind": "ReplicaLimit",
+                    "metadata": {"name": "small", "namespace": "team-a", "resourceVersion": "8"},
+                    "maxReplicas": 0}]
+            })),
+            "/api/v1/namespaces" => json(json!({
+                "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                "metadata": {"resourceVersion": "7"}, "items": []
+            })),
+            _ => axum::response::Response::builder()
+                .status(404)
+                .body(Body::from(format!("no {path}")))
+                .unwrap(),
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(api)).await });
+    addr
+}
+
+#[tokio::test]
+async fn a_served_policy_reads_its_params_from_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let policy = replica_limit("Fail", "{name: small, parameterNotFoundAction: Deny}");
+    std::fs::write(policies.join("limit.yaml"), &policy).unwrap();
+
+    // Without a cluster, params the directory lacks stop start-up, naming the policy.
+    let out = portcullis_serve(dir.path())
+        .args(["--policies", policies.to_str().unwrap()])
+        .args(["--watch-namespaces", "never"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("limit.yaml#1")
+            && stderr
+                .contains("no rules.example.com/v1 ReplicaLimit object is in the policy directory"),
+        "{stderr}"
+    );
+
+    // With one (`auto` connects because a policy needs params), the cluster's param decides.
+    let api = param_api().await;
+    let mut server = Portcullis::spawn(
+        portcullis_serve(dir.path())
+            .args(["--policies", policies.to_str().unwrap()])
+            .env("KUBECONFIG", kubeconfig(dir.path(), api)),
+    );
+    let [listen, _, read] = server
+        .wait_for_all(["listen", "metrics_listen", "params read from the cluster"])
+        .await;
+    assert_eq!(read["fields"]["count"], 1, "{read}");
+    let listen = listen["fields"]["listen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ca = std::fs::read_to_string(dir.path().join("certs/ca.crt")).unwrap();
+    let review = read_json(&apiserver_fixtures().join("create-deployment.json"));
+    let response = response_of(&post_review(listen, &ca, &review_body(&review)).await);
+    assert!(
+        denial(&response).contains("at most 0 replicas (small)"),
+        "{response}"
+    );
+    server.child.kill().await.unwrap();
 }

@@ -243,6 +243,7 @@ fn policy_for(suite: &Suite, settings: Settings) -> PolicySet {
     );
     let mut set = PolicySet {
         policies: vec![policy::parse(suite.name, &yaml).unwrap()],
+        ..PolicySet::default()
     };
     if settings == Settings::Default {
         let shipped = PolicySet::embedded().policies.remove(0).spec.checks;

@@ -88,6 +88,7 @@ fn every_offered_fix_fixes_its_violation() {
         policies: vec![
             policy::parse("default", default.split("  mutation:").next().unwrap()).unwrap(),
         ],
+        ..PolicySet::default()
     };
     let mut checks = Offered::new();
     for check in sorted_files(&repo().join("tests/fixtures/checks")) {

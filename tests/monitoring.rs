@@ -86,6 +86,7 @@ spec:
             )
             .unwrap(),
         ],
+        ..PolicySet::default()
     };
     let state = AppState::new(live).with_candidate(candidate);
     state

@@ -36,6 +36,7 @@ fn pod(name: &str) -> Value {
 fn set(yaml: &str) -> PolicySet {
     PolicySet {
         policies: vec![policy::parse("rollout.yaml", yaml).unwrap()],
+        ..PolicySet::default()
     }
 }
 

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::cel::{self, Activation, Bindings};
 use crate::policy::cel::{CelRule, FailurePolicy};
+use crate::policy::params::{ParamBinding, ParamObjects, Params};
 use crate::policy::{Mode, Policy, PolicySet};
 use crate::request::{Operation, Request, RequestJson};
 use crate::rollout::{self, Context};
@@ -51,7 +52,7 @@ pub fn judge(set: &PolicySet, req: &Request, json: &RequestJson, ctx: &Context) 
                 }
             };
             let start = out.violations.len();
-            evaluate(policy, rule, req, vars, ctx, &mut out);
+            evaluate(policy, rule, req, vars, (&set.params, ctx), &mut out);
             // Exemptions name workloads, their namespaces and images.
             if let Some(workload) = req.object.workload()
                 && let Some(spec) = &workload.pod_spec
@@ -128,8 +129,14 @@ fn applies(rule: &CelRule, req: &Request, target: &Target, ctx: &Context) -> boo
 }
 
 /// Whether a rule applies to the request, match conditions included (one that fails counts
-/// as applying): for reports, which tell a rule that passed from one that does not apply.
-pub fn matched(rule: &CelRule, req: &Request, json: &RequestJson, ctx: &Context) -> bool {
+/// as applying, as do params that cannot be found): for reports, which tell a rule that
+/// passed from one that does not apply.
+pub fn matched(
+    rule: &CelRule,
+    req: &Request,
+    json: &RequestJson,
+    (directory, ctx): (&Params, &Context),
+) -> bool {
     let pod = OnceCell::new();
     // `request` and `namespaceObject` are built when an expression first reads them.
     let (request, namespace) = (|| request_json(req, json), || namespace_json(req, ctx));
@@ -139,9 +146,22 @@ pub fn matched(rule: &CelRule, req: &Request, json: &RequestJson, ctx: &Context)
         Some(Applies::Directly) => activation(req, json, None, builders),
         Some(Applies::ToTemplate) => activation(req, json, template(&pod), builders),
     };
-    rule.match_conditions
-        .iter()
-        .all(|c| boolean(vars.evaluate(&c.expression)) != Ok(false))
+    let params = match &rule.params {
+        None => vec![None],
+        Some(binding) => {
+            match collect_params(binding, &req.namespace, directory, ctx.cluster_params) {
+                Ok(params) => params,
+                Err(_) => return true,
+            }
+        }
+    };
+    let root = vars.scope();
+    params.into_iter().any(|param| {
+        let scope = root.with_params(param);
+        rule.match_conditions
+            .iter()
+            .all(|c| boolean(scope.evaluate(&c.expression)) != Ok(false))
+    })
 }
 
 fn matches_resources(m: &MatchResources, req: &Request, t: &Target, ctx: &Context) -> bool {
@@ -317,117 +337,254 @@ fn activation<'a>(
     })
 }
 
-/// Runs one applying rule: match conditions, variables, then validations.
+/// Runs one applying rule: its params are found, then for each param (once with `params`
+/// null when the policy has no paramKind) match conditions, variables and validations.
 fn evaluate(
     policy: &Policy,
     rule: &CelRule,
     req: &Request,
     base: &Activation<'_>,
-    ctx: &Context,
+    (directory, ctx): (&Params, &Context),
     out: &mut Findings,
 ) {
     let effective = rollout::effective_mode(policy, &rule.id, rule.mode, &req.namespace, ctx);
     if effective.mode == Mode::Off {
         return;
     }
-    let violation = |problem: String| Violation {
-        rule: rule.id.clone(),
-        mode: effective.mode,
-        policy: policy.name.clone(),
-        subject: Subject::Object,
-        field: String::new(),
-        problem,
-        fix: String::new(),
-        add: None,
-        next: effective.next,
-        exemption: None,
+    let run = Run {
+        policy,
+        rule,
+        effective,
     };
-    // A runtime error is a violation naming the expression under Fail, nothing under Ignore.
-    // Where it stands (`what`) is spelt out only then, never for an expression that passes.
-    let failed =
-        |out: &mut Findings, what: &dyn Fn() -> String, source: &str, error: &str| match rule
-            .failure_policy
-        {
-            FailurePolicy::Fail => out.violations.push(violation(format!(
-                "{} failed: {error} (expression: {source})",
-                what()
-            ))),
-            FailurePolicy::Ignore => out.ignored.push(rule.id.clone()),
-        };
-    let base = base.scope();
-    for (i, condition) in rule.match_conditions.iter().enumerate() {
-        match boolean(base.evaluate(&condition.expression)) {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => {
-                let what = || {
-                    format!(
-                        "match condition {:?} (spec.matchConditions[{i}])",
-                        condition.name
-                    )
-                };
-                failed(out, &what, &condition.expression.source, &e);
-                return;
+    let root = base.scope();
+    let Some(binding) = &rule.params else {
+        return run.once(&root, out);
+    };
+    // As the apiserver does, before any match condition: a binding whose params cannot be
+    // found fails by the failurePolicy, whatever the object.
+    match collect_params(binding, &req.namespace, directory, ctx.cluster_params) {
+        Ok(params) => {
+            for param in params {
+                run.once(&root.with_params(param), out);
             }
         }
+        Err(e) => run.failed(out, format!("failed to configure binding: {e}")),
     }
-    // Variables are evaluated in order, each seeing the earlier ones. One that fails is left
-    // out, so only an expression that reads it fails (the apiserver evaluates them lazily).
-    let mut values: Vec<(String, cel::Val)> = Vec::with_capacity(rule.variables.len());
-    for variable in &rule.variables {
-        if let Ok(value) = base
-            .with_variables(&values)
-            .evaluate_val(&variable.expression)
-        {
-            values.push((variable.name.clone(), value));
+}
+
+/// One rule being judged, in the mode it has for this request.
+struct Run<'a> {
+    policy: &'a Policy,
+    rule: &'a CelRule,
+    effective: rollout::Effective,
+}
+
+impl Run<'_> {
+    fn violation(&self, problem: String) -> Violation {
+        Violation {
+            rule: self.rule.id.clone(),
+            mode: self.effective.mode,
+            policy: self.policy.name.clone(),
+            subject: Subject::Object,
+            field: String::new(),
+            problem,
+            fix: String::new(),
+            add: None,
+            next: self.effective.next,
+            exemption: None,
         }
     }
-    let with_variables;
-    let vars = if values.is_empty() {
-        &base
+
+    /// A runtime error: a violation saying so under Fail, nothing but a count under Ignore.
+    fn failed(&self, out: &mut Findings, problem: String) {
+        match self.rule.failure_policy {
+            FailurePolicy::Fail => out.violations.push(self.violation(problem)),
+            FailurePolicy::Ignore => out.ignored.push(self.rule.id.clone()),
+        }
+    }
+
+    /// An expression's runtime error. Where it stands (`what`) is spelt out only then, never
+    /// for an expression that passes.
+    fn expression_failed(
+        &self,
+        out: &mut Findings,
+        what: &dyn Fn() -> String,
+        source: &str,
+        error: &str,
+    ) {
+        if self.rule.failure_policy == FailurePolicy::Fail {
+            self.failed(
+                out,
+                format!("{} failed: {error} (expression: {source})", what()),
+            );
+        } else {
+            self.failed(out, String::new());
+        }
+    }
+
+    /// Match conditions, variables, validations and audit annotations, in one scope.
+    fn once(&self, base: &cel::Scope<'_, '_>, out: &mut Findings) {
+        let rule = self.rule;
+        for (i, condition) in rule.match_conditions.iter().enumerate() {
+            match boolean(base.evaluate(&condition.expression)) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    let what = || {
+                        format!(
+                            "match condition {:?} (spec.matchConditions[{i}])",
+                            condition.name
+                        )
+                    };
+                    self.expression_failed(out, &what, &condition.expression.source, &e);
+                    return;
+                }
+            }
+        }
+        // Variables are evaluated in order, each seeing the earlier ones. One that fails is
+        // left out, so only an expression that reads it fails (the apiserver evaluates them
+        // lazily).
+        let mut values: Vec<(String, cel::Val)> = Vec::with_capacity(rule.variables.len());
+        for variable in &rule.variables {
+            if let Ok(value) = base
+                .with_variables(&values)
+                .evaluate_val(&variable.expression)
+            {
+                values.push((variable.name.clone(), value));
+            }
+        }
+        let with_variables;
+        let vars = if values.is_empty() {
+            base
+        } else {
+            with_variables = base.with_variables(&values);
+            &with_variables
+        };
+        for (i, validation) in rule.validations.iter().enumerate() {
+            match boolean(vars.evaluate(&validation.expression)) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let message = validation
+                        .message_expression
+                        .as_ref()
+                        .and_then(|m| match vars.evaluate(m) {
+                            Ok(cel::Value::String(s)) if !s.trim().is_empty() => {
+                                Some(s.to_string())
+                            }
+                            _ => None,
+                        })
+                        .or_else(|| validation.message.clone())
+                        .unwrap_or_else(|| {
+                            format!("failed expression: {}", validation.expression.source.trim())
+                        });
+                    out.violations.push(self.violation(message));
+                }
+                Err(e) => {
+                    let what = || format!("spec.validations[{i}]");
+                    self.expression_failed(out, &what, &validation.expression.source, &e);
+                }
+            }
+        }
+        // Recorded whatever the validations found, as the apiserver records them; a null
+        // value records nothing.
+        for (i, annotation) in rule.audit_annotations.iter().enumerate() {
+            let error = match vars.evaluate(&annotation.value) {
+                Ok(cel::Value::String(value)) => {
+                    let key = format!("{}.{}", self.policy.name, annotation.key);
+                    out.annotations.push((key, value.to_string()));
+                    continue;
+                }
+                Ok(cel::Value::Null) => continue,
+                Ok(other) => format!("not a string: {other:?}"),
+                Err(e) => e,
+            };
+            let what = || format!("spec.auditAnnotations[{i}]");
+            self.expression_failed(out, &what, &annotation.value.source, &error);
+        }
+    }
+}
+
+/// The params a binding picks for a request in `namespace`, as the apiserver's policy
+/// dispatcher collects them: by name or by selector, in the paramRef's namespace or else the
+/// request's for a namespaced kind. The cluster's objects come first, then the directory's;
+/// `[None]` when the binding has no paramRef. An error is a misconfigured binding, or no
+/// params under `parameterNotFoundAction: Deny`.
+fn collect_params<'a>(
+    binding: &'a ParamBinding,
+    namespace: &'a str,
+    directory: &'a Params,
+    cluster: Option<&'a Params>,
+) -> Result<Vec<Option<&'a Value>>, String> {
+    let Some(param_ref) = &binding.param_ref else {
+        return Ok(vec![None]);
+    };
+    let sources: Vec<&ParamObjects> = [
+        cluster.and_then(|c| c.kind(&binding.kind)),
+        directory.kind(&binding.kind),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let Some(first) = sources.first() else {
+        return Err(format!(
+            "paramKind kind `{}` not known: no object of it in the policy directory, and none read from the cluster",
+            binding.kind
+        ));
+    };
+    let wanted_namespace = param_ref.namespace.as_deref().filter(|n| !n.is_empty());
+    let in_namespace = if first.namespaced {
+        match wanted_namespace.or((!namespace.is_empty()).then_some(namespace)) {
+            Some(ns) => Some(ns),
+            None => {
+                return Err("cannot use namespaced paramRef in policy binding that matches cluster-scoped resources".into());
+            }
+        }
+    } else if wanted_namespace.is_some() {
+        return Err(
+            "paramRef.namespace must not be provided for a cluster-scoped `paramKind`".into(),
+        );
     } else {
-        with_variables = base.with_variables(&values);
-        &with_variables
+        None
     };
-    for (i, validation) in rule.validations.iter().enumerate() {
-        match boolean(vars.evaluate(&validation.expression)) {
-            Ok(true) => {}
-            Ok(false) => {
-                let message = validation
-                    .message_expression
-                    .as_ref()
-                    .and_then(|m| match vars.evaluate(m) {
-                        Ok(cel::Value::String(s)) if !s.trim().is_empty() => Some(s.to_string()),
-                        _ => None,
-                    })
-                    .or_else(|| validation.message.clone())
-                    .unwrap_or_else(|| {
-                        format!("failed expression: {}", validation.expression.source.trim())
-                    });
-                out.violations.push(violation(message));
-            }
-            Err(e) => {
-                let what = || format!("spec.validations[{i}]");
-                failed(out, &what, &validation.expression.source, &e);
+    let name_of = |o: &Value| {
+        o.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let candidates = sources.iter().flat_map(|s| s.in_namespace(in_namespace));
+    let mut params: Vec<Option<&Value>> = Vec::new();
+    if let Some(name) = param_ref.name.as_deref().filter(|n| !n.is_empty()) {
+        params.extend(
+            candidates
+                .filter(|o| name_of(o).as_deref() == Some(name))
+                .take(1)
+                .map(Some),
+        );
+    } else if let Some(selector) = &param_ref.selector {
+        let mut seen = std::collections::BTreeSet::new();
+        for object in candidates {
+            let labels: BTreeMap<String, String> = object
+                .pointer("/metadata/labels")
+                .and_then(|l| serde_json::from_value(l.clone()).ok())
+                .unwrap_or_default();
+            let key = (
+                object
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str),
+                name_of(object),
+            );
+            // The cluster's copy of an object the directory also holds is the one in force.
+            if selects(selector, &labels) && seen.insert(key) {
+                params.push(Some(object));
             }
         }
     }
-    // Recorded whatever the validations found, as the apiserver records them; a null value
-    // records nothing.
-    for (i, annotation) in rule.audit_annotations.iter().enumerate() {
-        let error = match vars.evaluate(&annotation.value) {
-            Ok(cel::Value::String(value)) => {
-                let key = format!("{}.{}", policy.name, annotation.key);
-                out.annotations.push((key, value.to_string()));
-                continue;
-            }
-            Ok(cel::Value::Null) => continue,
-            Ok(other) => format!("not a string: {other:?}"),
-            Err(e) => e,
-        };
-        let what = || format!("spec.auditAnnotations[{i}]");
-        failed(out, &what, &annotation.value.source, &error);
+    if params.is_empty() && binding.deny_when_not_found() {
+        return Err(
+            "no params found for policy binding with `Deny` parameterNotFoundAction".into(),
+        );
     }
+    Ok(params)
 }
 
 /// A match condition's or validation's result: a bool, or why it is not one.

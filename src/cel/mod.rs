@@ -337,6 +337,13 @@ pub struct Scope<'p, 'v> {
 }
 
 impl<'p, 'v> Scope<'p, 'v> {
+    /// A scope over this one with `params` bound: the param object, or null.
+    pub fn with_params(&self, params: Option<&'v serde_json::Value>) -> Scope<'_, 'v> {
+        let mut scope = self.scope.new_inner_scope();
+        scope.add_variable_as_val("params", params.map_or(Box::new(CelNull), json::val));
+        Scope { scope }
+    }
+
     /// A scope over this one with `variables` bound, by name.
     pub fn with_variables(&self, variables: &[(String, Val<'v>)]) -> Scope<'_, 'v> {
         let mut scope = self.scope.new_inner_scope();

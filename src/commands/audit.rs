@@ -55,6 +55,7 @@ pub async fn run(args: &AuditArgs) -> Result<bool, OfflineError> {
         let ctx = Context {
             today,
             namespace_labels: labels.get(&namespace),
+            cluster_params: None,
         };
         if let Some(mut j) = offline::judge(&set, &ctx, &object, &namespace) {
             j.source = "cluster".into();

@@ -31,6 +31,7 @@ pub fn run(args: &CheckArgs) -> Result<bool, OfflineError> {
         let ctx = Context {
             today,
             namespace_labels: namespaces.get(namespace),
+            cluster_params: None,
         };
         if let Some(mut j) = offline::judge(&set, &ctx, &object, &args.namespace) {
             j.source = source;

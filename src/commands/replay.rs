@@ -101,6 +101,7 @@ pub fn run(args: &ReplayArgs) -> Result<bool, OfflineError> {
     let ctx = Context {
         today,
         namespace_labels: None,
+        cluster_params: None,
     };
     let name = args.audit_log.display().to_string();
     let io = |source| OfflineError::Read {

@@ -13,6 +13,7 @@ use crate::cli::{ServeArgs, WatchNamespaces};
 use crate::http::{self, AppState};
 use crate::metrics::ResultLabels;
 use crate::namespaces::{self, NamespaceCache};
+use crate::params::ParamCache;
 use crate::policy::{self, PolicyError, PolicySet, SharedPolicies, Snapshot};
 use crate::tls::{self, CertStore, TlsError};
 use crate::transport::{self, Limits};
@@ -58,10 +59,28 @@ pub async fn run(args: ServeArgs, started: std::time::Instant) -> Result<(), Sta
             args.policy_reload_interval,
         ));
     }
-    let needing = state.policies.current();
-    let cache = watch_namespaces(args.watch_namespaces, &needing.needing_namespace_labels()).await;
-    warn_unwatched(&needing, &cache);
-    state = state.with_namespaces(cache);
+    let current = state.policies.current();
+    let client = cluster_client(args.watch_namespaces, &current, state.candidate.as_deref()).await;
+    // Params the policy directory lacks can only come from the cluster: without one, such a
+    // policy is refused now rather than failing every request it matches.
+    let sets =
+        std::iter::once(current.clone()).chain(state.candidate.as_ref().map(|c| c.current()));
+    for set in sets {
+        policy::require_params(&set, client.is_some())?;
+    }
+    let (cache, params) = match client {
+        Some(client) => {
+            tracing::info!("watching namespace labels");
+            (namespaces::watch(client.clone()), ParamCache::new(client))
+        }
+        None => (NamespaceCache::disabled(), ParamCache::disabled()),
+    };
+    warn_unwatched(&current, &cache);
+    params.watch(&current.param_kinds());
+    if let Some(candidate) = &state.candidate {
+        params.watch(&candidate.current().param_kinds());
+    }
+    state = state.with_namespaces(cache).with_params(params);
     let synced = state.clone();
     tokio::spawn(async move {
         synced.namespaces.synced().await;
@@ -193,8 +212,11 @@ async fn reload_policies(
         tick.tick().await;
         let result = match Snapshot::read(&dir) {
             Ok(snapshot) if snapshot == last => continue,
-            Ok(snapshot) => match snapshot.parse() {
+            Ok(snapshot) => match snapshot.parse().and_then(|set| {
+                policy::require_params(&set, state.params.is_enabled()).map(|()| set)
+            }) {
                 Ok(set) => {
+                    state.params.watch(&set.param_kinds());
                     let names: Vec<String> = set.policies.iter().map(|p| p.name.clone()).collect();
                     // In force before it is reported: whoever reads the line sees the new set.
                     target.replace(set);
@@ -243,32 +265,40 @@ fn track_exemption_debt(state: AppState, interval: Duration) -> impl Future<Outp
     }
 }
 
-/// The namespace label cache, or none. Never fails start-up: without it, label rules and
-/// selectors do not match and the policies' own modes apply. `auto` watches in a cluster,
-/// and outside one too when a policy needs labels and a kubeconfig is found.
-async fn watch_namespaces(mode: WatchNamespaces, needing: &[&str]) -> NamespaceCache {
+/// The client the namespace label cache and the params are read with, or none. Without it,
+/// label rules and selectors do not match and the policies' own modes apply, and params come
+/// from the policy directory alone. `auto` connects in a cluster, and outside one too when a
+/// policy needs labels or params and a kubeconfig is found.
+async fn cluster_client(
+    mode: WatchNamespaces,
+    set: &PolicySet,
+    candidate: Option<&SharedPolicies>,
+) -> Option<kube::Client> {
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let candidate = candidate.map(SharedPolicies::current);
+    let needs =
+        |s: &PolicySet| !s.needing_namespace_labels().is_empty() || !s.param_kinds().is_empty();
     let wanted = match mode {
         WatchNamespaces::Never => false,
         WatchNamespaces::Always => true,
-        WatchNamespaces::Auto => in_cluster || !needing.is_empty(),
+        WatchNamespaces::Auto => {
+            in_cluster || needs(set) || candidate.as_deref().is_some_and(needs)
+        }
     };
     if !wanted {
-        return NamespaceCache::disabled();
+        return None;
     }
-    let client = match kube::Config::infer().await.map(kube::Client::try_from) {
-        Ok(Ok(client)) => client,
+    match kube::Config::infer().await.map(kube::Client::try_from) {
+        Ok(Ok(client)) => Some(client),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "no namespace label cache: cannot build a Kubernetes client");
-            return NamespaceCache::disabled();
+            tracing::warn!(error = %e, "no namespace label cache or cluster params: cannot build a Kubernetes client");
+            None
         }
         Err(e) => {
-            tracing::warn!(error = %e, "no namespace label cache: no Kubernetes configuration");
-            return NamespaceCache::disabled();
+            tracing::warn!(error = %e, "no namespace label cache or cluster params: no Kubernetes configuration");
+            None
         }
-    };
-    tracing::info!("watching namespace labels");
-    namespaces::watch(client)
+    }
 }
 
 /// A policy that reads namespace labels, served without the watch, would silently use its own

@@ -10,6 +10,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use serde::Deserialize;
 
+use super::params::{ParamBinding, ParamKey};
 use super::{Mode, RuleId};
 use crate::cel::{self, CompileError, Expression};
 
@@ -108,6 +109,8 @@ pub struct CelRule {
     pub audit_annotations: Vec<CelAuditAnnotation>,
     /// Pod controllers judged through their pod template (Kyverno's autogen), by kind.
     pub autogen: Vec<String>,
+    /// Where `params` come from, when the policy has a `paramKind`.
+    pub params: Option<ParamBinding>,
 }
 
 /// Why a CEL policy cannot be loaded: the field, and what is wrong there.
@@ -187,13 +190,13 @@ struct Shared<'a> {
     validations: &'a [Validation],
     audit_annotations: &'a [AuditAnnotation],
     failure_policy: Option<&'a str>,
-    has_params: bool,
+    param_kind: Option<&'a ParamKind>,
 }
 
 /// The shared fields of a ValidatingAdmissionPolicy's spec or a ValidatingPolicy's, which are
 /// two types with the same field names.
 macro_rules! shared {
-    ($spec:expr, $has_params:expr) => {
+    ($spec:expr) => {
         Shared {
             match_constraints: $spec.match_constraints.as_ref(),
             match_conditions: $spec.match_conditions.as_deref().unwrap_or_default(),
@@ -201,9 +204,50 @@ macro_rules! shared {
             validations: $spec.validations.as_deref().unwrap_or_default(),
             audit_annotations: $spec.audit_annotations.as_deref().unwrap_or_default(),
             failure_policy: $spec.failure_policy.as_deref(),
-            has_params: $has_params,
+            param_kind: $spec.param_kind.as_ref(),
         }
     };
+}
+
+/// Where a rule's params come from: the policy's `paramKind` and the `paramRef` at
+/// `ref_at`, checked as the apiserver validates them. A `paramRef` without a `paramKind` is
+/// ignored, as Kubernetes ignores it.
+fn param_binding(
+    at: &str,
+    kind: Option<&ParamKind>,
+    (ref_at, param_ref): (&str, Option<&ParamRef>),
+) -> Result<Option<ParamBinding>, CelError> {
+    let Some(kind) = kind else {
+        return Ok(None);
+    };
+    let key = ParamKey::of(kind);
+    if key.api_version.is_empty() || key.kind.is_empty() {
+        return Err(CelError::new(
+            format!("{at}paramKind"),
+            "needs both apiVersion and kind",
+        ));
+    }
+    if let Some(r) = param_ref {
+        let named = r.name.as_deref().is_some_and(|n| !n.is_empty());
+        if named == r.selector.is_some() {
+            return Err(CelError::new(
+                ref_at,
+                "set exactly one of name and selector",
+            ));
+        }
+        if let Some(action) = r.parameter_not_found_action.as_deref()
+            && !["Allow", "Deny"].contains(&action)
+        {
+            return Err(CelError::new(
+                format!("{ref_at}.parameterNotFoundAction"),
+                format!("{action:?} is not Allow or Deny"),
+            ));
+        }
+    }
+    Ok(Some(ParamBinding {
+        kind: key,
+        param_ref: param_ref.cloned(),
+    }))
 }
 
 fn compile_rule(
@@ -211,15 +255,11 @@ fn compile_rule(
     at: &str,
     shared: Shared,
     (mode, also_audit): (Mode, bool),
-    binding_match: Option<MatchResources>,
+    binding: (Option<MatchResources>, (&str, Option<&ParamRef>)),
     autogen: Vec<String>,
 ) -> Result<CelRule, CelError> {
-    if shared.has_params {
-        return Err(CelError::new(
-            format!("{at}paramKind"),
-            "params are not supported yet: the policy is refused rather than judged without them",
-        ));
-    }
+    let (binding_match, param_ref) = binding;
+    let params = param_binding(at, shared.param_kind, param_ref)?;
     let match_constraints = shared
         .match_constraints
         .cloned()
@@ -302,6 +342,7 @@ fn compile_rule(
         validations,
         audit_annotations,
         autogen,
+        params,
     })
 }
 
@@ -325,9 +366,9 @@ pub(crate) fn validating_policy(
     compile_rule(
         name,
         "spec.",
-        shared!(spec, spec.param_kind.is_some() || spec.param_ref.is_some()),
+        shared!(spec),
         mode,
-        None,
+        (None, ("spec.paramRef", spec.param_ref.as_ref())),
         autogen,
     )
 }
@@ -370,6 +411,10 @@ pub struct RuleSpec {
     pub validations: Vec<Validation>,
     #[serde(default)]
     pub audit_annotations: Vec<AuditAnnotation>,
+    #[serde(default)]
+    pub param_kind: Option<ParamKind>,
+    #[serde(default)]
+    pub param_ref: Option<ParamRef>,
     /// Pod controllers judged through their pod template, as the built-in checks judge them;
     /// omitted: every pod controller, `[]`: none (a ValidatingAdmissionPolicy's behaviour).
     #[serde(default)]
@@ -390,10 +435,10 @@ pub(crate) fn policy_rule(index: usize, spec: &RuleSpec) -> Result<CelRule, CelE
             validations: &spec.validations,
             audit_annotations: &spec.audit_annotations,
             failure_policy: spec.failure_policy.as_deref(),
-            has_params: false,
+            param_kind: spec.param_kind.as_ref(),
         },
         (spec.mode, false),
-        None,
+        (None, (&format!("{at}paramRef"), spec.param_ref.as_ref())),
         autogen,
     )
 }
@@ -415,9 +460,12 @@ pub(crate) fn admission_policy(
     compile_rule(
         name,
         "spec.",
-        shared!(spec, spec.param_kind.is_some() || bspec.param_ref.is_some()),
+        shared!(spec),
         mode,
-        bspec.match_resources.clone(),
+        (
+            bspec.match_resources.clone(),
+            ("binding spec.paramRef", bspec.param_ref.as_ref()),
+        ),
         Vec::new(),
     )
 }

@@ -2,6 +2,7 @@
 //! `policies/profiles/` stays opt-in), or the default compiled into the binary. A set is
 //! returned only when every file parses and validates; the error names the file and field.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 
 use super::cel::{self, CelError, ValidatingPolicySpec};
+use super::params::{NAMESPACED_CORE_KINDS, ParamKey, ParamObjects, Params};
 use super::{CheckId, Date, LabelOperator, Policy, PolicyDocument, PolicySet, RuleId};
 
 /// The shipped default policy, compiled in so `portcullis serve` works from anywhere.
@@ -107,6 +109,8 @@ struct Documents {
     policies: Vec<Policy>,
     admission_policies: Vec<(String, ValidatingAdmissionPolicy)>,
     bindings: Vec<(String, ValidatingAdmissionPolicyBinding)>,
+    /// Documents of any other kind: params, if a loaded policy's paramKind names their kind.
+    others: Vec<(String, serde_json::Value)>,
 }
 
 /// Reads every document of a file, by apiVersion and kind.
@@ -154,17 +158,7 @@ fn parse_file(source: &str, text: &str, into: &mut Documents) -> Result<(), Poli
                     serde_json::from_value(doc).map_err(|e| parse_error(e.to_string()))?;
                 into.bindings.push((at, binding));
             }
-            _ => {
-                return Err(PolicyError::Invalid {
-                    file: at,
-                    field: "kind".into(),
-                    reason: format!(
-                        "{api_version} {kind} is not a policy: portcullis.dev/v1alpha1 Policy, \
-                         policies.kyverno.io ValidatingPolicy, or admissionregistration.k8s.io/v1 \
-                         ValidatingAdmissionPolicy and ValidatingAdmissionPolicyBinding"
-                    ),
-                });
-            }
+            _ => into.others.push((at, doc)),
         }
     }
     Ok(())
@@ -335,7 +329,10 @@ impl Snapshot {
         }
         pair_bindings(&mut docs)?;
         adopt(&mut docs.policies)?;
-        assemble(docs.policies)
+        let params = params(&docs.policies, docs.others)?;
+        let mut set = assemble(docs.policies)?;
+        set.params = params;
+        Ok(set)
     }
 }
 
@@ -361,7 +358,101 @@ pub(crate) fn assemble(policies: Vec<Policy>) -> Result<PolicySet, PolicyError> 
             ),
         ));
     }
-    Ok(PolicySet { policies })
+    Ok(PolicySet {
+        policies,
+        params: Params::default(),
+    })
+}
+
+/// The documents that are not policies, as params of the kinds loaded policies name. Any
+/// other document is a mistake (a typo in a kind, a manifest in the wrong directory).
+fn params(
+    policies: &[Policy],
+    others: Vec<(String, serde_json::Value)>,
+) -> Result<Params, PolicyError> {
+    let kinds: BTreeSet<&ParamKey> = policies
+        .iter()
+        .flat_map(|p| &p.cel)
+        .filter_map(|r| r.params.as_ref().map(|b| &b.kind))
+        .collect();
+    let mut by_kind: BTreeMap<ParamKey, ParamObjects> = BTreeMap::new();
+    let mut sources: BTreeMap<ParamKey, Vec<String>> = BTreeMap::new();
+    for (at, doc) in others {
+        let key = ParamKey {
+            api_version: doc["apiVersion"].as_str().unwrap_or_default().to_owned(),
+            kind: doc["kind"].as_str().unwrap_or_default().to_owned(),
+        };
+        if !kinds.contains(&key) {
+            return Err(PolicyError::Invalid {
+                file: at,
+                field: "kind".into(),
+                reason: format!(
+                    "{key} is not a policy (portcullis.dev/v1alpha1 Policy, policies.kyverno.io \
+                     ValidatingPolicy, or admissionregistration.k8s.io/v1 \
+                     ValidatingAdmissionPolicy and ValidatingAdmissionPolicyBinding), nor the \
+                     paramKind of a loaded policy"
+                ),
+            });
+        }
+        if doc["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+            return Err(PolicyError::Invalid {
+                file: at,
+                field: "metadata.name".into(),
+                reason: "a param needs a name".into(),
+            });
+        }
+        let objects = by_kind.entry(key.clone()).or_default();
+        objects.namespaced |= doc["metadata"]["namespace"].is_string()
+            || (key.api_version == "v1" && NAMESPACED_CORE_KINDS.contains(&key.kind.as_str()));
+        objects.objects.push(doc);
+        sources.entry(key).or_default().push(at);
+    }
+    let mut params = Params::default();
+    for (key, objects) in by_kind {
+        // A namespaced param without a namespace could be found by no paramRef.
+        if objects.namespaced
+            && let Some(i) = objects
+                .objects
+                .iter()
+                .position(|o| !o["metadata"]["namespace"].is_string())
+        {
+            return Err(PolicyError::Invalid {
+                file: sources[&key][i].clone(),
+                field: "metadata.namespace".into(),
+                reason: format!("{key} is namespaced: a param of this kind needs its namespace"),
+            });
+        }
+        params.insert(key, objects);
+    }
+    Ok(params)
+}
+
+/// Rules whose params no object in the policy directory provides. Offline, and when serving
+/// without a cluster to read params from, such a policy is refused: it could only ever fail.
+pub fn require_params(set: &PolicySet, cluster: bool) -> Result<(), PolicyError> {
+    if cluster {
+        return Ok(());
+    }
+    for policy in &set.policies {
+        for rule in &policy.cel {
+            if let Some(binding) = &rule.params
+                && binding.param_ref.is_some()
+                && set.params.kind(&binding.kind).is_none()
+            {
+                return Err(invalid(
+                    policy,
+                    &format!("paramKind ({})", rule.id),
+                    format!(
+                        "no {} object is in the policy directory, and there is no cluster to \
+                         read params from (serve with the namespace watch's client, or add the \
+                         params beside the policy)",
+                        binding.kind
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl PolicySet {
@@ -371,6 +462,7 @@ impl PolicySet {
             .expect("the embedded default policy is tested to parse");
         PolicySet {
             policies: vec![policy],
+            params: Params::default(),
         }
     }
 }

@@ -6,10 +6,12 @@
 pub mod cel;
 mod load;
 pub mod matching;
+pub mod params;
 mod rule;
 
 pub use load::{
     DEFAULT_DIR, DEFAULT_POLICY, PolicyError, Snapshot, configured_dir, load_dir, parse,
+    require_params,
 };
 
 use std::sync::{Arc, RwLock};
@@ -43,15 +45,32 @@ use crate::quantity::Quantity;
 use crate::workload::{ContainerKind, WorkloadKind};
 
 /// Every policy in force, in file-name order.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct PolicySet {
     pub policies: Vec<Policy>,
+    /// The param objects found beside the policies.
+    pub params: params::Params,
 }
 
 impl PolicySet {
     /// Whether any policy has CEL rules, which read requests as JSON.
     pub fn has_cel(&self) -> bool {
         self.policies.iter().any(|p| !p.cel.is_empty())
+    }
+
+    /// The param kinds the rules read through a `paramRef`, each once.
+    pub fn param_kinds(&self) -> Vec<&params::ParamKey> {
+        let mut kinds: Vec<&params::ParamKey> = self
+            .policies
+            .iter()
+            .flat_map(|p| &p.cel)
+            .filter_map(|r| r.params.as_ref())
+            .filter(|b| b.param_ref.is_some())
+            .map(|b| &b.kind)
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        kinds
     }
 
     /// The policies whose modes depend on namespace labels (`namespaceLabels`, or a
