@@ -36,6 +36,36 @@ pub enum Command {
     /// Print the ValidatingWebhookConfiguration `rules` the loaded policies need: the kinds
     /// the checks judge, and every resource a CEL rule matches.
     WebhookRules(WebhookRulesArgs),
+    /// Keep wgpolicyk8s.io PolicyReports (one per namespace) and a ClusterPolicyReport current
+    /// for the live workloads, judged as `audit` judges them. Run exactly one.
+    Reports(Box<ReportsArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportsArgs {
+    /// Directory of policy files. Default policies/ if it exists, else the embedded default.
+    #[arg(long, env = "PORTCULLIS_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// How often the policy directory is read again for changes.
+    #[arg(long, env = "PORTCULLIS_POLICY_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub policy_reload_interval: Duration,
+    /// Every object is judged again at least this often, so schedules and expiring
+    /// exemptions reach the reports without a change to the object.
+    #[arg(long, env = "PORTCULLIS_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+    /// At most this many report writes (create, update, delete) per second.
+    #[arg(long, env = "PORTCULLIS_MAX_WRITES_PER_SECOND", default_value_t = 5.0)]
+    pub max_writes_per_second: f64,
+    /// Plain-HTTP listener for /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "PORTCULLIS_METRICS_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_listen: SocketAddr,
+    /// Log line format.
+    #[arg(long, env = "PORTCULLIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Args)]

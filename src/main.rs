@@ -14,6 +14,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Command::Serve(args) => *args,
+        Command::Reports(args) => {
+            let _log_flush = init_logging(args.log_format);
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let result = tokio::runtime::Runtime::new()
+                .map_err(portcullis::offline::OfflineError::Output)
+                .and_then(|rt| rt.block_on(portcullis::commands::reports::run(*args)));
+            return match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "reports stopped");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Certs(args) => {
             return match portcullis::commands::certs::run(&args) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -66,6 +66,13 @@ pub struct ExpiryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReportWriteLabels {
+    /// create, update or delete.
+    pub operation: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -85,6 +92,9 @@ pub struct Metrics {
     pub refused: Family<EndpointLabels, Counter>,
     pub cel_errors_ignored: Family<RuleLabels, Counter>,
     pub namespace_cache_synced: Gauge,
+    /// `portcullis reports` only: PolicyReport writes, and objects judged.
+    pub report_writes: Family<ReportWriteLabels, Counter>,
+    pub objects_judged: Counter,
 }
 
 /// Seconds: fine below a millisecond, where decisions sit, and coarse up to the 10 s budget.
@@ -176,6 +186,18 @@ impl Default for Metrics {
             "1 once the namespace label cache has listed the cluster's namespaces",
             namespace_cache_synced.clone(),
         );
+        let report_writes = Family::<ReportWriteLabels, Counter>::default();
+        registry.register(
+            "report_writes",
+            "PolicyReport and ClusterPolicyReport writes by `portcullis reports`, by operation (create, update, delete) and result (ok, failed)",
+            report_writes.clone(),
+        );
+        let objects_judged = Counter::default();
+        registry.register(
+            "report_objects_judged",
+            "Live objects judged by `portcullis reports` (again only when the object, its namespace labels, the policies or the day changed)",
+            objects_judged.clone(),
+        );
         // Known outcomes exist from the start at zero, so alerts on them work before the first event.
         for result in ["ok", "failed"] {
             let _ = policy_reloads.get_or_create(&ResultLabels { result });
@@ -199,6 +221,8 @@ impl Default for Metrics {
             refused,
             cel_errors_ignored,
             namespace_cache_synced,
+            report_writes,
+            objects_judged,
         }
     }
 }

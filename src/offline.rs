@@ -273,3 +273,50 @@ fn collect(path: &Path, named: bool, out: &mut Vec<PathBuf>) -> Result<(), Offli
     }
     Ok(())
 }
+
+/// The resources CEL rules name exactly (no wildcards, no subresources) beyond the workloads
+/// audit always lists, as (group, version, plural).
+pub fn cel_resources(set: &PolicySet) -> Vec<(String, String, String)> {
+    let workloads: Vec<(&str, String)> = WorkloadKind::ALL
+        .iter()
+        .map(|k| (k.group(), k.resource()))
+        .collect();
+    let mut out = Vec::new();
+    let rules = set.policies.iter().flat_map(|p| &p.cel);
+    let resource_rules = rules
+        .flat_map(|r| [Some(&r.match_constraints), r.binding_match.as_ref()])
+        .flatten()
+        .flat_map(|m| m.resource_rules.iter().flatten());
+    for rule in resource_rules {
+        for group in rule.api_groups.iter().flatten() {
+            for version in rule.api_versions.iter().flatten() {
+                for plural in rule.resources.iter().flatten() {
+                    let exact = ![group, version, plural].iter().any(|s| s.contains('*'))
+                        && !plural.contains('/');
+                    let workload = workloads.iter().any(|(g, r)| g == group && r == plural);
+                    let entry = (group.clone(), version.clone(), plural.clone());
+                    if exact && !workload && !out.contains(&entry) {
+                        out.push(entry);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether a controller owns the object: then its owner is judged, and it is the owner's
+/// manifest that needs the fix.
+pub fn owned_by_a_controller(object: &Value) -> bool {
+    object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|refs| {
+            refs.iter().any(|r| {
+                r.get("controller").and_then(Value::as_bool) == Some(true)
+                    && r.get("kind")
+                        .and_then(Value::as_str)
+                        .is_some_and(|k| WorkloadKind::from_kind(k).is_some())
+            })
+        })
+}

@@ -138,97 +138,106 @@ fn now_seconds() -> i64 {
 pub fn policy_reports(judged: &[Judged], timestamp: i64) -> Value {
     let mut by_namespace: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for j in judged {
-        // An ObjectReference: fields that are unknown are left out, not null (the CRD's
-        // schema types them as strings).
-        let mut resource = json!({"apiVersion": j.api_version, "kind": j.kind, "name": j.name});
-        if !j.namespace.is_empty() {
-            resource["namespace"] = json!(j.namespace);
-        }
-        if let Some(uid) = &j.uid {
-            resource["uid"] = json!(uid);
-        }
-        let result = |policy: &str, rule: &str, result: &str, message: String, props: Value| {
-            json!({
-                "source": "portcullis",
-                "policy": policy,
-                "rule": rule,
-                "result": result,
-                "scored": true,
-                "message": message,
-                "properties": props,
-                "resources": [resource],
-                "timestamp": {"seconds": timestamp, "nanos": 0},
-            })
-        };
-        let results = by_namespace.entry(j.namespace.as_str()).or_default();
-        match &j.verdict {
-            Verdict::Skipped(skip) => results.push(result(
-                "portcullis",
-                "all-checks",
-                "skip",
-                skip.as_str().to_owned(),
-                json!({}),
-            )),
-            Verdict::Unjudgeable(reason) => results.push(result(
-                "portcullis",
-                "readable-object",
-                "error",
-                reason.clone(),
-                json!({}),
-            )),
-            Verdict::Judged(violations) if violations.is_empty() => results.push(result(
-                "portcullis",
-                "all-checks",
-                "pass",
-                "every check passed".to_owned(),
-                json!({}),
-            )),
-            Verdict::Judged(violations) => {
-                for v in violations {
-                    let status = match (&v.exemption, v.mode) {
-                        (Some(_), _) => "skip",
-                        (None, Mode::Warn) => "warn",
-                        (None, _) => "fail",
-                    };
-                    let mut props = json!({"mode": v.mode.as_str(), "field": v.field});
-                    if let Some(e) = &v.exemption {
-                        props["exemption"] = Value::String(e.to_string());
-                    }
-                    results.push(result(
-                        &v.policy,
-                        v.rule.as_str(),
-                        status,
-                        v.to_string(),
-                        props,
-                    ));
-                }
-            }
-        }
+        by_namespace
+            .entry(j.namespace.as_str())
+            .or_default()
+            .extend(results(j, timestamp));
     }
     let items: Vec<Value> = by_namespace
         .into_iter()
-        .map(|(namespace, results)| {
-            let mut summary = json!({"pass": 0, "fail": 0, "warn": 0, "error": 0, "skip": 0});
-            for r in &results {
-                let key = r["result"].as_str().unwrap_or("error").to_owned();
-                summary[&key] = json!(summary[&key].as_i64().unwrap_or(0) + 1);
-            }
-            let (kind, metadata) = if namespace.is_empty() {
-                ("ClusterPolicyReport", json!({"name": "portcullis"}))
-            } else {
-                (
-                    "PolicyReport",
-                    json!({"name": "portcullis", "namespace": namespace}),
-                )
-            };
-            json!({
-                "apiVersion": "wgpolicyk8s.io/v1alpha2",
-                "kind": kind,
-                "metadata": metadata,
-                "summary": summary,
-                "results": results,
-            })
-        })
+        .map(|(namespace, results)| report(namespace, results))
         .collect();
     json!({"apiVersion": "v1", "kind": "List", "items": items})
 }
+
+/// The report results for one judged object: one per violation, else one pass or skip.
+pub fn results(j: &Judged, timestamp: i64) -> Vec<Value> {
+    // An ObjectReference: fields that are unknown are left out, not null (the CRD's
+    // schema types them as strings).
+    let mut resource = json!({"apiVersion": j.api_version, "kind": j.kind, "name": j.name});
+    if !j.namespace.is_empty() {
+        resource["namespace"] = json!(j.namespace);
+    }
+    if let Some(uid) = &j.uid {
+        resource["uid"] = json!(uid);
+    }
+    let result = |policy: &str, rule: &str, result: &str, message: String, props: Value| {
+        json!({
+            "source": "portcullis",
+            "policy": policy,
+            "rule": rule,
+            "result": result,
+            "scored": true,
+            "message": message,
+            "properties": props,
+            "resources": [resource],
+            "timestamp": {"seconds": timestamp, "nanos": 0},
+        })
+    };
+    match &j.verdict {
+        Verdict::Skipped(skip) => vec![result(
+            "portcullis",
+            "all-checks",
+            "skip",
+            skip.as_str().to_owned(),
+            json!({}),
+        )],
+        Verdict::Unjudgeable(reason) => vec![result(
+            "portcullis",
+            "readable-object",
+            "error",
+            reason.clone(),
+            json!({}),
+        )],
+        Verdict::Judged(violations) if violations.is_empty() => vec![result(
+            "portcullis",
+            "all-checks",
+            "pass",
+            "every check passed".to_owned(),
+            json!({}),
+        )],
+        Verdict::Judged(violations) => violations
+            .iter()
+            .map(|v| {
+                let status = match (&v.exemption, v.mode) {
+                    (Some(_), _) => "skip",
+                    (None, Mode::Warn) => "warn",
+                    (None, _) => "fail",
+                };
+                let mut props = json!({"mode": v.mode.as_str(), "field": v.field});
+                if let Some(e) = &v.exemption {
+                    props["exemption"] = Value::String(e.to_string());
+                }
+                result(&v.policy, v.rule.as_str(), status, v.to_string(), props)
+            })
+            .collect(),
+    }
+}
+
+/// The PolicyReport of `namespace` (the ClusterPolicyReport for `""`) holding `results`,
+/// with their summary.
+pub fn report(namespace: &str, results: Vec<Value>) -> Value {
+    let mut summary = json!({"pass": 0, "fail": 0, "warn": 0, "error": 0, "skip": 0});
+    for r in &results {
+        let key = r["result"].as_str().unwrap_or("error").to_owned();
+        summary[&key] = json!(summary[&key].as_i64().unwrap_or(0) + 1);
+    }
+    let (kind, metadata) = if namespace.is_empty() {
+        ("ClusterPolicyReport", json!({"name": REPORT_NAME}))
+    } else {
+        (
+            "PolicyReport",
+            json!({"name": REPORT_NAME, "namespace": namespace}),
+        )
+    };
+    json!({
+        "apiVersion": "wgpolicyk8s.io/v1alpha2",
+        "kind": kind,
+        "metadata": metadata,
+        "summary": summary,
+        "results": results,
+    })
+}
+
+/// The name of every report portcullis writes, one per namespace.
+pub const REPORT_NAME: &str = "portcullis";

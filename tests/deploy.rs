@@ -185,7 +185,11 @@ fn type_manifest(doc: &Value) -> Option<&'static str> {
 
 #[test]
 fn every_base_and_component_resource_is_typed() {
-    for dir in ["deploy/base", "deploy/components/cert-manager"] {
+    for dir in [
+        "deploy/base",
+        "deploy/components/cert-manager",
+        "deploy/components/reports",
+    ] {
         let kustomization = &yaml_docs(&repo().join(dir).join("kustomization.yaml"))[0];
         for resource in kustomization["resources"].as_array().unwrap() {
             for doc in yaml_docs(&repo().join(dir).join(resource.as_str().unwrap())) {
@@ -238,7 +242,11 @@ fn policies_in_deploy_stay_in_step_with_policies_dir() {
 }
 
 fn render(overlay: &str) -> Option<Vec<Value>> {
-    let dir = format!("deploy/overlays/{overlay}");
+    render_dir(&format!("deploy/overlays/{overlay}"))
+}
+
+/// What kustomize renders for `dir`, relative to the repository.
+fn render_dir(dir: &str) -> Option<Vec<Value>> {
     // kustomize itself, else the copy built into kubectl: .ci/run provides one of them.
     let renderers: [(&str, &[&str]); 2] = [("kustomize", &["build"]), ("kubectl", &["kustomize"])];
     for (program, args) in renderers {
@@ -360,4 +368,92 @@ async fn rendered_overlays_install_what_they_promise() {
             );
         }
     }
+}
+
+#[test]
+fn the_report_writer_may_read_what_it_judges_and_write_reports_nothing_more() {
+    use portcullis::workload::WorkloadKind;
+    let docs = yaml_docs(&repo().join("deploy/components/reports/rbac.yaml"));
+    let role: ClusterRole = typed(&docs[1]);
+    let mut granted: Vec<(String, String, Vec<String>)> = Vec::new();
+    for rule in role.rules.unwrap() {
+        for group in rule.api_groups.unwrap() {
+            for resource in rule.resources.clone().unwrap() {
+                granted.push((group.clone(), resource, rule.verbs.clone()));
+            }
+        }
+    }
+    granted.sort();
+    let read = || vec!["list".to_owned(), "watch".to_owned()];
+    let mut expected: Vec<(String, String, Vec<String>)> = WorkloadKind::ALL
+        .iter()
+        .map(|k| (k.group().to_owned(), k.resource(), read()))
+        .chain([(String::new(), "namespaces".to_owned(), read())])
+        .chain(["policyreports", "clusterpolicyreports"].map(|r| {
+            let write = ["list", "create", "update", "delete"]
+                .map(String::from)
+                .to_vec();
+            ("wgpolicyk8s.io".to_owned(), r.to_owned(), write)
+        }))
+        .collect();
+    expected.sort();
+    assert_eq!(granted, expected);
+    let binding: ClusterRoleBinding = typed(&docs[2]);
+    assert_eq!(binding.subjects.unwrap()[0].name, "portcullis-reports");
+}
+
+#[tokio::test]
+async fn the_reports_component_runs_one_writer_with_the_webhooks_policies() {
+    // An overlay of the audit install with the component, inside the repository: kustomize
+    // takes relative paths only.
+    let overlay = tempfile::Builder::new()
+        .prefix(".render-")
+        .tempdir_in(repo())
+        .unwrap();
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+         resources: [../deploy/overlays/audit]\ncomponents: [../deploy/components/reports]\n",
+    )
+    .unwrap();
+    let name = overlay.path().file_name().unwrap().to_str().unwrap();
+    let Some(docs) = render_dir(name) else { return };
+    for doc in &docs {
+        type_manifest(doc);
+    }
+    let deployments: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Deployment").collect();
+    let writer = deployments
+        .iter()
+        .find(|d| d["metadata"]["name"] == "portcullis-reports")
+        .expect("the reports Deployment");
+    let webhook = deployments
+        .iter()
+        .find(|d| d["metadata"]["name"] == "portcullis")
+        .unwrap();
+    assert_eq!(writer["spec"]["replicas"], 1);
+    assert_eq!(writer["spec"]["strategy"]["type"], "Recreate");
+    let spec = &writer["spec"]["template"]["spec"];
+    assert_eq!(spec["containers"][0]["args"][0], "reports");
+    assert_eq!(spec["serviceAccountName"], "portcullis-reports");
+    // The same (hashed) policies ConfigMap as the webhook's.
+    let config_map =
+        |d: &Value| d["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"].clone();
+    assert_eq!(config_map(writer), config_map(webhook));
+    // Its own pod passes portcullis's checks, and the restricted profile.
+    let restricted = policy::load_dir(&repo().join("policies/profiles/pss-restricted")).unwrap();
+    for set in [PolicySet::embedded(), restricted] {
+        let response = answer(&app(set), "/validate", &create(writer)).await;
+        assert_eq!(response["allowed"], true, "{response}");
+    }
+    // The binary takes the arguments the Deployment gives it.
+    let args: Vec<String> = spec["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let parsed = <portcullis::cli::Cli as clap::Parser>::try_parse_from(
+        std::iter::once("portcullis".to_owned()).chain(args),
+    );
+    assert!(parsed.is_ok(), "{parsed:?}");
 }

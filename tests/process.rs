@@ -88,19 +88,6 @@ async fn serve_on_a_fresh_machine_generates_a_dev_certificate_and_drains_on_sigt
     assert!(exit.success(), "SIGTERM must exit 0, got {exit}");
 }
 
-/// A plain-HTTP GET to the metrics listener, returning the whole answer.
-async fn plain_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).await.ok();
-    out
-}
-
 /// A minimal GET over TLS that returns the status line.
 async fn curl_like(addr: std::net::SocketAddr, ca: &str, path: &str) -> String {
     let mut tls = tls_connect(addr, ca).await;

@@ -41,7 +41,7 @@ pub async fn run(args: &AuditArgs) -> Result<bool, OfflineError> {
     let labels = namespace_labels(&client).await?;
     let mut judged = Vec::new();
     let mut judge = |mut object: Value, api_version: &str, kind: &str| {
-        if owned_by_a_controller(&object) {
+        if offline::owned_by_a_controller(&object) {
             return;
         }
         // List items carry no apiVersion and kind.
@@ -64,7 +64,7 @@ pub async fn run(args: &AuditArgs) -> Result<bool, OfflineError> {
     };
     // Beyond the workloads, whatever resources CEL rules name (listed cluster-wide, then
     // narrowed to --namespace: some are cluster-scoped).
-    for (group, version, plural) in cel_resources(&set) {
+    for (group, version, plural) in offline::cel_resources(&set) {
         let api_version = if group.is_empty() {
             version.clone()
         } else {
@@ -140,37 +140,6 @@ async fn list_all(api: &Api<DynamicObject>) -> Result<(String, Vec<Value>), kube
     }
 }
 
-/// The resources CEL rules name exactly (no wildcards, no subresources) beyond the workloads
-/// audit always lists, as (group, version, plural).
-fn cel_resources(set: &crate::policy::PolicySet) -> Vec<(String, String, String)> {
-    let workloads: Vec<(&str, String)> = WorkloadKind::ALL
-        .iter()
-        .map(|k| (k.group(), k.resource()))
-        .collect();
-    let mut out = Vec::new();
-    let rules = set.policies.iter().flat_map(|p| &p.cel);
-    let resource_rules = rules
-        .flat_map(|r| [Some(&r.match_constraints), r.binding_match.as_ref()])
-        .flatten()
-        .flat_map(|m| m.resource_rules.iter().flatten());
-    for rule in resource_rules {
-        for group in rule.api_groups.iter().flatten() {
-            for version in rule.api_versions.iter().flatten() {
-                for plural in rule.resources.iter().flatten() {
-                    let exact = ![group, version, plural].iter().any(|s| s.contains('*'))
-                        && !plural.contains('/');
-                    let workload = workloads.iter().any(|(g, r)| g == group && r == plural);
-                    let entry = (group.clone(), version.clone(), plural.clone());
-                    if exact && !workload && !out.contains(&entry) {
-                        out.push(entry);
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
 /// Namespace labels for `namespaceLabels` and selectors. Without permission to list
 /// namespaces (403) the audit goes on with the policies' own modes, as the server would;
 /// any other failure stops it.
@@ -193,18 +162,4 @@ async fn namespace_labels(
         }
         Err(e) => Err(OfflineError::Kube(format!("listing namespaces: {e}"))),
     }
-}
-
-fn owned_by_a_controller(object: &Value) -> bool {
-    object
-        .pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .is_some_and(|refs| {
-            refs.iter().any(|r| {
-                r.get("controller").and_then(Value::as_bool) == Some(true)
-                    && r.get("kind")
-                        .and_then(Value::as_str)
-                        .is_some_and(|k| WorkloadKind::from_kind(k).is_some())
-            })
-        })
 }

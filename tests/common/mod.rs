@@ -384,3 +384,19 @@ pub async fn post_review(addr: std::net::SocketAddr, ca: &str, body: &[u8]) -> S
     tls.read_to_string(&mut out).await.ok();
     out
 }
+
+/// A plain-HTTP GET to the metrics listener, returning the whole answer.
+pub async fn plain_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut tcp,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut tcp, &mut out)
+        .await
+        .ok();
+    out
+}
