@@ -252,7 +252,7 @@ fn render_dir(dir: &str) -> Option<Vec<Value>> {
     for (program, args) in renderers {
         let Ok(out) = std::process::Command::new(program)
             .args(args)
-            .arg(&dir)
+            .arg(dir)
             .current_dir(repo())
             .output()
         else {
