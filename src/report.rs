@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use serde_json::{Value, json};
 
 use crate::offline::Judged;
-use crate::policy::Mode;
+use crate::policy::{CheckId, Mode, PolicySet};
 use crate::verdict::{Subject, Verdict};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -23,7 +23,12 @@ pub fn any_denied(judged: &[Judged]) -> bool {
     judged.iter().any(|j| !j.verdict.is_allowed())
 }
 
-pub fn write(judged: &[Judged], format: Format, out: &mut impl Write) -> io::Result<()> {
+pub fn write(
+    set: &PolicySet,
+    judged: &[Judged],
+    format: Format,
+    out: &mut impl Write,
+) -> io::Result<()> {
     match format {
         Format::Text => text(judged, out),
         Format::Json => {
@@ -32,7 +37,7 @@ pub fn write(judged: &[Judged], format: Format, out: &mut impl Write) -> io::Res
             writeln!(out)
         }
         Format::Policyreport => {
-            serde_json::to_writer_pretty(&mut *out, &policy_reports(judged, now_seconds()))?;
+            serde_json::to_writer_pretty(&mut *out, &policy_reports(set, judged, now_seconds()))?;
             writeln!(out)
         }
     }
@@ -135,13 +140,13 @@ fn now_seconds() -> i64 {
 
 /// One PolicyReport per namespace (a ClusterPolicyReport for objects without one), in a
 /// `v1` List so `kubectl apply -f` takes the output as is.
-pub fn policy_reports(judged: &[Judged], timestamp: i64) -> Value {
+pub fn policy_reports(set: &PolicySet, judged: &[Judged], timestamp: i64) -> Value {
     let mut by_namespace: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for j in judged {
         by_namespace
             .entry(j.namespace.as_str())
             .or_default()
-            .extend(results(j, timestamp));
+            .extend(results(set, j, timestamp));
     }
     let items: Vec<Value> = by_namespace
         .into_iter()
@@ -150,8 +155,10 @@ pub fn policy_reports(judged: &[Judged], timestamp: i64) -> Value {
     json!({"apiVersion": "v1", "kind": "List", "items": items})
 }
 
-/// The report results for one judged object: one per violation, else one pass or skip.
-pub fn results(j: &Judged, timestamp: i64) -> Vec<Value> {
+/// The report results for one judged object: one per violation, else one pass or skip. A
+/// violation's category and severity are its policy's, or for a built-in check its own
+/// category.
+pub fn results(set: &PolicySet, j: &Judged, timestamp: i64) -> Vec<Value> {
     // An ObjectReference: fields that are unknown are left out, not null (the CRD's
     // schema types them as strings).
     let mut resource = json!({"apiVersion": j.api_version, "kind": j.kind, "name": j.name});
@@ -208,7 +215,18 @@ pub fn results(j: &Judged, timestamp: i64) -> Vec<Value> {
                 if let Some(e) = &v.exemption {
                     props["exemption"] = Value::String(e.to_string());
                 }
-                result(&v.policy, v.rule.as_str(), status, v.to_string(), props)
+                let mut r = result(&v.policy, v.rule.as_str(), status, v.to_string(), props);
+                let policy = set.policies.iter().find(|p| p.name == v.policy);
+                let category = policy
+                    .and_then(|p| p.category.as_deref())
+                    .or_else(|| CheckId::parse(v.rule.as_str()).map(CheckId::category));
+                if let Some(category) = category {
+                    r["category"] = json!(category);
+                }
+                if let Some(severity) = policy.and_then(|p| p.severity.as_deref()) {
+                    r["severity"] = json!(severity);
+                }
+                r
             })
             .collect(),
     }

@@ -323,6 +323,11 @@ fn check_writes_policy_reports_per_namespace() {
         .unwrap();
     assert_eq!(fail["policy"], "rollout");
     assert_eq!(fail["rule"], "liveness-probe");
+    assert_eq!(fail["category"], "Best Practices");
+    assert!(
+        fail.get("severity").is_none(),
+        "no severity is known for it"
+    );
     assert_eq!(fail["source"], "portcullis");
     assert_eq!(
         fail["resources"][0],

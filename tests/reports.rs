@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 /// A VAP requiring a `team` label on pods and deployments.
 const REQUIRE_TEAM: &str = "apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicy
-metadata: {name: require-team}
+metadata:
+  name: require-team
+  annotations: {policies.kyverno.io/category: Multi-Tenancy, policies.kyverno.io/severity: Medium}
 spec:
   matchConstraints:
     resourceRules:
@@ -339,6 +341,8 @@ async fn reports_follow_the_cluster_and_write_only_what_changed() {
         "every workload needs a team label [require-team]"
     );
     assert_eq!(team_a["results"][0]["rule"], "require-team");
+    assert_eq!(team_a["results"][0]["category"], "Multi-Tenancy");
+    assert_eq!(team_a["results"][0]["severity"], "medium");
     assert_eq!(
         team_a["results"][0]["resources"][0],
         json!({"apiVersion": "v1", "kind": "Pod", "name": "web", "namespace": "team-a", "uid": "uid-web"})

@@ -113,7 +113,7 @@ pub async fn run(args: &AuditArgs) -> Result<bool, OfflineError> {
         }
     }
     let mut out = std::io::stdout().lock();
-    report::write(&judged, args.output, &mut out)?;
+    report::write(&set, &judged, args.output, &mut out)?;
     Ok(report::any_denied(&judged))
 }
 

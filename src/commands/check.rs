@@ -39,6 +39,6 @@ pub fn run(args: &CheckArgs) -> Result<bool, OfflineError> {
         }
     }
     let mut out = std::io::stdout().lock();
-    report::write(&judged, args.output, &mut out)?;
+    report::write(&set, &judged, args.output, &mut out)?;
     Ok(report::any_denied(&judged))
 }

@@ -348,7 +348,7 @@ impl Judge {
                         cluster_params,
                     };
                     let results = offline::judge(set, &ctx, &object, &namespace)
-                        .map(|j| report::results(&j, 0))
+                        .map(|j| report::results(set, &j, 0))
                         .unwrap_or_default();
                     self.judged_last += 1;
                     metrics.objects_judged.inc();

@@ -50,11 +50,14 @@ pub fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
         .map(|(i, rule)| cel::policy_rule(i, rule).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| cel_invalid(source, &doc.metadata.name, e))?;
+    let (category, severity) = report_hints(&doc.metadata.annotations);
     let policy = Policy {
         name: doc.metadata.name,
         source: source.to_owned(),
         spec: doc.spec,
         cel,
+        category,
+        severity,
     };
     validate(&policy)?;
     Ok(policy)
@@ -208,14 +211,30 @@ fn kyverno_policy(source: &str, doc: serde_json::Value) -> Result<Policy, Policy
             reason: e.to_string(),
         })?;
     let rule = cel::validating_policy(&name, &spec).map_err(|e| cel_invalid(source, &name, e))?;
+    let annotations: BTreeMap<String, String> =
+        serde_json::from_value(doc["metadata"]["annotations"].clone()).unwrap_or_default();
+    let (category, severity) = report_hints(&annotations);
     let policy = Policy {
         name,
         source: source.to_owned(),
         spec: cel_spec(),
         cel: vec![Arc::new(rule)],
+        category,
+        severity,
     };
     validate(&policy)?;
     Ok(policy)
+}
+
+/// A policy's report category and severity, from its annotations. A severity outside the
+/// report schema's values is left out rather than written invalid.
+fn report_hints(annotations: &BTreeMap<String, String>) -> (Option<String>, Option<String>) {
+    let category = annotations.get(super::CATEGORY_ANNOTATION).cloned();
+    let severity = annotations
+        .get(super::SEVERITY_ANNOTATION)
+        .map(|s| s.to_lowercase())
+        .filter(|s| ["critical", "high", "medium", "low", "info"].contains(&s.as_str()));
+    (category, severity)
 }
 
 /// Each ValidatingAdmissionPolicy with its bindings. As in Kubernetes, a policy no binding
@@ -248,11 +267,19 @@ fn pair_bindings(docs: &mut Documents) -> Result<(), PolicyError> {
             tracing::info!(policy = %name, %source, "ValidatingAdmissionPolicy has no binding: not in force");
             continue;
         }
+        let (category, severity) = report_hints(
+            vap.metadata
+                .annotations
+                .as_ref()
+                .unwrap_or(&BTreeMap::new()),
+        );
         let policy = Policy {
             name,
             source: source.clone(),
             spec: cel_spec(),
             cel: rules,
+            category,
+            severity,
         };
         validate(&policy)?;
         docs.policies.push(policy);

@@ -103,6 +103,10 @@ pub struct Policy {
     /// Rules written in CEL: a ValidatingAdmissionPolicy's (one per binding) or a Kyverno
     /// ValidatingPolicy's.
     pub cel: Vec<std::sync::Arc<cel::CelRule>>,
+    /// What reports file the policy's results under: the `policies.kyverno.io/category` and
+    /// `policies.kyverno.io/severity` annotations, which Policy Reporter reads.
+    pub category: Option<String>,
+    pub severity: Option<String>,
 }
 
 impl Policy {
@@ -150,7 +154,13 @@ pub(crate) enum DocumentKind {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Metadata {
     pub name: String,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
+
+/// The annotations a policy's report results are filed under, as Kyverno writes them.
+pub(crate) const CATEGORY_ANNOTATION: &str = "policies.kyverno.io/category";
+pub(crate) const SEVERITY_ANNOTATION: &str = "policies.kyverno.io/severity";
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -102,6 +102,22 @@ impl CheckId {
         Self::ALL.into_iter().find(|c| c.as_str() == s)
     }
 
+    /// The category a report files the check under, in the words Kyverno's policies use.
+    pub fn category(self) -> &'static str {
+        match self {
+            Self::RunAsNonRoot
+            | Self::LivenessProbe
+            | Self::ReadinessProbe
+            | Self::ResourceLimits => "Best Practices",
+            Self::PssCapabilitiesRestricted
+            | Self::PssVolumeTypes
+            | Self::PssPrivilegeEscalation
+            | Self::PssRunAsNonRoot
+            | Self::PssRunAsUser => "Pod Security Standards (Restricted)",
+            _ => "Pod Security Standards (Baseline)",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RunAsNonRoot => "run-as-non-root",
