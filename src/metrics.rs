@@ -206,6 +206,11 @@ impl Default for Metrics {
         for endpoint in ["validate", "mutate"] {
             let _ = refused.get_or_create(&EndpointLabels { endpoint });
         }
+        for operation in ["create", "update", "delete"] {
+            for result in ["ok", "failed"] {
+                let _ = report_writes.get_or_create(&ReportWriteLabels { operation, result });
+            }
+        }
         Self {
             registry,
             requests,

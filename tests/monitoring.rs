@@ -144,7 +144,7 @@ async fn every_metric_the_rules_and_the_dashboard_read_is_exported() {
         metric_names(alert["expr"].as_str().unwrap(), &mut used);
     }
     let panels = dashboard()["panels"].as_array().unwrap().clone();
-    assert_eq!(panels.len(), 11, "dashboard panels");
+    assert_eq!(panels.len(), 12, "dashboard panels");
     for panel in &panels {
         let targets = panel["targets"].as_array().unwrap();
         assert!(!targets.is_empty(), "{}", panel["title"]);
@@ -169,7 +169,7 @@ async fn every_metric_the_rules_and_the_dashboard_read_is_exported() {
 #[test]
 fn every_alert_has_a_severity_a_summary_and_a_runbook_line() {
     let alerts = alerts();
-    assert_eq!(alerts.len(), 9, "alerts");
+    assert_eq!(alerts.len(), 10, "alerts");
     for alert in &alerts {
         let name = alert["alert"].as_str().unwrap();
         assert!(
@@ -287,7 +287,7 @@ fn alert_rules_pass_promtool_and_every_alert_fires_and_stays_quiet() {
     };
     assert!(check.status.success(), "{}", text(&check));
     assert!(
-        text(&check).contains("SUCCESS: 9 rules found"),
+        text(&check).contains("SUCCESS: 10 rules found"),
         "{}",
         text(&check)
     );
@@ -315,28 +315,34 @@ fn the_dashboard_ships_in_a_configmap_the_grafana_sidecar_picks_up() {
     for resource in &resources {
         assert!(component().join(resource).is_file(), "{resource}");
     }
-    // The ServiceMonitor selects the Service by a label the base Service carries, on the port
-    // the Deployment serves /metrics on.
+    // The ServiceMonitor selects the webhook's Service and the report writer's, on the port
+    // each serves /metrics on.
     let [monitor] = yaml_docs(&component().join("servicemonitor.yaml"))
         .try_into()
         .unwrap();
-    let [service] = yaml_docs(&repo().join("deploy/base/service.yaml"))
-        .try_into()
+    let selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+        serde_json::from_value(monitor["spec"]["selector"].clone()).unwrap();
+    let webhook = yaml_docs(&repo().join("deploy/base/service.yaml")).remove(0);
+    let writer = yaml_docs(&repo().join("deploy/components/reports/deployment.yaml"))
+        .into_iter()
+        .find(|d| d["kind"] == "Service")
         .unwrap();
-    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
-        .as_object()
-        .unwrap()
-    {
-        assert_eq!(&service["metadata"]["labels"][key], value, "{key}");
-    }
     let port = monitor["spec"]["endpoints"][0]["port"].as_str().unwrap();
-    assert!(
-        service["spec"]["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["name"] == port),
-        "{port}"
-    );
+    for service in [webhook, writer] {
+        let labels = serde_json::from_value(service["metadata"]["labels"].clone()).unwrap();
+        assert!(
+            portcullis::admission::selects(&selector, &labels),
+            "{}",
+            service["metadata"]["name"]
+        );
+        assert!(
+            service["spec"]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == port),
+            "{port}"
+        );
+    }
     assert_eq!(dashboard()["uid"], "portcullis");
 }
