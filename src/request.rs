@@ -48,6 +48,9 @@ pub enum Decoded {
     Workload(Box<Workload>),
     /// Present but not a readable workload of the requested kind: the reason, for the denial.
     Unreadable(String),
+    /// An UPDATE's `oldObject` whose pod spec is, byte for byte, the object's: left undecoded,
+    /// since an unchanged spec is all the old object is read for.
+    SameSpec,
 }
 
 impl Decoded {

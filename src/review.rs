@@ -121,11 +121,16 @@ pub fn decode_with(body: &[u8], for_cel: bool) -> Result<Request, ReviewError> {
         })
     });
     let object = decode_object(judged, r.object);
-    // The old object only matters to tell whether an UPDATE changed the pod spec.
-    let old_object = if r.operation == Operation::Update {
-        decode_object(judged, r.old_object)
-    } else {
-        Decoded::Skipped
+    // The old object only matters to tell whether an UPDATE changed the pod spec: when its
+    // spec's text is the object's, that is told without decoding it.
+    let old_object = match (&r.operation, judged, r.object, r.old_object) {
+        (Operation::Update, Some(kind), Some(new), Some(old))
+            if workload::same_pod_spec_text(kind, new.get(), old.get()) =>
+        {
+            Decoded::SameSpec
+        }
+        (Operation::Update, ..) => decode_object(judged, r.old_object),
+        _ => Decoded::Skipped,
     };
     Ok(Request {
         uid: r.uid,

@@ -184,6 +184,26 @@ pub fn decode<'de, D: serde::Deserializer<'de>>(
     })
 }
 
+/// Whether two objects of `kind` carry the same pod spec text (and one at all). Equal text is
+/// an equal spec; unequal text may still be an equal spec, which decoding then tells.
+pub fn same_pod_spec_text(kind: WorkloadKind, new: &str, old: &str) -> bool {
+    match (raw_pod_spec(kind, new), raw_pod_spec(kind, old)) {
+        (Some(new), Some(old)) => new == old && new != "null",
+        _ => false,
+    }
+}
+
+/// The pod spec's JSON text inside an object's, found without decoding anything else.
+fn raw_pod_spec(kind: WorkloadKind, json: &str) -> Option<&str> {
+    use serde_json::value::RawValue;
+    let mut raw: &RawValue = serde_json::from_str(json).ok()?;
+    for key in kind.pod_spec_path() {
+        let fields: BTreeMap<&str, &RawValue> = serde_json::from_str(raw.get()).ok()?;
+        raw = fields.get(key)?;
+    }
+    Some(raw.get())
+}
+
 /// Decodes an object already parsed into a JSON value (a manifest, a listed object).
 pub fn decode_value(
     kind: WorkloadKind,

@@ -464,3 +464,38 @@ async fn peer_semantics_are_policy_settings() {
             .contains("has none of livenessProbe, readinessProbe, startupProbe")
     );
 }
+
+#[test]
+fn an_unchanged_spec_is_told_from_its_text_and_a_reordered_one_by_decoding() {
+    use portcullis::request::Decoded;
+    let old = violating_pod();
+    let mut new = old.clone();
+    new["metadata"]["labels"]["tier"] = json!("gold");
+    let body = |new: &Value, old: &Value| {
+        serde_json::to_vec(&review("UPDATE", "team-a", Some(new), Some(old))).unwrap()
+    };
+    // The same spec text: the old object is never decoded.
+    let req = portcullis::review::decode(&body(&new, &old)).unwrap();
+    assert_eq!(req.old_object, Decoded::SameSpec);
+    // The same spec written otherwise (here with a space the apiserver would not send): decoded,
+    // and still unchanged.
+    let mut text = String::from_utf8(body(&new, &old)).unwrap();
+    let at = text.rfind("\"spec\":{").unwrap();
+    text.replace_range(at..at + 8, "\"spec\":{ ");
+    let req = portcullis::review::decode(text.as_bytes()).unwrap();
+    assert!(matches!(req.old_object, Decoded::Workload(_)));
+    let verdict = portcullis::admission::validate(
+        &PolicySet::embedded(),
+        &req,
+        &portcullis::rollout::Context::now(),
+    );
+    assert_eq!(
+        verdict,
+        portcullis::verdict::Verdict::Skipped(portcullis::verdict::Skip::SpecUnchanged)
+    );
+    // A changed spec is decoded and judged.
+    let mut changed = old.clone();
+    changed["spec"]["containers"][0]["image"] = json!("nginx:1.28");
+    let req = portcullis::review::decode(&body(&changed, &old)).unwrap();
+    assert!(matches!(req.old_object, Decoded::Workload(_)));
+}

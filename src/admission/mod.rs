@@ -86,7 +86,7 @@ fn validate_checks(set: &PolicySet, req: &Request, ctx: &Context) -> Verdict {
     let workload = match &req.object {
         Decoded::Workload(w) => w,
         Decoded::Unreadable(reason) => return Verdict::Unjudgeable(reason.clone()),
-        Decoded::Absent | Decoded::Skipped => {
+        Decoded::Absent | Decoded::Skipped | Decoded::SameSpec => {
             return Verdict::Unjudgeable(format!(
                 "the review carries no {} object to judge",
                 kind.as_str()
@@ -102,12 +102,13 @@ fn validate_checks(set: &PolicySet, req: &Request, ctx: &Context) -> Verdict {
     };
     // Only an unchanged pod spec may skip: metadata, deletionTimestamp and ownerReferences are
     // all user-writable and must never switch evaluation off (CVE-2023-34091).
-    if req.operation == Operation::Update
-        && req
-            .old_object
+    let unchanged = match &req.old_object {
+        Decoded::SameSpec => true,
+        old => old
             .workload()
-            .is_some_and(|old| old.pod_spec.as_ref() == Some(spec))
-    {
+            .is_some_and(|old| old.pod_spec.as_ref() == Some(spec)),
+    };
+    if req.operation == Operation::Update && unchanged {
         return Verdict::Skipped(Skip::SpecUnchanged);
     }
     let spec = defaulted_template(set, req, kind, spec);
