@@ -181,7 +181,7 @@ struct ResponseOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     patch_type: Option<&'static str>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    audit_annotations: BTreeMap<String, String>,
+    audit_annotations: BTreeMap<&'a str, String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<String>,
 }
@@ -197,6 +197,7 @@ struct StatusOut {
 /// The `/validate` answer. It never carries a patch: the apiserver fails a validating webhook
 /// that returns one.
 pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
+    let texts = verdict.texts();
     let status = match verdict {
         Verdict::Unjudgeable(reason) => Some(StatusOut {
             code: 400,
@@ -204,7 +205,7 @@ pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
             message: format!("portcullis cannot judge this {}: {reason}", req.kind),
         }),
         _ => verdict
-            .denial_message(&req.kind, &subject_name(req))
+            .denial_message(&req.kind, &subject_name(req), &texts)
             .map(|message| StatusOut {
                 code: 403,
                 reason: "Forbidden",
@@ -217,7 +218,7 @@ pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
         status,
         patch: None,
         patch_type: None,
-        audit_annotations: verdict.audit_annotations(),
+        audit_annotations: verdict.audit_annotations(&texts),
         warnings: verdict.warnings(),
     })
 }

@@ -2,8 +2,13 @@
 //! violation found, or not judgeable. The wire module turns this into an AdmissionResponse;
 //! the message texts are built here so `check`, logs and the webhook all say the same thing.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+
+/// A violation's words: most are the same for every object (a check's problem and fix), so
+/// they are borrowed from the program, not built per request.
+pub type Text = Cow<'static, str>;
 
 use crate::policy::{Date, Mode, RuleId};
 use crate::workload::ContainerKind;
@@ -98,8 +103,12 @@ impl Verdict {
 
     /// The denial shown to the user: every enforced violation with the YAML that fixes it,
     /// so all can be fixed in one pass. `None` when nothing is enforced.
-    pub fn denial_message(&self, kind: &str, name: &str) -> Option<String> {
-        let denials: Vec<&Violation> = self.denials().collect();
+    pub fn denial_message(&self, kind: &str, name: &str, texts: &[String]) -> Option<String> {
+        let denials: Vec<(&Violation, &String)> = self
+            .violations()
+            .zip(texts)
+            .filter(|(v, _)| v.denies())
+            .collect();
         if denials.is_empty() {
             return None;
         }
@@ -108,9 +117,9 @@ impl Verdict {
             "{kind} {name:?} was denied by portcullis ({} violation{plural}):",
             denials.len()
         );
-        for v in denials {
+        for (v, text) in denials {
             message.push_str("\n- ");
-            message.push_str(&v.to_string());
+            message.push_str(text);
             if let Some(add) = &v.add {
                 message.push_str("\n  fix: at ");
                 message.push_str(&add.at);
@@ -124,10 +133,12 @@ impl Verdict {
         Some(message)
     }
 
-    /// Short AdmissionResponse warnings: one per violation in warn mode (with the date the
-    /// schedule enforces it, if any), one per exemption that expires soon. kubectl prints them
-    /// and the apiserver truncates long ones, so each stays near `WARNING_TARGET_LEN` and the
-    /// total under `MAX_WARNINGS_BYTES`; the full fix is in the audit annotations.
+    /// Each violation as its one line of text (what `Display` writes), rendered once for the
+    /// denial message and the audit annotations alike.
+    pub fn texts(&self) -> Vec<String> {
+        self.violations().map(ToString::to_string).collect()
+    }
+
     pub fn warnings(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         let mut exemptions: Vec<&str> = Vec::new();
@@ -175,18 +186,18 @@ impl Verdict {
     /// ids are valid keys), recording every violation that is not `off` with its mode, or
     /// `exempt` and the exemption, so the audit log holds would-be denials and exceptions too.
     /// An object that cannot be read is recorded under `unjudgeable`.
-    pub fn audit_annotations(&self) -> BTreeMap<String, String> {
-        let mut out: BTreeMap<String, String> = BTreeMap::new();
+    pub fn audit_annotations<'a>(&'a self, texts: &[String]) -> BTreeMap<&'a str, String> {
+        let mut out: BTreeMap<&str, String> = BTreeMap::new();
         if let Self::Unjudgeable(reason) = self {
-            out.insert("unjudgeable".to_owned(), reason.clone());
+            out.insert("unjudgeable", reason.clone());
         }
         if let Self::Judged(found) = self {
             for (key, value) in &found.annotations {
-                out.insert(key.clone(), value.clone());
+                out.insert(key, value.clone());
             }
         }
-        for v in self.violations() {
-            let entry = out.entry(v.rule.as_str().to_owned()).or_default();
+        for (v, text) in self.violations().zip(texts) {
+            let entry = out.entry(v.rule.as_str()).or_default();
             if !entry.is_empty() {
                 entry.push_str("; ");
             }
@@ -201,13 +212,12 @@ impl Verdict {
                     entry.push_str(": ");
                 }
             }
-            entry.push_str(&v.to_string());
+            entry.push_str(text);
         }
         out
     }
 }
 
-/// Each warning is kept to about this many characters: kubectl prints them one per line.
 pub const WARNING_TARGET_LEN: usize = 120;
 /// The apiserver cuts a warning longer than this.
 pub const MAX_WARNING_LEN: usize = 256;
@@ -269,8 +279,8 @@ pub struct Violation {
     /// Dotted path of the offending field inside the submitted object, so the owner knows
     /// where to edit (for a controller it points into the pod template).
     pub field: String,
-    pub problem: String,
-    pub fix: String,
+    pub problem: Text,
+    pub fix: Text,
     /// The YAML that fixes it, where one snippet does.
     pub add: Option<Fix>,
     /// The schedule's next step for this check, when it will be stricter.
@@ -298,7 +308,7 @@ impl Violation {
 pub struct Fix {
     /// Dotted path of the mapping the snippet goes into, e.g. `spec.containers[0]`.
     pub at: String,
-    pub yaml: String,
+    pub yaml: Text,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -56,7 +56,7 @@ fn every_yaml_example_in_the_policy_readme_loads() {
         examples += 1;
         std::fs::write(dir.path().join(format!("example-{examples}.yaml")), text).unwrap();
     }
-    assert_eq!(examples, 6, "the README's policy examples");
+    assert_eq!(examples, 7, "the README's policy examples");
     let set = policy::load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = set.policies.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
@@ -66,7 +66,8 @@ fn every_yaml_example_in_the_policy_readme_loads() {
             "probes-rollout",
             "kyverno-semantics",
             "images",
-            "team-label-rollout"
+            "team-label-rollout",
+            "replicalimit-policy.example.com"
         ]
     );
 }

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
 
 use crate::policy::{CheckId, Mode, Policy, RuleId};
 use crate::rollout::Effective;
-use crate::verdict::{Fix, Subject, Violation};
+use crate::verdict::{Fix, Subject, Text, Violation};
 use crate::workload::{ContainerKind, Workload, WorkloadKind, pod_spec_field};
 
 /// What a check is judging.
@@ -45,7 +45,7 @@ impl Target<'_> {
     }
 
     /// A fix that adds `yaml` to the container.
-    fn add_to_container(&self, c: &ContainerRef, yaml: impl Into<String>) -> Option<Fix> {
+    fn add_to_container(&self, c: &ContainerRef, yaml: impl Into<Text>) -> Option<Fix> {
         Some(Fix {
             at: self.container_path(c),
             yaml: yaml.into(),
@@ -61,8 +61,8 @@ impl Target<'_> {
 pub struct Finding {
     pub subject: Subject,
     pub field: String,
-    pub problem: String,
-    pub fix: String,
+    pub problem: Text,
+    pub fix: Text,
     pub add: Option<Fix>,
 }
 

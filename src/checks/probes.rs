@@ -5,6 +5,7 @@
 
 use super::{Finding, Target, containers};
 use crate::policy::{ProbeCheck, ProbeField};
+use crate::verdict::Text;
 use crate::workload::ContainerKind;
 
 pub fn check(params: &ProbeCheck, own: ProbeField, target: &Target) -> Vec<Finding> {
@@ -29,27 +30,54 @@ pub fn check(params: &ProbeCheck, own: ProbeField, target: &Target) -> Vec<Findi
             })
         })
         .map(|c| {
-            let names: Vec<&str> = accepted.iter().map(|p| p.as_str()).collect();
-            let problem = match names.as_slice() {
-                [one] => format!("has no {one}"),
-                many => format!("has none of {}", many.join(", ")),
+            // One probe accepted (the usual case): every word is the same for every object.
+            let (problem, fix, yaml): (Text, Text, Text) = match accepted {
+                [one] => (one.missing().into(), one.fix().into(), one.yaml().into()),
+                many => {
+                    let names: Vec<&str> = many.iter().map(|p| p.as_str()).collect();
+                    let problem = format!("has none of {}", names.join(", "));
+                    (problem.into(), many[0].fix().into(), many[0].yaml().into())
+                }
             };
             Finding {
                 subject: c.subject(),
                 field: target.container_field(&c, accepted[0].as_str()),
                 problem,
-                fix: format!(
-                    "add a {} (httpGet, tcpSocket, grpc or exec)",
-                    accepted[0].as_str()
-                ),
-                add: target.add_to_container(
-                    &c,
-                    format!(
-                        "{}:\n  httpGet:\n    path: /healthz  # an endpoint of your app\n    port: 8080",
-                        accepted[0].as_str()
-                    ),
-                ),
+                fix,
+                add: target.add_to_container(&c, yaml),
             }
         })
         .collect()
+}
+
+impl ProbeField {
+    fn missing(self) -> &'static str {
+        match self {
+            Self::LivenessProbe => "has no livenessProbe",
+            Self::ReadinessProbe => "has no readinessProbe",
+            Self::StartupProbe => "has no startupProbe",
+        }
+    }
+
+    fn fix(self) -> &'static str {
+        match self {
+            Self::LivenessProbe => "add a livenessProbe (httpGet, tcpSocket, grpc or exec)",
+            Self::ReadinessProbe => "add a readinessProbe (httpGet, tcpSocket, grpc or exec)",
+            Self::StartupProbe => "add a startupProbe (httpGet, tcpSocket, grpc or exec)",
+        }
+    }
+
+    fn yaml(self) -> &'static str {
+        match self {
+            Self::LivenessProbe => {
+                "livenessProbe:\n  httpGet:\n    path: /healthz  # an endpoint of your app\n    port: 8080"
+            }
+            Self::ReadinessProbe => {
+                "readinessProbe:\n  httpGet:\n    path: /healthz  # an endpoint of your app\n    port: 8080"
+            }
+            Self::StartupProbe => {
+                "startupProbe:\n  httpGet:\n    path: /healthz  # an endpoint of your app\n    port: 8080"
+            }
+        }
+    }
 }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
 
 use super::{ContainerRef, Finding, Target, containers};
 use crate::policy::{CheckId, Checks, PssLevel, PssLeveledCheck};
-use crate::verdict::{Fix, Subject};
+use crate::verdict::{Fix, Subject, Text};
 use crate::workload::pod_spec_field;
 
 /// The level seccomp or procMount is configured at (the two controls that differ by level).
@@ -47,28 +47,34 @@ pub fn check(id: CheckId, checks: &Checks, t: &Target) -> Vec<Finding> {
     out
 }
 
-fn on_container(t: &Target, c: &ContainerRef, field: &str, problem: String, fix: &str) -> Finding {
+fn on_container(
+    t: &Target,
+    c: &ContainerRef,
+    field: &str,
+    problem: Text,
+    fix: impl Into<Text>,
+) -> Finding {
     Finding {
         subject: c.subject(),
         field: t.container_field(c, field),
         problem,
-        fix: fix.to_owned(),
+        fix: fix.into(),
         add: compliant_value(field).map(|(path, value)| Fix {
             at: t.container_path(c),
-            yaml: nested_yaml(path, value),
+            yaml: nested_yaml(path, value).into(),
         }),
     }
 }
 
-fn on_pod(t: &Target, field: &str, problem: String, fix: &str) -> Finding {
+fn on_pod(t: &Target, field: &str, problem: Text, fix: impl Into<Text>) -> Finding {
     Finding {
         subject: Subject::Pod,
         field: t.pod_field(field),
         problem,
-        fix: fix.to_owned(),
+        fix: fix.into(),
         add: compliant_value(field).map(|(path, value)| Fix {
             at: pod_spec_field(t.kind),
-            yaml: nested_yaml(path, value),
+            yaml: nested_yaml(path, value).into(),
         }),
     }
 }
@@ -138,8 +144,8 @@ fn host_namespaces(t: &Target, out: &mut Vec<Finding>) {
             out.push(on_pod(
                 t,
                 field,
-                format!("shares a host namespace ({field}: true)"),
-                &format!("remove {field} or set it to false"),
+                format!("shares a host namespace ({field}: true)").into(),
+                format!("remove {field} or set it to false"),
             ));
         }
     }
@@ -151,7 +157,7 @@ fn host_path_volumes(t: &Target, out: &mut Vec<Finding>) {
             out.push(on_pod(
                 t,
                 &format!("volumes[{i}].hostPath"),
-                format!("mounts the host path volume {:?}", v.name),
+                format!("mounts the host path volume {:?}", v.name).into(),
                 "use a configMap, secret, emptyDir or persistentVolumeClaim volume instead",
             ));
         }
@@ -172,7 +178,7 @@ fn host_ports(t: &Target, out: &mut Vec<Finding>) {
                 t,
                 &c,
                 "ports",
-                format!("binds host port {}", ports.join(", ")),
+                format!("binds host port {}", ports.join(", ")).into(),
                 "remove hostPort (expose the port through a Service)",
             ));
         }
@@ -211,7 +217,7 @@ fn capabilities_baseline(t: &Target, out: &mut Vec<Finding>) {
             .collect();
         if !extra.is_empty() {
             out.push(on_container(t, &c, "securityContext.capabilities.add",
-                format!("adds capabilities {}", extra.join(", ")),
+                format!("adds capabilities {}", extra.join(", ")).into(),
                 "add only AUDIT_WRITE, CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, MKNOD, NET_BIND_SERVICE, SETFCAP, SETGID, SETPCAP, SETUID or SYS_CHROOT"));
         }
     }
@@ -245,7 +251,7 @@ fn capabilities_restricted(t: &Target, out: &mut Vec<Finding>) {
                 t,
                 &c,
                 "securityContext.capabilities.add",
-                format!("adds capabilities {}", extra.join(", ")),
+                format!("adds capabilities {}", extra.join(", ")).into(),
                 "add only NET_BIND_SERVICE",
             ));
         }
@@ -279,14 +285,14 @@ fn seccomp(t: &Target, level: PssLevel, out: &mut Vec<Finding>) {
         out.push(on_pod(
             t,
             "securityContext.seccompProfile.type",
-            format!("sets seccompProfile.type: {ty}"),
+            format!("sets seccompProfile.type: {ty}").into(),
             fix,
         ));
     }
     for c in containers(t.spec) {
         match seccomp_type(c.security_context.and_then(|s| s.seccomp_profile.as_ref())) {
             Some(ty) if !allowed(ty) => out.push(on_container(t, &c, "securityContext.seccompProfile.type",
-                format!("sets seccompProfile.type: {ty}"), fix)),
+                format!("sets seccompProfile.type: {ty}").into(), fix)),
             None if restricted && pod.is_none() => out.push(on_container(t, &c, "securityContext.seccompProfile",
                 "has no seccomp profile".into(),
                 "set securityContext.seccompProfile.type: RuntimeDefault on the pod or the container")),
@@ -310,7 +316,7 @@ fn proc_mount(t: &Target, level: PssLevel, out: &mut Vec<Finding>) {
                 t,
                 &c,
                 "securityContext.procMount",
-                format!("sets procMount: {mount}"),
+                format!("sets procMount: {mount}").into(),
                 "remove securityContext.procMount or set it to Default",
             ));
         }
@@ -351,7 +357,7 @@ fn selinux(t: &Target, out: &mut Vec<Finding>) {
             out.push(on_pod(
                 t,
                 "securityContext.seLinuxOptions",
-                format!("sets SELinux {}", problems.join(", ")),
+                format!("sets SELinux {}", problems.join(", ")).into(),
                 fix,
             ));
         }
@@ -364,7 +370,7 @@ fn selinux(t: &Target, out: &mut Vec<Finding>) {
                     t,
                     &c,
                     "securityContext.seLinuxOptions",
-                    format!("sets SELinux {}", problems.join(", ")),
+                    format!("sets SELinux {}", problems.join(", ")).into(),
                     fix,
                 ));
             }
@@ -388,7 +394,7 @@ fn apparmor(t: &Target, out: &mut Vec<Finding>) {
         out.push(on_pod(
             t,
             "securityContext.appArmorProfile.type",
-            format!("sets appArmorProfile.type: {ty}"),
+            format!("sets appArmorProfile.type: {ty}").into(),
             fix,
         ));
     }
@@ -403,7 +409,7 @@ fn apparmor(t: &Target, out: &mut Vec<Finding>) {
                 t,
                 &c,
                 "securityContext.appArmorProfile.type",
-                format!("sets appArmorProfile.type: {ty}"),
+                format!("sets appArmorProfile.type: {ty}").into(),
                 fix,
             ));
         }
@@ -419,7 +425,7 @@ fn apparmor(t: &Target, out: &mut Vec<Finding>) {
             out.push(Finding {
                 subject: Subject::Pod,
                 field: format!("{meta}metadata.annotations[{key:?}]"),
-                problem: format!("sets AppArmor annotation {key}: {value:?}"),
+                problem: format!("sets AppArmor annotation {key}: {value:?}").into(),
                 fix: "set it to runtime/default or localhost/<profile>, or remove it".into(),
                 add: None,
             });
@@ -454,7 +460,7 @@ fn sysctls(t: &Target, out: &mut Vec<Finding>) {
         .filter(|n| !SAFE_SYSCTLS.contains(n))
         .collect();
     if !unsafe_ones.is_empty() {
-        out.push(on_pod(t, "securityContext.sysctls", format!("sets unsafe sysctls {}", unsafe_ones.join(", ")),
+        out.push(on_pod(t, "securityContext.sysctls", format!("sets unsafe sysctls {}", unsafe_ones.join(", ")).into(),
             "remove them; only namespaced, isolated sysctls such as net.ipv4.ip_local_port_range are allowed"));
     }
 }
@@ -531,7 +537,7 @@ fn host_probes(t: &Target, out: &mut Vec<Finding>) {
                 t,
                 &c,
                 "livenessProbe",
-                format!("probes another host ({})", targets.join(", ")),
+                format!("probes another host ({})", targets.join(", ")).into(),
                 "remove the host field so probes and hooks reach the pod itself",
             ));
         }
@@ -576,7 +582,7 @@ fn volume_types(t: &Target, out: &mut Vec<Finding>) {
         out.push(on_pod(
             t,
             &format!("volumes[{i}]"),
-            format!("uses volume {:?} of restricted type {kind}", v.name),
+            format!("uses volume {:?} of restricted type {kind}", v.name).into(),
             fix,
         ));
     }

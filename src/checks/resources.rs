@@ -24,7 +24,7 @@ pub fn check<'a>(
             (!missing.is_empty()).then(|| Finding {
                 subject: c.subject(),
                 field: target.container_field(&c, "resources"),
-                problem: format!("has no {}", missing.join(", ")),
+                problem: format!("has no {}", missing.join(", ")).into(),
                 fix: format!(
                     "set {}",
                     missing
@@ -32,7 +32,8 @@ pub fn check<'a>(
                         .map(|m| format!("resources.{m}"))
                         .collect::<Vec<_>>()
                         .join(" and ")
-                ),
+                )
+                .into(),
                 add: target.add_to_container(&c, resources_yaml(&missing)),
             })
         })

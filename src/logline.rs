@@ -1,0 +1,182 @@
+//! `--log-format json`: one JSON object per line, in tracing-subscriber's JSON shape
+//! (`timestamp`, `level`, `fields` with `message`, `target`, and `span`/`spans` inside a
+//! span), written straight into the line buffer. tracing-subscriber's own JSON formatter
+//! builds each line through serde and a map per event; at a decision line per denial that
+//! was several percent of the server's time under load (BENCHMARKS.md).
+
+use std::fmt::{self, Write as _};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The event formatter; pair it with `JsonFields` for span fields.
+pub struct JsonLine;
+
+impl<S, N> FormatEvent<S, N> for JsonLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut line = String::with_capacity(256);
+        line.push_str("{\"timestamp\":\"");
+        timestamp(&mut line);
+        line.push_str("\",\"level\":\"");
+        line.push_str(event.metadata().level().as_str());
+        line.push_str("\",\"fields\":{");
+        let mut fields = Fields {
+            out: &mut line,
+            first: true,
+        };
+        event.record(&mut fields);
+        line.push_str("},\"target\":");
+        string(&mut line, event.metadata().target());
+        if let Some(scope) = ctx.event_scope() {
+            let mut spans = Vec::new();
+            for span in scope.from_root() {
+                let mut one = String::from("{");
+                let extensions = span.extensions();
+                let fields = extensions
+                    .get::<FormattedFields<JsonFields>>()
+                    .map(|f| f.fields.as_str())
+                    .filter(|f| f.len() > 2);
+                if let Some(fields) = fields {
+                    // A JSON object's members, after the name.
+                    one.push_str(&fields[1..fields.len() - 1]);
+                    one.push(',');
+                }
+                one.push_str("\"name\":");
+                string(&mut one, span.name());
+                one.push('}');
+                spans.push(one);
+            }
+            if let Some(last) = spans.last() {
+                line.push_str(",\"span\":");
+                line.push_str(last);
+                line.push_str(",\"spans\":[");
+                line.push_str(&spans.join(","));
+                line.push(']');
+            }
+        }
+        line.push('}');
+        writeln!(writer, "{line}")
+    }
+}
+
+/// Event fields as JSON members; `message` and `%`/`?` fields become strings.
+struct Fields<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl Fields<'_> {
+    fn key(&mut self, field: &Field) {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(',');
+        }
+        string(self.out, field.name());
+        self.out.push(':');
+    }
+}
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.key(field);
+        string(self.out, value);
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.key(field);
+        self.out.push_str(if value { "true" } else { "false" });
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.key(field);
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.key(field);
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.key(field);
+        if value.is_finite() {
+            let _ = write!(self.out, "{value}");
+        } else {
+            self.out.push_str("null");
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.key(field);
+        let mut text = String::new();
+        let _ = write!(text, "{value:?}");
+        string(self.out, &text);
+    }
+}
+
+/// `value` as a JSON string.
+fn string(out: &mut String, value: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, byte) in value.bytes().enumerate() {
+        let escaped = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&value[start..i]);
+        if escaped.is_empty() {
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.push_str(escaped);
+        }
+        start = i + 1;
+    }
+    out.push_str(&value[start..]);
+    out.push('"');
+}
+
+/// Now, as RFC 3339 in UTC with microseconds, as tracing-subscriber writes it.
+fn timestamp(out: &mut String) {
+    let now = time::OffsetDateTime::now_utc();
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.microsecond()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::string;
+
+    #[test]
+    fn strings_are_escaped_as_json() {
+        let mut out = String::new();
+        string(&mut out, "a \"b\" \\ \n\t\u{1} é");
+        assert_eq!(out, r#""a \"b\" \\ \n\t\u0001 é""#);
+        let back: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, "a \"b\" \\ \n\t\u{1} é");
+    }
+}
