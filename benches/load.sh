@@ -48,8 +48,23 @@ until curl -sk https://127.0.0.1:19443/readyz >/dev/null; do sleep 0.05; done
 
 validate_bodies=("$fixtures/create-pod.json" "$fixtures/create-pod-by-replicaset-controller.json"
                  "$fixtures/create-deployment.json" "$fixtures/update-pod.json")
+# Every review denied with several violations (4, 4, 2, 3 and 4 under the default policy).
+denied_bodies=("$fixtures/create-pod-by-replicaset-controller.json" "$fixtures/create-pod-2.json"
+               "$fixtures/create-deployment.json" "$fixtures/create-daemonset.json"
+               "$fixtures/create-pod-by-statefulset-controller.json")
 mutate_bodies=("$fixtures/create-pod.json" "$fixtures/create-pod-2.json"
                "$fixtures/create-pod-by-replicaset-controller.json")
+
+# The same denials with every check in audit mode: the default policy as the audit overlay
+# ships it, served beside the enforcing one.
+audit=""
+if [ -z "${POLICIES:-}" ]; then
+  (cd "$work" && exec "$OLDPWD/target/release/portcullis" serve --listen 127.0.0.1:18444 \
+    --metrics-listen 127.0.0.1:19091 --policies "$OLDPWD/deploy/overlays/audit/policies" \
+    --log-format json 2>"$work/audit.log") &
+  pids+=($!); audit=$!
+  until grep -q startup_ms "$work/audit.log" 2>/dev/null; do sleep 0.05; done
+fi
 
 run() { # PORT PATH DELAY_MS BODIES...
   local port=$1 path=$2 delay=$3; shift 3
@@ -65,34 +80,40 @@ row() { # NAME RESULT
 median() { # RESULT lines on stdin → the one with the median rps
   sort -t= -k2 -n | awk '{ l[NR] = $0 } END { print l[int((NR + 1) / 2)] }'
 }
-declare -a nv rv nm rm_
-for _ in $(seq "$rounds"); do
-  nv+=("$(run 19443 /validate 0 "${validate_bodies[@]}")")
-  rv+=("$(run 18443 /validate 0 "${validate_bodies[@]}")")
-  nm+=("$(run 19443 /mutate 0 "${mutate_bodies[@]}")")
-  rm_+=("$(run 18443 /mutate 0 "${mutate_bodies[@]}")")
-done
-noop_v=$(printf '%s\n' "${nv[@]}" | median)
-real_v=$(printf '%s\n' "${rv[@]}" | median)
-noop_m=$(printf '%s\n' "${nm[@]}" | median)
-real_m=$(printf '%s\n' "${rm_[@]}" | median)
-# Not saturated: each connection pauses 5-15 ms between requests.
-calm_v=$(run 18443 /validate 10 "${validate_bodies[@]}")
-calm_m=$(run 18443 /mutate 10 "${mutate_bodies[@]}")
+rows=()
+ratios=()
+# NAME PORT PATH BODIES...: the no-op and portcullis alternately, ROUNDS times each; then
+# portcullis unsaturated (each connection pauses 5-15 ms between requests).
+compare() {
+  local name=$1 port=$2 path=$3; shift 3
+  local noop=() real=()
+  for _ in $(seq "$rounds"); do
+    noop+=("$(run 19443 "$path" 0 "$@")")
+    real+=("$(run "$port" "$path" 0 "$@")")
+  done
+  local n r calm
+  n=$(printf '%s\n' "${noop[@]}" | median)
+  r=$(printf '%s\n' "${real[@]}" | median)
+  calm=$(run "$port" "$path" 10 "$@")
+  rows+=("$(row "no-op, $name" "$n")" "$(row "portcullis, $name" "$r")"
+         "$(row "portcullis, $name, not saturated (5-15 ms pause per connection)" "$calm")")
+  ratios+=("$(awk -v r="$(field "$r" rps)" -v n="$(field "$n" rps)" -v name="$name" \
+    'BEGIN { printf "%s: portcullis/no-op %.2f", name, r / n }'), p99 not saturated $(field "$calm" p99) µs")
+}
+compare "/validate mix" 18443 /validate "${validate_bodies[@]}"
+compare "/validate, every review denied" 18443 /validate "${denied_bodies[@]}"
+if [ -n "$audit" ]; then
+  compare "/validate, every review denied, every check in audit mode" 18444 /validate "${denied_bodies[@]}"
+fi
+compare "/mutate" 18443 /mutate "${mutate_bodies[@]}"
 rss_kib=$(grep VmHWM "/proc/$server/status" | awk '{print $2}')
 
 echo "machine: $(nproc) cores, $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2 | sed 's/^ *//'); wrk -t1 -c$conns -d${secs}s over HTTPS keep-alive; median of $rounds alternating rounds"
 echo
 echo "| run | requests/s | p50 µs | p99 µs | p99.9 µs | errors | non-2xx |"
 echo "|---|---|---|---|---|---|---|"
-row "no-op, /validate reviews" "$noop_v"
-row "portcullis /validate" "$real_v"
-row "no-op, /mutate reviews" "$noop_m"
-row "portcullis /mutate" "$real_m"
-row "portcullis /validate, not saturated (5-15 ms pause per connection)" "$calm_v"
-row "portcullis /mutate, not saturated (5-15 ms pause per connection)" "$calm_m"
+printf '%s\n' "${rows[@]}"
 echo
-awk -v r="$(field "$real_v" rps)" -v n="$(field "$noop_v" rps)" 'BEGIN { printf "/validate throughput ratio portcullis/no-op: %.2f\n", r / n }'
-awk -v r="$(field "$real_m" rps)" -v n="$(field "$noop_m" rps)" 'BEGIN { printf "/mutate throughput ratio portcullis/no-op: %.2f\n", r / n }'
+printf '%s\n' "${ratios[@]}"
 echo "peak RSS of the portcullis server: $((rss_kib / 1024)) MiB ($rss_kib KiB)"
 echo "start-up to ready: ${startup_warm} ms (with certificate present); ${startup} ms when generating the development certificate"

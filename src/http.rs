@@ -210,10 +210,18 @@ fn compare_shadow(metrics: &Metrics, req: &Request, current: &Verdict, candidate
         .map(|c| (c, "newly-denied"))
         .chain(now.difference(&then).map(|c| (c, "no-longer-denied")));
     for (check, change) in changes {
-        tracing::info!(uid = %req.uid, namespace = %req.namespace, kind = %req.kind,
-            name = %req.name, operation = ?req.operation, user = %req.user,
-            dry_run = req.dry_run, check = check.as_str(), change,
-            "candidate policies disagree");
+        tracing::info!(
+            uid = req.uid.as_str(),
+            namespace = req.namespace.as_str(),
+            kind = req.kind.as_str(),
+            name = req.name.as_str(),
+            operation = operation_name(&req.operation),
+            user = req.user.as_str(),
+            dry_run = req.dry_run,
+            check = check.as_str(),
+            change,
+            "candidate policies disagree"
+        );
         let labels = ShadowLabels {
             check: check.clone(),
             namespace: req.namespace.clone(),
@@ -233,8 +241,13 @@ async fn mutate(
     let span = tracing::debug_span!("review", uid = %req.uid);
     let body = span.in_scope(|| {
         let ops = admission::mutate(&state.policies.current(), &req);
-        tracing::debug!(namespace = %req.namespace, kind = %req.kind,
-            operation = ?req.operation, patch_operations = ops.len(), "mutated");
+        tracing::debug!(
+            namespace = req.namespace.as_str(),
+            kind = req.kind.as_str(),
+            operation = operation_name(&req.operation),
+            patch_operations = ops.len(),
+            "mutated"
+        );
         let outcome = if ops.is_empty() {
             "unchanged"
         } else {
@@ -258,18 +271,23 @@ fn observe(metrics: &Metrics, endpoint: &'static str, started: Instant) {
         .observe(started.elapsed().as_secs_f64());
 }
 
+/// The operation as the review spells it.
+fn operation_name(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
 /// Labels from closed sets only: a kind portcullis does not judge counts as `other`, so no
 /// caller can grow the label space.
 fn request_labels(endpoint: &'static str, req: &Request, outcome: &'static str) -> RequestLabels {
     RequestLabels {
         endpoint,
         kind: req.workload.map_or("other", |k| k.as_str()),
-        operation: match req.operation {
-            Operation::Create => "CREATE",
-            Operation::Update => "UPDATE",
-            Operation::Delete => "DELETE",
-            Operation::Connect => "CONNECT",
-        },
+        operation: operation_name(&req.operation),
         outcome,
         dry_run: if req.dry_run { "true" } else { "false" },
     }
@@ -377,17 +395,21 @@ fn log_validation(req: &Request, verdict: &Verdict) {
         Verdict::Judged(v) if v.is_empty() => "allowed",
         Verdict::Judged(_) => "allowed-with-violations",
     };
+    // Plain `&str` values: recorded as they are, where `%` and `?` would format each first.
+    let operation = operation_name(&req.operation);
     macro_rules! line {
         ($level:expr, $($field:tt)*) => {
-            tracing::event!($level, uid = %req.uid, namespace = %req.namespace, kind = %req.kind,
-                name = %req.name, operation = ?req.operation, user = %req.user,
-                dry_run = req.dry_run, outcome, $($field)*)
+            tracing::event!($level, uid = req.uid.as_str(), namespace = req.namespace.as_str(),
+                kind = req.kind.as_str(), name = req.name.as_str(), operation,
+                user = req.user.as_str(), dry_run = req.dry_run, outcome, $($field)*)
         };
     }
     match verdict {
         Verdict::Skipped(_) => line!(tracing::Level::DEBUG, "validated"),
         Verdict::Judged(v) if v.is_empty() => line!(tracing::Level::DEBUG, "validated"),
-        Verdict::Unjudgeable(reason) => line!(tracing::Level::INFO, reason = %reason, "validated"),
+        Verdict::Unjudgeable(reason) => {
+            line!(tracing::Level::INFO, reason = reason.as_str(), "validated")
+        }
         Verdict::Judged(violations) => {
             let mut list = String::with_capacity(violations.len() * 40);
             for v in violations {
@@ -400,7 +422,11 @@ fn log_validation(req: &Request, verdict: &Verdict) {
                 list.push(':');
                 list.push_str(v.outcome());
             }
-            line!(tracing::Level::INFO, violations = %list, "validated");
+            line!(
+                tracing::Level::INFO,
+                violations = list.as_str(),
+                "validated"
+            );
         }
     }
 }

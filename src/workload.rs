@@ -137,8 +137,12 @@ impl Workload {
 }
 
 /// Dotted path of the pod spec inside an object of `kind`, as a user writes it in a manifest.
-pub fn pod_spec_field(kind: WorkloadKind) -> String {
-    kind.pod_spec_path().join(".")
+pub fn pod_spec_field(kind: WorkloadKind) -> &'static str {
+    match kind {
+        WorkloadKind::Pod => "spec",
+        WorkloadKind::CronJob => "spec.jobTemplate.spec.template.spec",
+        _ => "spec.template.spec",
+    }
 }
 
 /// Decodes an object of `kind` from any serde source (the raw `object` of a review, a YAML

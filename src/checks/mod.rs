@@ -13,6 +13,8 @@ use k8s_openapi::api::core::v1::{
 
 use crate::policy::{CheckId, Mode, Policy, RuleId};
 use crate::rollout::Effective;
+use std::fmt::Write as _;
+
 use crate::verdict::{Fix, Subject, Text, Violation};
 use crate::workload::{ContainerKind, Workload, WorkloadKind, pod_spec_field};
 
@@ -26,22 +28,23 @@ pub struct Target<'a> {
 impl Target<'_> {
     /// Dotted path of a field in a container, as written in the submitted manifest.
     fn container_field(&self, c: &ContainerRef, suffix: &str) -> String {
-        format!(
-            "{}.{}[{}].{suffix}",
-            pod_spec_field(self.kind),
-            c.kind.field(),
-            c.index
-        )
+        let mut path = self.container_path(c);
+        path.push('.');
+        path.push_str(suffix);
+        path
     }
 
-    /// Dotted path of a container itself: where a fix's YAML goes.
+    /// Dotted path of a container itself: where a fix's YAML goes. Built by pushing, not
+    /// `format!`: it is made for every violation of every denied request.
     pub(crate) fn container_path(&self, c: &ContainerRef) -> String {
-        format!(
-            "{}.{}[{}]",
-            pod_spec_field(self.kind),
-            c.kind.field(),
-            c.index
-        )
+        let spec = pod_spec_field(self.kind);
+        let field = c.kind.field();
+        let mut path = String::with_capacity(spec.len() + field.len() + 32);
+        path.push_str(spec);
+        path.push('.');
+        path.push_str(field);
+        let _ = write!(path, "[{}]", c.index);
+        path
     }
 
     /// A fix that adds `yaml` to the container.
@@ -53,7 +56,12 @@ impl Target<'_> {
     }
 
     fn pod_field(&self, suffix: &str) -> String {
-        format!("{}.{suffix}", pod_spec_field(self.kind))
+        let spec = pod_spec_field(self.kind);
+        let mut path = String::with_capacity(spec.len() + suffix.len() + 1);
+        path.push_str(spec);
+        path.push('.');
+        path.push_str(suffix);
+        path
     }
 }
 

@@ -73,7 +73,7 @@ fn on_pod(t: &Target, field: &str, problem: Text, fix: impl Into<Text>) -> Findi
         problem,
         fix: fix.into(),
         add: compliant_value(field).map(|(path, value)| Fix {
-            at: pod_spec_field(t.kind),
+            at: pod_spec_field(t.kind).to_owned(),
             yaml: nested_yaml(path, value).into(),
         }),
     }
