@@ -10,7 +10,8 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, RuleWithOperations, ValidatingWebhookConfiguration,
 };
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 /// Deserializes into the typed struct and back: anything the typed struct does not know (a
 /// misspelt field) would vanish in the round trip and fail the comparison.
@@ -456,4 +457,210 @@ async fn the_reports_component_runs_one_writer_with_the_webhooks_policies() {
         std::iter::once("portcullis".to_owned()).chain(args),
     );
     assert!(parsed.is_ok(), "{parsed:?}");
+}
+
+/// `helm` from PATH or the tools cache `.ci/run` installs it into; `None` (said loudly)
+/// outside CI when there is none, a failure under CI.
+fn helm() -> Option<std::path::PathBuf> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
+        .map(|c| c.join("portcullis-tools/bin/helm"));
+    let found = std::process::Command::new("helm")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        .then(|| std::path::PathBuf::from("helm"))
+        .or_else(|| cache.filter(|c| c.is_file()));
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "helm is not installed, so the chart cannot be tested (.ci/run installs it)"
+        );
+        eprintln!("NOT TESTED: helm is not installed (.ci/run installs it)");
+    }
+    found
+}
+
+const CHART: &str = "deploy/helm/portcullis";
+
+/// `helm template` of the chart with `args`.
+fn helm_template(helm: &std::path::Path, args: &[&str]) -> Vec<Value> {
+    let out = std::process::Command::new(helm)
+        // The cluster version the tests' control plane runs; helm built by `go install` would
+        // otherwise assume v1.20.
+        .args(["template", "portcullis", CHART, "--kube-version", "1.36.0"])
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm template {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(std::str::from_utf8(&out.stdout).unwrap()).unwrap();
+    docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+/// Objects by kind, namespace and name, with what legitimately differs between the two
+/// renderers taken out: kustomize's name hash on the policies ConfigMap, Helm's checksum
+/// annotation that rolls the pods instead, and the text (not the meaning) of ConfigMap data.
+fn normalized(docs: Vec<Value>) -> BTreeMap<(String, String, String), Value> {
+    let hashed = |name: &str| -> String {
+        match name.rsplit_once('-') {
+            Some((base, hash)) if base == "portcullis-policies" && hash.len() == 10 => {
+                base.to_owned()
+            }
+            _ => name.to_owned(),
+        }
+    };
+    docs.into_iter()
+        .map(|mut doc| {
+            let name = hashed(doc["metadata"]["name"].as_str().unwrap());
+            doc["metadata"]["name"] = json!(name);
+            if doc["kind"] == "ConfigMap" {
+                let data = doc["data"].as_object_mut().unwrap();
+                for value in data.values_mut() {
+                    let text = value.as_str().unwrap().to_owned();
+                    *value = serde_saphyr::from_str::<Value>(&text).unwrap();
+                }
+            }
+            if doc["kind"] == "Deployment" {
+                let template = &mut doc["spec"]["template"];
+                if let Some(annotations) = template
+                    .pointer_mut("/metadata/annotations")
+                    .and_then(Value::as_object_mut)
+                {
+                    annotations.remove("checksum/policies");
+                    if annotations.is_empty() {
+                        template["metadata"]
+                            .as_object_mut()
+                            .unwrap()
+                            .remove("annotations");
+                    }
+                }
+                for volume in template["spec"]["volumes"].as_array_mut().unwrap() {
+                    if let Some(config_map) = volume["configMap"]["name"].as_str() {
+                        volume["configMap"]["name"] = json!(hashed(config_map));
+                    }
+                }
+            }
+            let key = (
+                doc["kind"].as_str().unwrap().to_owned(),
+                doc["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                name,
+            );
+            (key, doc)
+        })
+        .collect()
+}
+
+#[test]
+fn the_helm_chart_lints_and_renders_what_kustomize_renders() {
+    let Some(helm) = helm() else { return };
+    for values in [
+        &[][..],
+        &["-f", "deploy/helm/portcullis/values-enforce.yaml"][..],
+    ] {
+        let out = std::process::Command::new(&helm)
+            .args(["lint", "--strict", CHART])
+            .args(values)
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "helm lint: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // (helm values, what kustomize renders the same install from)
+    let overlay_with = |dir: &tempfile::TempDir, resources: &str, components: &str| {
+        std::fs::write(
+            dir.path().join("kustomization.yaml"),
+            format!(
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+                 resources: [{resources}]\ncomponents: [{components}]\n"
+            ),
+        )
+        .unwrap();
+        dir.path().file_name().unwrap().to_str().unwrap().to_owned()
+    };
+    let extras = tempfile::Builder::new()
+        .prefix(".render-")
+        .tempdir_in(repo())
+        .unwrap();
+    let everything = overlay_with(
+        &extras,
+        "../deploy/overlays/enforce",
+        "../deploy/components/monitoring, ../deploy/components/reports",
+    );
+    let cases: [(&[&str], String); 5] = [
+        (&[], "deploy/overlays/audit".into()),
+        (
+            &["-f", "deploy/helm/portcullis/values-audit.yaml"],
+            "deploy/overlays/audit".into(),
+        ),
+        (
+            &["-f", "deploy/helm/portcullis/values-enforce.yaml"],
+            "deploy/overlays/enforce".into(),
+        ),
+        (
+            &["--set", "certificates.source=cert-manager"],
+            "deploy/overlays/audit-cert-manager".into(),
+        ),
+        (
+            &[
+                "-f",
+                "deploy/helm/portcullis/values-enforce.yaml",
+                "--set",
+                "monitoring.enabled=true,reports.enabled=true",
+            ],
+            everything,
+        ),
+    ];
+    for (values, overlay) in cases {
+        let Some(kustomized) = render_dir(&overlay) else {
+            return;
+        };
+        let (helm, kustomize) = (
+            normalized(helm_template(&helm, values)),
+            normalized(kustomized),
+        );
+        let keys =
+            |m: &BTreeMap<(String, String, String), Value>| m.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            keys(&helm),
+            keys(&kustomize),
+            "{values:?} vs {overlay}: the objects"
+        );
+        for (key, object) in &kustomize {
+            assert_eq!(&helm[key], object, "{values:?} vs {overlay}: {key:?}");
+        }
+    }
+}
+
+#[test]
+fn the_charts_copies_stay_in_step_with_deploy() {
+    for (chart, source) in [
+        ("files/default.yaml", "policies/default.yaml"),
+        (
+            "files/prometheusrule.yaml",
+            "deploy/components/monitoring/prometheusrule.yaml",
+        ),
+        (
+            "files/portcullis.json",
+            "deploy/components/monitoring/portcullis.json",
+        ),
+    ] {
+        let copy = std::fs::read_to_string(repo().join(CHART).join(chart)).unwrap();
+        let original = std::fs::read_to_string(repo().join(source)).unwrap();
+        assert_eq!(copy, original, "{CHART}/{chart} must be a copy of {source}");
+    }
 }
