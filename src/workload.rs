@@ -197,15 +197,31 @@ pub fn same_pod_spec_text(kind: WorkloadKind, new: &str, old: &str) -> bool {
     }
 }
 
-/// The pod spec's JSON text inside an object's, found without decoding anything else.
+/// The pod spec's JSON text inside an object's, found without decoding anything else: one
+/// pass over each level on the way (`spec`, `template`, `jobTemplate`), with no map built.
 fn raw_pod_spec(kind: WorkloadKind, json: &str) -> Option<&str> {
     use serde_json::value::RawValue;
-    let mut raw: &RawValue = serde_json::from_str(json).ok()?;
-    for key in kind.pod_spec_path() {
-        let fields: BTreeMap<&str, &RawValue> = serde_json::from_str(raw.get()).ok()?;
-        raw = fields.get(key)?;
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Level<'a> {
+        #[serde(borrow, default)]
+        spec: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        template: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        job_template: Option<&'a RawValue>,
     }
-    Some(raw.get())
+    let mut text = json;
+    for key in kind.pod_spec_path() {
+        let level: Level = serde_json::from_str(text).ok()?;
+        text = match *key {
+            "spec" => level.spec,
+            "template" => level.template,
+            _ => level.job_template,
+        }?
+        .get();
+    }
+    Some(text)
 }
 
 /// Decodes an object already parsed into a JSON value (a manifest, a listed object).
