@@ -21,7 +21,7 @@ use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
 /// The versions tests/controlplane/go.mod pins; the cache directory is named after them.
-const VERSIONS: &str = "kube-apiserver-v1.36.3-etcd-v3.6.8";
+const VERSIONS: &str = "controlplane-v1.36.3-etcd-v3.6.8";
 
 /// Where build.sh puts the binaries.
 fn binaries() -> Option<PathBuf> {
@@ -29,7 +29,7 @@ fn binaries() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
     let dir = cache.join("portcullis-tools").join(VERSIONS);
-    let present = ["etcd", "kube-apiserver"]
+    let present = ["etcd", "kube-apiserver", "kube-controller-manager"]
         .iter()
         .all(|b| dir.join(b).is_file());
     if !present {
@@ -59,6 +59,7 @@ fn free_port() -> u16 {
 struct ControlPlane {
     _etcd: tokio::process::Child,
     _apiserver: tokio::process::Child,
+    _controllers: tokio::process::Child,
     portcullis: Portcullis,
     dir: tempfile::TempDir,
     client: kube::Client,
@@ -196,6 +197,21 @@ impl ControlPlane {
         })
         .await;
 
+        // The Deployment and ReplicaSet controllers, so pods are made as in a cluster.
+        let kubeconfig = admin_kubeconfig(dir.path(), api_port, &serving.ca_cert);
+        let controllers = spawn(
+            bin.join("kube-controller-manager"),
+            vec![
+                format!("--kubeconfig={}", kubeconfig.display()),
+                "--controllers=deployment-controller,replicaset-controller".into(),
+                "--leader-elect=false".into(),
+                "--use-service-account-credentials=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                "--secure-port=0".into(),
+            ],
+            "controller-manager.log",
+        );
+
         // portcullis with its own certificate for 127.0.0.1, watching namespaces through the
         // apiserver.
         let webhook = portcullis::tls::generate(&["127.0.0.1".into()], 1).unwrap();
@@ -247,6 +263,7 @@ impl ControlPlane {
         let plane = ControlPlane {
             _etcd: etcd,
             _apiserver: apiserver,
+            _controllers: controllers,
             portcullis,
             dir,
             client,
@@ -382,6 +399,21 @@ async fn through_a_real_apiserver_pods_are_denied_defaulted_and_dry_run() {
         "RuntimeDefault"
     );
 
+    // `kubectl debug` with a root ephemeral container: the subresource is judged too.
+    let debug = json!({"spec": {"ephemeralContainers": [{"name": "debugger", "image": "busybox:1.36",
+        "securityContext": {"runAsUser": 0}}]}});
+    let denial = pods
+        .patch_subresource(
+            "ephemeralcontainers",
+            "good",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(debug),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(denial.contains("[run-as-non-root]"), "{denial}");
+
     // A Deployment without probes is denied when it is applied, not when its pods fail later.
     let deployments: Api<Deployment> = Api::namespaced(plane.client.clone(), "e2e");
     let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
@@ -398,6 +430,34 @@ async fn through_a_real_apiserver_pods_are_denied_defaulted_and_dry_run() {
         .unwrap_err()
         .to_string();
     assert!(denial.contains("liveness-probe"), "{denial}");
+
+    // A Deployment with probes is admitted, and the pods its ReplicaSet's controller makes
+    // carry /mutate's defaults.
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "app"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "app"}},
+                 "template": {"metadata": {"labels": {"app": "app"}},
+                              "spec": good_pod("template")["spec"].clone()}}});
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(deployment).unwrap(),
+        )
+        .await
+        .unwrap();
+    let made = kube::api::ListParams::default().labels("app=app");
+    until("a pod made by the ReplicaSet controller", || {
+        let (pods, made) = (pods.clone(), made.clone());
+        async move { pods.list(&made).await.is_ok_and(|l| !l.items.is_empty()) }
+    })
+    .await;
+    let pod = serde_json::to_value(&pods.list(&made).await.unwrap().items[0]).unwrap();
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "ReplicaSet");
+    assert_eq!(
+        pod["spec"]["containers"][0]["resources"]["limits"]["memory"], "256Mi",
+        "{pod}"
+    );
+    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
 
     // Would-be denials reach the apiserver's audit log as annotations.
     let audit = std::fs::read_to_string(plane.dir.path().join("audit.log")).unwrap();
