@@ -272,11 +272,13 @@ fn reports(
     )
 }
 
-/// Waits for passes until `done` holds, returning the last pass's log line.
+/// Waits for the pass that wrote what makes `done` hold: a pass's line is read after its
+/// writes, so the cluster may already show a later pass's writes; requiring the line itself
+/// to report writes keeps the next step from reading this one's line.
 async fn until(server: &mut Portcullis, done: impl Fn() -> bool) -> Value {
     loop {
         let pass = server.wait_for("reports in sync").await;
-        if done() {
+        if pass["fields"]["written"] != 0 && done() {
             return pass;
         }
     }

@@ -27,8 +27,9 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::cli::ReportsArgs;
+use crate::commands::serve;
 use crate::http::{self, AppState};
-use crate::metrics::{Metrics, ReportWriteLabels, ResultLabels};
+use crate::metrics::{Metrics, ReportWriteLabels};
 use crate::namespaces::{self, NamespaceCache};
 use crate::offline::{self, OfflineError};
 use crate::params::ParamCache;
@@ -54,15 +55,17 @@ pub async fn run(args: ReportsArgs) -> Result<(), OfflineError> {
         None => (PolicySet::embedded(), None),
     };
     let client = kube::Client::try_default().await.map_err(kube_error)?;
-    let state = AppState::new(set);
+    let namespaces = namespaces::watch(client.clone());
+    let params = ParamCache::new(client.clone());
+    let state = AppState::new(set)
+        .with_namespaces(namespaces.clone())
+        .with_params(params.clone());
     let listener = tokio::net::TcpListener::bind(args.metrics_listen).await?;
     let metrics_addr = listener.local_addr()?;
     tracing::info!(metrics_listen = %metrics_addr, "serving /metrics, /healthz and /readyz over HTTP");
     tokio::spawn(axum::serve(listener, http::metrics_router(state.clone())).into_future());
 
     let changed = Arc::new(Notify::new());
-    let namespaces = namespaces::watch(client.clone());
-    let params = ParamCache::new(client.clone());
     let mut watched = Watched::new(client.clone(), changed.clone());
     let current = state.policies.current();
     params.watch(&current.param_kinds());
@@ -72,12 +75,13 @@ pub async fn run(args: ReportsArgs) -> Result<(), OfflineError> {
     }
     watched.watch_cel_resources(&current).await;
     if let (Some(dir), Some(snapshot)) = (dir, snapshot) {
-        tokio::spawn(reload(
+        tokio::spawn(serve::reload_policies(
             dir,
             snapshot,
+            state.policies.clone(),
             state.clone(),
-            changed.clone(),
             args.policy_reload_interval,
+            Some(changed.clone()),
         ));
     }
     let resync = changed.clone();
@@ -140,48 +144,6 @@ pub async fn run(args: ReportsArgs) -> Result<(), OfflineError> {
             writer.read_written().await.ok();
         }
         changed.notified().await;
-    }
-}
-
-/// Re-reads the policy directory; a set that loads whole replaces the old one and wakes a
-/// pass, one that does not is logged and counted, and the last good set stays.
-async fn reload(
-    dir: std::path::PathBuf,
-    mut last: Snapshot,
-    state: AppState,
-    changed: Arc<Notify>,
-    interval: Duration,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let result = match Snapshot::read(&dir) {
-            Ok(snapshot) if snapshot == last => continue,
-            Ok(snapshot) => {
-                let parsed = snapshot.parse();
-                last = snapshot;
-                parsed
-            }
-            Err(e) => Err(e),
-        };
-        let result = match result {
-            Ok(set) => {
-                state.policies.replace(set);
-                tracing::info!(dir = %dir.display(), "policies reloaded");
-                changed.notify_one();
-                "ok"
-            }
-            Err(e) => {
-                tracing::error!(dir = %dir.display(), error = %e, "policy reload rejected; the last good policies stay in force");
-                "failed"
-            }
-        };
-        state
-            .metrics
-            .policy_reloads
-            .get_or_create(&ResultLabels { result })
-            .inc();
     }
 }
 

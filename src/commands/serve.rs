@@ -46,18 +46,12 @@ pub async fn run(args: ServeArgs, started: std::time::Instant) -> Result<(), Sta
     let listener = bind(args.listen).await?;
     let metrics_listener = bind(args.metrics_listen).await?;
     let mut state = AppState::new(policies);
+    let mut candidate_snapshot = None;
     if let Some(dir) = &args.candidate_policies {
         let snapshot = Snapshot::read(dir)?;
         state = state.with_candidate(snapshot.parse()?);
         tracing::info!(dir = %dir.display(), "candidate policies loaded: judging every request with them too (shadow)");
-        let target = state.candidate.clone().expect("just set");
-        tokio::spawn(reload_policies(
-            dir.clone(),
-            snapshot,
-            target,
-            state.clone(),
-            args.policy_reload_interval,
-        ));
+        candidate_snapshot = Some((dir.clone(), snapshot));
     }
     let current = state.policies.current();
     let client = cluster_client(args.watch_namespaces, &current, state.candidate.as_deref()).await;
@@ -81,6 +75,18 @@ pub async fn run(args: ServeArgs, started: std::time::Instant) -> Result<(), Sta
         params.watch(&candidate.current().param_kinds());
     }
     state = state.with_namespaces(cache).with_params(params);
+    // Reloaded against the complete state: its namespace watch and its cluster params.
+    if let Some((dir, snapshot)) = candidate_snapshot {
+        let target = state.candidate.clone().expect("set with the snapshot");
+        tokio::spawn(reload_policies(
+            dir,
+            snapshot,
+            target,
+            state.clone(),
+            args.policy_reload_interval,
+            None,
+        ));
+    }
     let synced = state.clone();
     tokio::spawn(async move {
         synced.namespaces.synced().await;
@@ -111,6 +117,7 @@ pub async fn run(args: ServeArgs, started: std::time::Instant) -> Result<(), Sta
             target,
             state.clone(),
             interval,
+            None,
         ));
     }
     let metrics_addr = metrics_listener
@@ -197,13 +204,15 @@ fn load_policies(dir: Option<&Path>) -> Result<(PolicySet, Option<Snapshot>), Po
 
 /// Reads the policy directory every `interval` (a mounted ConfigMap changes by a symlink
 /// swap, which a fresh read follows). A new set that loads whole replaces the old one between
-/// requests; one that does not is logged with file, field and reason, counted, and ignored.
-async fn reload_policies(
+/// requests, and wakes `changed` if given; one that does not is logged with file, field and
+/// reason, counted, and ignored.
+pub(crate) async fn reload_policies(
     dir: PathBuf,
     mut last: Snapshot,
     target: Arc<SharedPolicies>,
     state: AppState,
     interval: Duration,
+    changed: Option<Arc<tokio::sync::Notify>>,
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -220,6 +229,9 @@ async fn reload_policies(
                     let names: Vec<String> = set.policies.iter().map(|p| p.name.clone()).collect();
                     // In force before it is reported: whoever reads the line sees the new set.
                     target.replace(set);
+                    if let Some(changed) = &changed {
+                        changed.notify_one();
+                    }
                     tracing::info!(dir = %dir.display(), policies = ?names, "policies reloaded");
                     warn_unwatched(&target.current(), &state.namespaces);
                     last = snapshot;
