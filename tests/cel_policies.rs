@@ -640,12 +640,7 @@ async fn param_api() -> std::net::SocketAddr {
                 .unwrap()
         };
         if query.contains("watch=true") || query.contains("watch=1") {
-            let never =
-                futures_util::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
-            return axum::response::Response::builder()
-                .header("content-type", "application/json")
-                .body(Body::from_stream(never))
-                .unwrap();
+            return quiet_watch();
         }
         match path.as_str() {
             "/apis/rules.example.com/v1" => json(json!({

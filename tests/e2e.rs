@@ -635,22 +635,11 @@ async fn policy_reports_are_accepted_by_the_real_crd_and_follow_the_cluster() {
     );
 
     // `portcullis reports`: the report appears, and follows a new pod.
-    let mut writer = Portcullis::spawn(
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args([
-                "reports",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
-            .args(["--policies", shipped_policies().to_str().unwrap()])
-            .args(["--max-writes-per-second", "100"])
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "info")
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true),
-    );
+    let mut writer = Portcullis::spawn(&mut portcullis_reports(
+        &shipped_policies(),
+        &kubeconfig,
+        100,
+    ));
     let resource = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
         "wgpolicyk8s.io",
         "v1alpha2",

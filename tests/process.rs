@@ -458,12 +458,7 @@ async fn namespace_api() -> std::net::SocketAddr {
     async fn api(req: Request) -> axum::response::Response {
         let query = req.uri().query().unwrap_or("");
         if query.contains("watch=true") || query.contains("watch=1") {
-            let never =
-                futures_util::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
-            return axum::response::Response::builder()
-                .header("content-type", "application/json")
-                .body(Body::from_stream(never))
-                .unwrap();
+            return quiet_watch();
         }
         let list = serde_json::json!({
             "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",

@@ -253,23 +253,7 @@ fn reports(
     policies: &std::path::Path,
     api: std::net::SocketAddr,
 ) -> Portcullis {
-    Portcullis::spawn(
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args([
-                "reports",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
-            .args(["--policies", policies.to_str().unwrap()])
-            .args(["--max-writes-per-second", "1000"])
-            .env("KUBECONFIG", kubeconfig(dir, api))
-            .env("RUST_LOG", "info")
-            .current_dir(dir)
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true),
-    )
+    Portcullis::spawn(portcullis_reports(policies, &kubeconfig(dir, api), 1000).current_dir(dir))
 }
 
 /// Waits for the pass that wrote what makes `done` hold: a pass's line is read after its

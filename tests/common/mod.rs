@@ -400,3 +400,39 @@ pub async fn plain_get(addr: std::net::SocketAddr, path: &str) -> String {
         .ok();
     out
 }
+
+/// `portcullis reports` with JSON logs at info and its metrics on a loopback port, judging with
+/// `policies` against the cluster `kubeconfig` names, writing up to `writes_per_second`; hand
+/// it to `Portcullis::spawn`.
+pub fn portcullis_reports(
+    policies: &Path,
+    kubeconfig: &Path,
+    writes_per_second: u32,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
+        .args([
+            "reports",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .args(["--policies", policies.to_str().unwrap()])
+        .args(["--max-writes-per-second", &writes_per_second.to_string()])
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// What a loopback API server answers a watch with: a stream that never sends an event, as an
+/// apiserver with nothing to report does.
+pub fn quiet_watch() -> axum::response::Response {
+    let never = futures_util::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+    axum::response::Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from_stream(never))
+        .unwrap()
+}
