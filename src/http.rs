@@ -25,7 +25,7 @@ use crate::metrics::{
 use crate::namespaces::NamespaceCache;
 use crate::params::ParamCache;
 use crate::policy::{Date, PolicySet, RuleId, SharedPolicies};
-use crate::request::{Operation, Request};
+use crate::request::{Request, operation_name};
 use crate::review::{self, ReviewError};
 use crate::rollout::Context;
 use crate::verdict::Verdict;
@@ -269,16 +269,6 @@ fn observe(metrics: &Metrics, endpoint: &'static str, started: Instant) {
         .latency
         .get_or_create(&EndpointLabels { endpoint })
         .observe(started.elapsed().as_secs_f64());
-}
-
-/// The operation as the review spells it.
-fn operation_name(operation: &Operation) -> &'static str {
-    match operation {
-        Operation::Create => "CREATE",
-        Operation::Update => "UPDATE",
-        Operation::Delete => "DELETE",
-        Operation::Connect => "CONNECT",
-    }
 }
 
 /// Labels from closed sets only: a kind portcullis does not judge counts as `other`, so no

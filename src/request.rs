@@ -6,6 +6,17 @@ pub use kube::core::admission::Operation;
 
 use crate::workload::{Workload, WorkloadKind};
 
+/// The operation as the review spells it (`CREATE`), for CEL's `request`, resource rules,
+/// metric labels and log lines alike.
+pub fn operation_name(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Request {
     pub uid: String,

@@ -15,7 +15,7 @@ use crate::cel::{self, Activation, Bindings};
 use crate::policy::cel::{CelRule, FailurePolicy};
 use crate::policy::params::{ParamBinding, ParamObjects, Params};
 use crate::policy::{Mode, Policy, PolicySet};
-use crate::request::{Operation, Request, RequestJson};
+use crate::request::{Request, RequestJson, operation_name};
 use crate::rollout::{self, Context};
 use crate::verdict::{Findings, Subject, Violation};
 
@@ -195,12 +195,7 @@ fn rule_matches(r: &NamedRuleWithOperations, req: &Request, t: &Target) -> bool 
     let listed = |values: &Option<Vec<String>>, value: &str| {
         values.iter().flatten().any(|v| v == "*" || v == value)
     };
-    let operation = match req.operation {
-        Operation::Create => "CREATE",
-        Operation::Update => "UPDATE",
-        Operation::Delete => "DELETE",
-        Operation::Connect => "CONNECT",
-    };
+    let operation = operation_name(&req.operation);
     let resource_matches = r.resources.iter().flatten().any(|pattern| {
         let (res, sub) = pattern.split_once('/').unwrap_or((pattern, ""));
         let res_ok = res == "*" || res == t.resource;
@@ -290,12 +285,7 @@ fn template_pod(controller: &Value, namespace: &str) -> Option<Value> {
 
 /// `request` as the apiserver binds it.
 fn request_json(req: &Request, json: &RequestJson) -> Value {
-    let operation = match req.operation {
-        Operation::Create => "CREATE",
-        Operation::Update => "UPDATE",
-        Operation::Delete => "DELETE",
-        Operation::Connect => "CONNECT",
-    };
+    let operation = operation_name(&req.operation);
     json!({
         "uid": req.uid,
         "kind": {"group": json.group, "version": json.version, "kind": req.kind},
