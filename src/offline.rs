@@ -85,11 +85,7 @@ pub fn request(
 /// A Namespace object's name and labels, as the namespace watch keeps them when serving.
 pub fn namespace_labels(namespace: &Value) -> Option<(String, BTreeMap<String, String>)> {
     let name = namespace.pointer("/metadata/name")?.as_str()?.to_owned();
-    let labels = namespace
-        .pointer("/metadata/labels")
-        .and_then(|l| serde_json::from_value(l.clone()).ok())
-        .unwrap_or_default();
-    Some((name, labels))
+    Some((name, admission::object_labels(Some(namespace))))
 }
 
 /// A kind's resource as Kubernetes guesses it without discovery (UnsafeGuessKindToResource):

@@ -178,13 +178,10 @@ fn matches_resources(m: &MatchResources, req: &Request, t: &Target, ctx: &Contex
         return false;
     }
     if let Some(selector) = &m.object_selector {
-        let labels = |o: Option<&Value>| -> BTreeMap<String, String> {
-            o.and_then(|o| o.pointer("/metadata/labels"))
-                .and_then(|l| serde_json::from_value(l.clone()).ok())
-                .unwrap_or_default()
-        };
         // As the apiserver does: the new object's labels, or the old one's on DELETE.
-        if !selects(selector, &labels(t.object)) && !selects(selector, &labels(t.old_object)) {
+        if !selects(selector, &object_labels(t.object))
+            && !selects(selector, &object_labels(t.old_object))
+        {
             return false;
         }
     }
@@ -228,10 +225,7 @@ fn rule_matches(r: &NamedRuleWithOperations, req: &Request, t: &Target) -> bool 
 /// cache. Every namespace carries `kubernetes.io/metadata.name`, so that one is always known.
 fn namespace_labels(req: &Request, t: &Target, ctx: &Context) -> BTreeMap<String, String> {
     let mut labels = if t.resource == "namespaces" {
-        t.object
-            .and_then(|o| o.pointer("/metadata/labels"))
-            .and_then(|l| serde_json::from_value(l.clone()).ok())
-            .unwrap_or_default()
+        object_labels(t.object)
     } else {
         ctx.namespace_labels.cloned().unwrap_or_default()
     };
@@ -239,6 +233,21 @@ fn namespace_labels(req: &Request, t: &Target, ctx: &Context) -> BTreeMap<String
         .entry("kubernetes.io/metadata.name".to_owned())
         .or_insert_with(|| req.namespace.clone());
     labels
+}
+
+/// An object's `metadata.labels`; none when it has none, or when one is not a string (which
+/// the API would never store).
+pub fn object_labels(object: Option<&Value>) -> BTreeMap<String, String> {
+    object
+        .and_then(|o| o.pointer("/metadata/labels"))
+        .and_then(Value::as_object)
+        .and_then(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A Kubernetes label selector (matchLabels and matchExpressions) against `labels`, as the
@@ -536,27 +545,20 @@ fn collect_params<'a>(
     } else {
         None
     };
-    let name_of = |o: &Value| {
-        o.pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
+    let name_of = |o: &'a Value| o.pointer("/metadata/name").and_then(Value::as_str);
     let candidates = sources.iter().flat_map(|s| s.in_namespace(in_namespace));
     let mut params: Vec<Option<&Value>> = Vec::new();
     if let Some(name) = param_ref.name.as_deref().filter(|n| !n.is_empty()) {
         params.extend(
             candidates
-                .filter(|o| name_of(o).as_deref() == Some(name))
+                .filter(|o| name_of(o) == Some(name))
                 .take(1)
                 .map(Some),
         );
     } else if let Some(selector) = &param_ref.selector {
         let mut seen = std::collections::BTreeSet::new();
         for object in candidates {
-            let labels: BTreeMap<String, String> = object
-                .pointer("/metadata/labels")
-                .and_then(|l| serde_json::from_value(l.clone()).ok())
-                .unwrap_or_default();
+            let labels = object_labels(Some(object));
             let key = (
                 object
                     .pointer("/metadata/namespace")

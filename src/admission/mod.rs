@@ -4,7 +4,7 @@
 
 mod cel;
 
-pub use cel::{matched as cel_rule_matched, selects};
+pub use cel::{matched as cel_rule_matched, object_labels, selects};
 
 use std::borrow::Cow;
 

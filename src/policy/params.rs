@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::api::admissionregistration::v1::{ParamKind, ParamRef};
 use serde_json::Value;
@@ -78,19 +79,20 @@ impl ParamObjects {
     }
 }
 
-/// Param objects by kind.
+/// Param objects by kind. Each kind's objects are shared, so a new set that replaces one kind
+/// (a watch event) copies references to the others, not the objects.
 #[derive(Clone, Debug, Default)]
 pub struct Params {
-    kinds: BTreeMap<ParamKey, ParamObjects>,
+    kinds: BTreeMap<ParamKey, Arc<ParamObjects>>,
 }
 
 impl Params {
     pub fn kind(&self, key: &ParamKey) -> Option<&ParamObjects> {
-        self.kinds.get(key)
+        self.kinds.get(key).map(Arc::as_ref)
     }
 
     pub fn insert(&mut self, key: ParamKey, objects: ParamObjects) {
-        self.kinds.insert(key, objects);
+        self.kinds.insert(key, Arc::new(objects));
     }
 
     pub fn is_empty(&self) -> bool {
