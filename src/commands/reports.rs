@@ -238,11 +238,13 @@ impl Watched {
 }
 
 /// What an object's last judgement depended on, and what it found.
-struct Judged {
+struct Cached {
     resource_version: String,
     generation: u64,
     today: Date,
     labels: Option<BTreeMap<String, String>>,
+    /// A controller owns it: it is left to its owner and reported by nothing.
+    owned: bool,
     /// The report results, timestamps zeroed.
     results: Vec<Value>,
     /// When these results were first found.
@@ -251,7 +253,7 @@ struct Judged {
 
 #[derive(Default)]
 struct Judge {
-    cache: BTreeMap<(String, String, String, String), Judged>,
+    cache: BTreeMap<(String, String, String, String), Cached>,
     judged_last: usize,
 }
 
@@ -273,30 +275,19 @@ impl Judge {
         self.judged_last = 0;
         for (resource, store) in watched.stores.values() {
             for object in store.state() {
-                let mut object = serde_json::to_value(&*object).unwrap_or(Value::Null);
-                if offline::owned_by_a_controller(&object) {
-                    continue;
-                }
-                // Watched objects may lack apiVersion and kind, as list items do.
-                object["apiVersion"] = json!(resource.api_version);
-                object["kind"] = json!(resource.kind);
-                let field = |f: &str| {
-                    object
-                        .pointer(&format!("/metadata/{f}"))
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned()
-                };
-                let (namespace, name, version) =
-                    (field("namespace"), field("name"), field("resourceVersion"));
+                // The cache is consulted on metadata alone: an object judged before and not
+                // changed since is neither serialized nor judged again.
+                let meta = &object.metadata;
+                let field = |f: &Option<String>| f.clone().unwrap_or_default();
+                let (namespace, version) = (field(&meta.namespace), field(&meta.resource_version));
                 let key = (
                     resource.api_version.clone(),
                     resource.kind.clone(),
                     namespace.clone(),
-                    name,
+                    field(&meta.name),
                 );
-                let meta = namespaces.get(&namespace);
-                let labels = NamespaceCache::labels(&meta);
+                let namespace_meta = namespaces.get(&namespace);
+                let labels = NamespaceCache::labels(&namespace_meta);
                 let current = self.cache.get(&key).is_some_and(|c| {
                     c.resource_version == version
                         && c.generation == generation
@@ -304,16 +295,26 @@ impl Judge {
                         && c.labels.as_ref() == labels
                 });
                 if !current {
-                    let ctx = Context {
-                        today,
-                        namespace_labels: labels,
-                        cluster_params,
+                    let mut value = serde_json::to_value(&*object).unwrap_or(Value::Null);
+                    // Watched objects may lack apiVersion and kind, as list items do.
+                    value["apiVersion"] = json!(resource.api_version);
+                    value["kind"] = json!(resource.kind);
+                    // A controller's object is left to its owner, as `audit` leaves it.
+                    let owned = offline::owned_by_a_controller(&value);
+                    let results = if owned {
+                        Vec::new()
+                    } else {
+                        let ctx = Context {
+                            today,
+                            namespace_labels: labels,
+                            cluster_params,
+                        };
+                        self.judged_last += 1;
+                        metrics.objects_judged.inc();
+                        offline::judge(set, &ctx, &value, &namespace)
+                            .map(|j| report::results(set, &j, 0))
+                            .unwrap_or_default()
                     };
-                    let results = offline::judge(set, &ctx, &object, &namespace)
-                        .map(|j| report::results(set, &j, 0))
-                        .unwrap_or_default();
-                    self.judged_last += 1;
-                    metrics.objects_judged.inc();
                     // A result that stays the same keeps the time it was found.
                     let found = match self.cache.get(&key) {
                         Some(old) if old.results == results => old.found,
@@ -321,23 +322,26 @@ impl Judge {
                     };
                     self.cache.insert(
                         key.clone(),
-                        Judged {
+                        Cached {
                             resource_version: version,
                             generation,
                             today,
                             labels: labels.cloned(),
+                            owned,
                             results,
                             found,
                         },
                     );
                 }
-                let judged = &self.cache[&key];
-                by_namespace.entry(namespace).or_default().extend(
-                    judged.results.iter().cloned().map(|mut r| {
-                        r["timestamp"]["seconds"] = json!(judged.found);
-                        r
-                    }),
-                );
+                let cached = &self.cache[&key];
+                if !cached.owned {
+                    by_namespace.entry(namespace).or_default().extend(
+                        cached.results.iter().cloned().map(|mut r| {
+                            r["timestamp"]["seconds"] = json!(cached.found);
+                            r
+                        }),
+                    );
+                }
                 seen.insert(key);
             }
         }
