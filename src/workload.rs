@@ -410,3 +410,21 @@ impl ContainerKind {
         }
     }
 }
+
+#[cfg(test)]
+mod spec_path_tests {
+    use super::{WorkloadKind, pod_spec_field};
+
+    /// The dotted path in messages and the path decoding walks are one path, written twice
+    /// only so that neither is built per request.
+    #[test]
+    fn the_pod_spec_field_is_the_pod_spec_path() {
+        for kind in WorkloadKind::ALL {
+            assert_eq!(
+                pod_spec_field(kind),
+                kind.pod_spec_path().join("."),
+                "{kind:?}"
+            );
+        }
+    }
+}
