@@ -667,10 +667,7 @@ async fn param_api() -> std::net::SocketAddr {
                 .unwrap(),
         }
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(api)).await });
-    addr
+    api_server(axum::Router::new().fallback(api)).await
 }
 
 #[tokio::test]

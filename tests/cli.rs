@@ -676,12 +676,12 @@ async fn api(State(cluster): State<Cluster>, req: Request) -> impl axum::respons
 #[tokio::test]
 async fn audit_lists_live_workloads_page_by_page_and_judges_them_with_namespace_labels() {
     let cluster = Cluster::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new()
-        .fallback(api)
-        .with_state(cluster.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = api_server(
+        axum::Router::new()
+            .fallback(api)
+            .with_state(cluster.clone()),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let config = kubeconfig(dir.path(), addr);
     let policy = std::fs::read_to_string(repo().join("policies/default.yaml"))
@@ -917,13 +917,7 @@ async fn services_api(req: Request) -> String {
 /// `audit` also lists what CEL rules name: a VAP on Services judges the cluster's Services.
 #[tokio::test]
 async fn audit_lists_the_resources_cel_rules_name() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, axum::Router::new().fallback(services_api))
-            .await
-            .unwrap()
-    });
+    let addr = api_server(axum::Router::new().fallback(services_api)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = kubeconfig(dir.path(), addr);
     let policies = policies(NO_NODEPORT);

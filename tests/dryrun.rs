@@ -168,10 +168,7 @@ async fn audit(reviews: &BTreeMap<String, Value>) -> BTreeMap<String, Findings> 
             )
         })
         .collect();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(api).with_state(objects);
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = api_server(axum::Router::new().fallback(api).with_state(objects)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = kubeconfig(dir.path(), addr);
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))

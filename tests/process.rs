@@ -476,10 +476,7 @@ async fn namespace_api() -> std::net::SocketAddr {
             .body(Body::from(list.to_string()))
             .unwrap()
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(api)).await });
-    addr
+    api_server(axum::Router::new().fallback(api)).await
 }
 
 /// The two listener addresses, once `event` has also been logged (before or after them).

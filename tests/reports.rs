@@ -297,12 +297,12 @@ async fn reports_follow_the_cluster_and_write_only_what_changed() {
         "metadata": {"name": "api", "namespace": "team-b", "uid": "uid-api", "labels": {"team": "b"}},
         "spec": {"template": {"spec": {"containers": [{"name": "api", "image": "api:1"}]}}}});
     cluster.event("/apis/apps/v1/deployments", "ADDED", deployment.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new()
-        .fallback(api)
-        .with_state(cluster.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = api_server(
+        axum::Router::new()
+            .fallback(api)
+            .with_state(cluster.clone()),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
     std::fs::create_dir(&policies).unwrap();

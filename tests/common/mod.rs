@@ -436,3 +436,12 @@ pub fn quiet_watch() -> axum::response::Response {
         .body(Body::from_stream(never))
         .unwrap()
 }
+
+/// Serves `app` on a pre-bound loopback port until the test ends: the loopback API servers
+/// kube-rs clients are pointed at.
+pub async fn api_server(app: Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
