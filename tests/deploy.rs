@@ -459,29 +459,6 @@ async fn the_reports_component_runs_one_writer_with_the_webhooks_policies() {
     assert!(parsed.is_ok(), "{parsed:?}");
 }
 
-/// `helm` from PATH or the tools cache `.ci/run` installs it into; `None` (said loudly)
-/// outside CI when there is none, a failure under CI.
-fn helm() -> Option<std::path::PathBuf> {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
-        .map(|c| c.join("portcullis-tools/bin/helm"));
-    let found = std::process::Command::new("helm")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-        .then(|| std::path::PathBuf::from("helm"))
-        .or_else(|| cache.filter(|c| c.is_file()));
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "helm is not installed, so the chart cannot be tested (.ci/run installs it)"
-        );
-        eprintln!("NOT TESTED: helm is not installed (.ci/run installs it)");
-    }
-    found
-}
-
 const CHART: &str = "deploy/helm/portcullis";
 
 /// `helm template` of the chart with `args`.

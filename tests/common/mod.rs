@@ -246,15 +246,15 @@ pub fn create(object: &Value) -> Value {
 /// `portcullis serve` on loopback ports with JSON logs at info, run in `dir`; add flags, then
 /// hand it to `Portcullis::spawn`.
 pub fn portcullis_serve(dir: &Path) -> tokio::process::Command {
+    portcullis_serve_on(dir, std::net::Ipv4Addr::LOCALHOST.into())
+}
+
+/// The same, its webhook listening on `ip`.
+pub fn portcullis_serve_on(dir: &Path, ip: std::net::IpAddr) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
     command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
+        .args(["serve", "--listen", &format!("{ip}:0")])
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .args(["--log-format", "json"])
         .current_dir(dir)
         .env("RUST_LOG", "info")
@@ -444,4 +444,43 @@ pub async fn api_server(app: Router) -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
+}
+
+/// Every `.kyverno-test/kyverno-test.yaml` below `dir`, in path order.
+pub fn kyverno_tests(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in sorted_files(dir) {
+        if entry.is_dir() {
+            let test = entry.join("kyverno-test.yaml");
+            if entry.file_name().is_some_and(|n| n == ".kyverno-test") && test.is_file() {
+                out.push(test);
+            } else {
+                out.extend(kyverno_tests(&entry));
+            }
+        }
+    }
+    out
+}
+
+/// `helm` from PATH or the tools cache `.ci/run` installs it into; `None` (said loudly)
+/// outside CI when there is none, a failure under CI.
+pub fn helm() -> Option<std::path::PathBuf> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
+        .map(|c| c.join("portcullis-tools/bin/helm"));
+    let found = std::process::Command::new("helm")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        .then(|| std::path::PathBuf::from("helm"))
+        .or_else(|| cache.filter(|c| c.is_file()));
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "helm is not installed, so the chart cannot be tested (.ci/run installs it)"
+        );
+        eprintln!("NOT TESTED: helm is not installed (.ci/run installs it)");
+    }
+    found
 }
