@@ -10,13 +10,11 @@
 //! taken as raw JSON and decoded only when their kind is judged. Tests pin every response
 //! field and cross-check decoding against kube's own type on the captured reviews.
 
-use std::collections::BTreeMap;
-
 use base64::Engine as _;
 use json_patch::PatchOperation;
 use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::gvk::GroupVersionKind;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::request::{Decoded, Operation, Request, RequestJson};
@@ -159,100 +157,191 @@ fn decode_object(kind: Option<WorkloadKind>, raw: Option<&RawValue>) -> Decoded 
     Decoded::from_result(kind, workload::decode_json(kind, raw.get()))
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewOut<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: ResponseOut<'a>,
-}
-
-/// `admission.k8s.io/v1` AdmissionResponse, field for field as the apiserver reads it.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseOut<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<StatusOut>,
-    /// Base64 of the RFC 6902 JSON array: the JSON form of Go's `[]byte`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    audit_annotations: BTreeMap<&'a str, String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    warnings: Vec<String>,
-}
-
-/// The metav1.Status of a denial; kubectl shows `reason` in parentheses and then `message`.
-#[derive(Serialize)]
-struct StatusOut {
-    code: u16,
-    reason: &'static str,
-    message: String,
-}
-
 /// The `/validate` answer. It never carries a patch: the apiserver fails a validating webhook
 /// that returns one.
 pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
     let texts = verdict.texts();
-    let status = match verdict {
-        Verdict::Unjudgeable(reason) => Some(StatusOut {
-            code: 400,
-            reason: "BadRequest",
-            message: format!("portcullis cannot judge this {}: {reason}", req.kind),
-        }),
-        _ => verdict
-            .denial_message(&req.kind, &subject_name(req), &texts)
-            .map(|message| StatusOut {
-                code: 403,
-                reason: "Forbidden",
-                message,
-            }),
-    };
-    encode(ResponseOut {
-        uid: &req.uid,
-        allowed: verdict.is_allowed(),
-        status,
-        patch: None,
-        patch_type: None,
-        audit_annotations: verdict.audit_annotations(&texts),
-        warnings: verdict.warnings(),
-    })
+    let text_bytes: usize = texts.iter().map(String::len).sum();
+    let mut out = Json::head(&req.uid, verdict.is_allowed(), 2 * text_bytes);
+    match verdict {
+        Verdict::Unjudgeable(reason) => {
+            out.status(400, "BadRequest", |m| {
+                m.push_str("portcullis cannot judge this ");
+                m.push_str(&req.kind);
+                m.push_str(": ");
+                m.push_str(reason);
+            });
+        }
+        _ if verdict.denials().next().is_some() => {
+            let name = subject_name(req);
+            out.status(403, "Forbidden", |m| {
+                verdict.write_denial_message(&req.kind, name, &texts, m);
+            });
+        }
+        _ => {}
+    }
+    let annotations = verdict.audit_annotations(&texts);
+    if !annotations.is_empty() {
+        out.raw(",\"auditAnnotations\":{");
+        for (i, (key, value)) in annotations.iter().enumerate() {
+            if i > 0 {
+                out.raw(",");
+            }
+            out.string(key);
+            out.raw(":");
+            out.string(value);
+        }
+        out.raw("}");
+    }
+    let warnings = verdict.warnings();
+    if !warnings.is_empty() {
+        out.raw(",\"warnings\":[");
+        for (i, w) in warnings.iter().enumerate() {
+            if i > 0 {
+                out.raw(",");
+            }
+            out.string(w);
+        }
+        out.raw("]");
+    }
+    out.finish()
 }
 
 /// The `/mutate` answer: always allowed, with a patch only when there is something to change.
 pub fn encode_mutation(req: &Request, ops: &[PatchOperation]) -> Vec<u8> {
-    let patch = (!ops.is_empty()).then(|| {
+    let mut out = Json::head(&req.uid, true, 0);
+    if !ops.is_empty() {
+        // Base64 of the RFC 6902 JSON array: the JSON form of Go's `[]byte`.
         let json = serde_json::to_vec(ops).expect("patch operations always serialize");
-        base64::engine::general_purpose::STANDARD.encode(json)
-    });
-    encode(ResponseOut {
-        uid: &req.uid,
-        allowed: true,
-        status: None,
-        patch_type: patch.as_ref().map(|_| "JSONPatch"),
-        patch,
-        audit_annotations: BTreeMap::new(),
-        warnings: Vec::new(),
-    })
+        out.raw(",\"patch\":\"");
+        base64::engine::general_purpose::STANDARD.encode_string(json, &mut out.0);
+        out.raw("\",\"patchType\":\"JSONPatch\"");
+    }
+    out.finish()
 }
 
-fn encode(response: ResponseOut) -> Vec<u8> {
-    serde_json::to_vec(&ReviewOut {
-        api_version: API_VERSION,
-        kind: KIND,
-        response,
-    })
-    .expect("responses always serialize")
+/// `admission.k8s.io/v1` AdmissionReview with its AdmissionResponse, written straight into
+/// one buffer, field for field as the apiserver reads them (`uid`, `allowed`, `status`,
+/// `patch`, `patchType`, `auditAnnotations`, `warnings`; empty ones left out): a denial's
+/// text is escaped once, where it is written, with no intermediate value tree or string.
+/// Tests pin every field's wire form.
+struct Json(String);
+
+impl Json {
+    fn head(uid: &str, allowed: bool, extra: usize) -> Self {
+        let mut out = Self(String::with_capacity(160 + uid.len() + extra));
+        out.raw("{\"apiVersion\":\"");
+        out.raw(API_VERSION);
+        out.raw("\",\"kind\":\"");
+        out.raw(KIND);
+        out.raw("\",\"response\":{\"uid\":");
+        out.string(uid);
+        out.raw(if allowed {
+            ",\"allowed\":true"
+        } else {
+            ",\"allowed\":false"
+        });
+        out
+    }
+
+    /// The metav1.Status of a refusal; kubectl shows `reason` in parentheses and then
+    /// `message`, which `write` produces.
+    fn status(&mut self, code: u16, reason: &str, write: impl FnOnce(&mut Escaped<'_>)) {
+        self.raw(",\"status\":{\"code\":");
+        self.raw(if code == 400 { "400" } else { "403" });
+        debug_assert!(code == 400 || code == 403);
+        self.raw(",\"reason\":");
+        self.string(reason);
+        self.raw(",\"message\":\"");
+        write(&mut Escaped(&mut self.0));
+        self.raw("\"}");
+    }
+
+    fn raw(&mut self, s: &str) {
+        self.0.push_str(s);
+    }
+
+    fn string(&mut self, s: &str) {
+        self.0.push('"');
+        Escaped(&mut self.0).push_str(s);
+        self.0.push('"');
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.raw("}}");
+        self.0.into_bytes()
+    }
+}
+
+/// Text written into a JSON string, escaped as serde_json escapes it (`\"`, `\\`, the short
+/// forms of \b \f \n \r \t, `\u00XX` for other control characters; everything else as it
+/// is).
+pub struct Escaped<'a>(&'a mut String);
+
+impl Escaped<'_> {
+    pub fn push_str(&mut self, s: &str) {
+        let bytes = s.as_bytes();
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let escape: &str = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0x08 => "\\b",
+                0x0c => "\\f",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            // Every byte escaped is ASCII, so `i` is on a character boundary.
+            self.0.push_str(&s[start..i]);
+            if escape.is_empty() {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                self.0.push_str("\\u00");
+                self.0.push(char::from(HEX[usize::from(b >> 4)]));
+                self.0.push(char::from(HEX[usize::from(b & 0xf)]));
+            } else {
+                self.0.push_str(escape);
+            }
+            start = i + 1;
+        }
+        self.0.push_str(&s[start..]);
+    }
+}
+
+impl std::fmt::Write for Escaped<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.push_str(s);
+        Ok(())
+    }
 }
 
 /// The name users know the object by: its name, or generateName for pods a controller creates.
-fn subject_name(req: &Request) -> String {
+fn subject_name(req: &Request) -> &str {
     match req.object.workload() {
-        Some(w) if !w.name.is_empty() => w.name.clone(),
-        _ => req.name.clone(),
+        Some(w) if !w.name.is_empty() => &w.name,
+        _ => &req.name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Escaped;
+
+    /// The response writer escapes exactly as serde_json does, for every ASCII character and
+    /// for text beyond it.
+    #[test]
+    fn escaping_matches_serde_json() {
+        let mut samples: Vec<String> = (0u8..=0x7f).map(|b| char::from(b).to_string()).collect();
+        samples.push((0u8..=0x7f).map(char::from).collect());
+        samples.push("container \"app\" á → 🚀 \\ end\n".to_owned());
+        samples.push(String::new());
+        for s in samples {
+            let mut ours = String::from("\"");
+            Escaped(&mut ours).push_str(&s);
+            ours.push('"');
+            assert_eq!(ours, serde_json::to_string(&s).unwrap(), "{s:?}");
+        }
     }
 }

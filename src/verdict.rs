@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 /// A violation's words: most are the same for every object (a check's problem and fix), so
 /// they are borrowed from the program, not built per request.
@@ -102,41 +102,53 @@ impl Verdict {
     }
 
     /// The denial shown to the user: every enforced violation with the YAML that fixes it,
-    /// so all can be fixed in one pass. `None` when nothing is enforced.
-    pub fn denial_message(&self, kind: &str, name: &str, texts: &[String]) -> Option<String> {
-        let denials: Vec<(&Violation, &String)> = self
-            .violations()
-            .zip(texts)
-            .filter(|(v, _)| v.denies())
-            .collect();
-        if denials.is_empty() {
-            return None;
+    /// so all can be fixed in one pass. Writes nothing when nothing is enforced.
+    pub fn write_denial_message(
+        &self,
+        kind: &str,
+        name: &str,
+        texts: &[String],
+        out: &mut impl fmt::Write,
+    ) {
+        let denials = || self.violations().zip(texts).filter(|(v, _)| v.denies());
+        let count = denials().count();
+        if count == 0 {
+            return;
         }
-        let plural = if denials.len() == 1 { "" } else { "s" };
-        let mut message = format!(
-            "{kind} {name:?} was denied by portcullis ({} violation{plural}):",
-            denials.len()
+        let plural = if count == 1 { "" } else { "s" };
+        // Writing into a string cannot fail.
+        let _ = write!(
+            out,
+            "{kind} {name:?} was denied by portcullis ({count} violation{plural}):"
         );
-        for (v, text) in denials {
-            message.push_str("\n- ");
-            message.push_str(text);
+        for (v, text) in denials() {
+            let _ = out.write_str("\n- ");
+            let _ = out.write_str(text);
             if let Some(add) = &v.add {
-                message.push_str("\n  fix: at ");
-                message.push_str(&add.at);
-                message.push_str(" set:");
+                let _ = out.write_str("\n  fix: at ");
+                let _ = out.write_str(&add.at);
+                let _ = out.write_str(" set:");
                 for line in add.yaml.lines() {
-                    message.push_str("\n    ");
-                    message.push_str(line);
+                    let _ = out.write_str("\n    ");
+                    let _ = out.write_str(line);
                 }
             }
         }
-        Some(message)
     }
 
     /// Each violation as its one line of text (what `Display` writes), rendered once for the
     /// denial message and the audit annotations alike.
     pub fn texts(&self) -> Vec<String> {
-        self.violations().map(ToString::to_string).collect()
+        self.violations()
+            .map(|v| {
+                // Sized for the whole line, so it is written without regrowing.
+                let mut text = String::with_capacity(
+                    v.problem.len() + v.fix.len() + v.rule.as_str().len() + 48,
+                );
+                let _ = write!(text, "{v}");
+                text
+            })
+            .collect()
     }
 
     pub fn warnings(&self) -> Vec<String> {
