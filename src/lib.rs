@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod defaults;
 pub mod http;
+pub mod json_string;
 pub mod logline;
 pub mod metrics;
 pub mod namespaces;

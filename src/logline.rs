@@ -12,6 +12,8 @@ use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::json_string::push as string;
+
 /// The event formatter; pair it with `JsonFields` for span fields.
 pub struct JsonLine;
 
@@ -125,32 +127,6 @@ impl Visit for Fields<'_> {
     }
 }
 
-/// `value` as a JSON string.
-fn string(out: &mut String, value: &str) {
-    out.push('"');
-    let mut start = 0;
-    for (i, byte) in value.bytes().enumerate() {
-        let escaped = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&value[start..i]);
-        if escaped.is_empty() {
-            let _ = write!(out, "\\u{byte:04x}");
-        } else {
-            out.push_str(escaped);
-        }
-        start = i + 1;
-    }
-    out.push_str(&value[start..]);
-    out.push('"');
-}
-
 /// Now, as RFC 3339 in UTC with microseconds, as tracing-subscriber writes it.
 fn timestamp(out: &mut String) {
     let now = time::OffsetDateTime::now_utc();
@@ -165,18 +141,4 @@ fn timestamp(out: &mut String) {
         now.second(),
         now.microsecond()
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::string;
-
-    #[test]
-    fn strings_are_escaped_as_json() {
-        let mut out = String::new();
-        string(&mut out, "a \"b\" \\ \n\t\u{1} é");
-        assert_eq!(out, r#""a \"b\" \\ \n\t\u0001 é""#);
-        let back: String = serde_json::from_str(&out).unwrap();
-        assert_eq!(back, "a \"b\" \\ \n\t\u{1} é");
-    }
 }
