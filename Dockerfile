@@ -3,6 +3,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# Build settings (.cargo/config.toml: the allocator's memory option).
+COPY .cargo ./.cargo
 COPY src ./src
 COPY policies ./policies
 RUN cargo build --release --locked \
