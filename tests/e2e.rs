@@ -115,15 +115,19 @@ impl ControlPlane {
             plane.point_at_portcullis(&mut doc);
             plane.create_object(&doc).await;
         }
-        // The apiserver picks registrations up asynchronously: wait until a pod that breaks
-        // the policy is refused by portcullis.
-        plane.namespace("e2e").await;
+        plane.until_webhooks_in_force().await;
+        Some(plane)
+    }
+
+    /// Makes the namespace `e2e` and waits there until portcullis's validating webhook
+    /// refuses a root pod: the apiserver picks registrations up asynchronously.
+    async fn until_webhooks_in_force(&self) {
+        self.namespace("e2e").await;
         until("the webhooks in force", || async {
-            matches!(plane.create_pod("e2e", &root_pod("probe"), true).await,
-                Err(ref m) if m.contains("portcullis"))
+            matches!(self.create_pod("e2e", &root_pod("probe"), true).await,
+                Err(ref m) if m.contains("validate.portcullis.dev"))
         })
         .await;
-        Some(plane)
     }
 
     /// The same, with no webhook registered yet.
@@ -1100,12 +1104,7 @@ async fn the_helm_chart_installs_into_a_real_apiserver_and_its_webhooks_judge_po
         "endpoints": [{"addresses": [plane.listen.ip().to_string()], "conditions": {"ready": true}}],
         "ports": [{"name": "https", "port": plane.listen.port(), "protocol": "TCP"}]});
     plane.create_object(&slice).await;
-    plane.namespace("e2e").await;
-    until("the chart's webhooks in force", || async {
-        matches!(plane.create_pod("e2e", &root_pod("probe"), true).await,
-            Err(ref m) if m.contains("validate.portcullis.dev"))
-    })
-    .await;
+    plane.until_webhooks_in_force().await;
     let denial = plane
         .create_pod("e2e", &bare_pod("bare"), false)
         .await
