@@ -178,7 +178,8 @@ pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
         _ if verdict.denials().next().is_some() => {
             let name = subject_name(req);
             out.status(403, "Forbidden", |m| {
-                verdict.write_denial_message(&req.kind, name, &texts, m);
+                // Writing into a string cannot fail.
+                let _ = verdict.write_denial_message(&req.kind, name, &texts, m);
             });
         }
         _ => {}

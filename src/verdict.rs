@@ -109,31 +109,31 @@ impl Verdict {
         name: &str,
         texts: &[String],
         out: &mut impl fmt::Write,
-    ) {
+    ) -> fmt::Result {
         let denials = || self.violations().zip(texts).filter(|(v, _)| v.denies());
         let count = denials().count();
         if count == 0 {
-            return;
+            return Ok(());
         }
         let plural = if count == 1 { "" } else { "s" };
-        // Writing into a string cannot fail.
-        let _ = write!(
+        write!(
             out,
             "{kind} {name:?} was denied by portcullis ({count} violation{plural}):"
-        );
+        )?;
         for (v, text) in denials() {
-            let _ = out.write_str("\n- ");
-            let _ = out.write_str(text);
+            out.write_str("\n- ")?;
+            out.write_str(text)?;
             if let Some(add) = &v.add {
-                let _ = out.write_str("\n  fix: at ");
-                let _ = out.write_str(&add.at);
-                let _ = out.write_str(" set:");
+                out.write_str("\n  fix: at ")?;
+                out.write_str(&add.at)?;
+                out.write_str(" set:")?;
                 for line in add.yaml.lines() {
-                    let _ = out.write_str("\n    ");
-                    let _ = out.write_str(line);
+                    out.write_str("\n    ")?;
+                    out.write_str(line)?;
                 }
             }
         }
+        Ok(())
     }
 
     /// Each violation as its one line of text (what `Display` writes), rendered once for the
