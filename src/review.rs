@@ -121,7 +121,13 @@ pub fn decode_with(body: &[u8], for_cel: bool) -> Result<Request, ReviewError> {
             user_info: serde_json::to_value(&r.user_info).unwrap_or_default(),
         })
     });
-    let object = decode_object(judged, r.object);
+    // With the object parsed for CEL, the typed object is read from that parse.
+    let object = match (judged, json.as_ref().and_then(|j| j.object.as_ref())) {
+        (Some(kind), Some(parsed)) => {
+            Decoded::from_result(kind, workload::decode_value(kind, parsed))
+        }
+        _ => decode_object(judged, r.object),
+    };
     // The old object only matters to tell whether an UPDATE changed the pod spec: when its
     // spec's text is the object's, that is told without decoding it.
     let old_object = match (&r.operation, judged, r.object, r.old_object) {

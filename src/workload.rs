@@ -224,7 +224,8 @@ fn raw_pod_spec(kind: WorkloadKind, json: &str) -> Option<&str> {
     Some(text)
 }
 
-/// Decodes an object already parsed into a JSON value (a manifest, a listed object).
+/// Decodes an object already parsed into a JSON value (a manifest, a listed object, a
+/// review's object kept for CEL rules).
 pub fn decode_value(
     kind: WorkloadKind,
     object: &serde_json::Value,
