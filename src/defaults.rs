@@ -20,12 +20,12 @@ use crate::policy::{Mutation, ResourceDefault};
 use crate::quantity::Quantity;
 
 /// Fills `spec` with the defaults of `mutation` and returns the JSON Patch operations that do
-/// the same to the object whose pod spec sits at `spec_path` (e.g. `["spec"]` for a Pod).
-pub fn apply(mutation: &Mutation, spec: &mut PodSpec, spec_path: &[&str]) -> Vec<PatchOperation> {
+/// the same to the object whose pod spec sits at `spec_field` (e.g. `spec.template.spec`).
+pub fn apply(mutation: &Mutation, spec: &mut PodSpec, spec_field: &str) -> Vec<PatchOperation> {
     let mut patch = Patch {
         recording: true,
         ops: Vec::new(),
-        path: spec_path.iter().map(|s| (*s).to_owned()).collect(),
+        path: spec_field.split('.').map(str::to_owned).collect(),
     };
     run(mutation, spec, &mut patch);
     patch.ops

@@ -18,7 +18,7 @@ use crate::policy::{Mode, MutationTarget, PolicySet};
 use crate::request::{Decoded, Operation, Request};
 use crate::rollout::{self, Context};
 use crate::verdict::{Findings, Skip, Verdict, Violation};
-use crate::workload::{Workload, WorkloadKind};
+use crate::workload::{Workload, WorkloadKind, pod_spec_field};
 
 /// Pod subresources that cannot change what runs in the pod. Any other one (`ephemeralcontainers`,
 /// `resize`, and whatever a later Kubernetes adds) is judged as the pod it produces: the same
@@ -225,5 +225,5 @@ pub fn mutate(set: &PolicySet, req: &Request) -> Vec<PatchOperation> {
         return Vec::new();
     };
     let mut touched = defaults::touched_fields(spec);
-    defaults::apply(mutation, &mut touched, kind.pod_spec_path())
+    defaults::apply(mutation, &mut touched, pod_spec_field(kind))
 }
