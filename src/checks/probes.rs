@@ -31,53 +31,51 @@ pub fn check(params: &ProbeCheck, own: ProbeField, target: &Target) -> Vec<Findi
         })
         .map(|c| {
             // One probe accepted (the usual case): every word is the same for every object.
-            let (problem, fix, yaml): (Text, Text, Text) = match accepted {
-                [one] => (one.missing().into(), one.fix().into(), one.yaml().into()),
+            let first = accepted[0].texts();
+            let problem: Text = match accepted {
+                [_] => first.missing.into(),
                 many => {
                     let names: Vec<&str> = many.iter().map(|p| p.as_str()).collect();
-                    let problem = format!("has none of {}", names.join(", "));
-                    (problem.into(), many[0].fix().into(), many[0].yaml().into())
+                    format!("has none of {}", names.join(", ")).into()
                 }
             };
             Finding {
                 subject: c.subject(),
                 field: target.container_field(&c, accepted[0].as_str()),
                 problem,
-                fix,
-                add: target.add_to_container(&c, yaml),
+                fix: first.fix.into(),
+                add: target.add_to_container(&c, first.yaml),
             }
         })
         .collect()
 }
 
+/// A probe's problem, fix and fix YAML, spelt out at compile time from its field name.
+macro_rules! probe_texts {
+    ($field:literal) => {
+        ProbeTexts {
+            missing: concat!("has no ", $field),
+            fix: concat!("add a ", $field, " (httpGet, tcpSocket, grpc or exec)"),
+            yaml: concat!(
+                $field,
+                ":\n  httpGet:\n    path: /healthz  # an endpoint of your app\n    port: 8080"
+            ),
+        }
+    };
+}
+
+struct ProbeTexts {
+    missing: &'static str,
+    fix: &'static str,
+    yaml: &'static str,
+}
+
 impl ProbeField {
-    fn missing(self) -> &'static str {
+    fn texts(self) -> ProbeTexts {
         match self {
-            Self::LivenessProbe => "has no livenessProbe",
-            Self::ReadinessProbe => "has no readinessProbe",
-            Self::StartupProbe => "has no startupProbe",
-        }
-    }
-
-    fn fix(self) -> &'static str {
-        match self {
-            Self::LivenessProbe => "add a livenessProbe (httpGet, tcpSocket, grpc or exec)",
-            Self::ReadinessProbe => "add a readinessProbe (httpGet, tcpSocket, grpc or exec)",
-            Self::StartupProbe => "add a startupProbe (httpGet, tcpSocket, grpc or exec)",
-        }
-    }
-
-    fn yaml(self) -> &'static str {
-        match self {
-            Self::LivenessProbe => {
-                "livenessProbe:\n  httpGet:\n    path: /healthz  # an endpoint of your app\n    port: 8080"
-            }
-            Self::ReadinessProbe => {
-                "readinessProbe:\n  httpGet:\n    path: /healthz  # an endpoint of your app\n    port: 8080"
-            }
-            Self::StartupProbe => {
-                "startupProbe:\n  httpGet:\n    path: /healthz  # an endpoint of your app\n    port: 8080"
-            }
+            Self::LivenessProbe => probe_texts!("livenessProbe"),
+            Self::ReadinessProbe => probe_texts!("readinessProbe"),
+            Self::StartupProbe => probe_texts!("startupProbe"),
         }
     }
 }
