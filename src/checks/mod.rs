@@ -7,14 +7,14 @@ mod pss;
 mod resources;
 mod run_as_non_root;
 
+use std::fmt::Write as _;
+
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, Lifecycle, PodSpec, Probe, ResourceRequirements, SecurityContext,
 };
 
 use crate::policy::{CheckId, Mode, Policy, RuleId};
 use crate::rollout::Effective;
-use std::fmt::Write as _;
-
 use crate::verdict::{Fix, Subject, Text, Violation};
 use crate::workload::{ContainerKind, Workload, WorkloadKind, pod_spec_field};
 
@@ -34,8 +34,8 @@ impl Target<'_> {
         path
     }
 
-    /// Dotted path of a container itself: where a fix's YAML goes. Built by pushing, not
-    /// `format!`: it is made for every violation of every denied request.
+    /// Dotted path of a container itself: where a fix's YAML goes. Built in one allocation,
+    /// not `format!`: it is made for every violation of every denied request.
     pub(crate) fn container_path(&self, c: &ContainerRef) -> String {
         let spec = pod_spec_field(self.kind);
         let field = c.kind.field();
@@ -56,12 +56,7 @@ impl Target<'_> {
     }
 
     fn pod_field(&self, suffix: &str) -> String {
-        let spec = pod_spec_field(self.kind);
-        let mut path = String::with_capacity(spec.len() + suffix.len() + 1);
-        path.push_str(spec);
-        path.push('.');
-        path.push_str(suffix);
-        path
+        [pod_spec_field(self.kind), ".", suffix].concat()
     }
 }
 
