@@ -12,7 +12,7 @@ use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::json_string::push as string;
+use crate::json_string::{self, Escaped};
 
 /// The event formatter; pair it with `JsonFields` for span fields.
 pub struct JsonLine;
@@ -40,7 +40,7 @@ where
         };
         event.record(&mut fields);
         line.push_str("},\"target\":");
-        string(&mut line, event.metadata().target());
+        json_string::push(&mut line, event.metadata().target());
         if let Some(scope) = ctx.event_scope() {
             let mut spans = Vec::new();
             for span in scope.from_root() {
@@ -56,7 +56,7 @@ where
                     one.push(',');
                 }
                 one.push_str("\"name\":");
-                string(&mut one, span.name());
+                json_string::push(&mut one, span.name());
                 one.push('}');
                 spans.push(one);
             }
@@ -84,7 +84,7 @@ impl Fields<'_> {
         if !std::mem::take(&mut self.first) {
             self.out.push(',');
         }
-        string(self.out, field.name());
+        json_string::push(self.out, field.name());
         self.out.push(':');
     }
 }
@@ -92,7 +92,7 @@ impl Fields<'_> {
 impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.key(field);
-        string(self.out, value);
+        json_string::push(self.out, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -121,9 +121,10 @@ impl Visit for Fields<'_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.key(field);
-        let mut text = String::new();
-        let _ = write!(text, "{value:?}");
-        string(self.out, &text);
+        // Escaped as it is formatted, with no string in between.
+        self.out.push('"');
+        let _ = write!(Escaped(self.out), "{value:?}");
+        self.out.push('"');
     }
 }
 
