@@ -463,21 +463,12 @@ const CHART: &str = "deploy/helm/portcullis";
 
 /// `helm template` of the chart with `args`.
 fn helm_template(helm: &std::path::Path, args: &[&str]) -> Vec<Value> {
-    let out = std::process::Command::new(helm)
-        // The cluster version the tests' control plane runs; helm built by `go install` would
-        // otherwise assume v1.20.
-        .args(["template", "portcullis", CHART, "--kube-version", "1.36.0"])
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm template {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let docs: Vec<Value> =
-        serde_saphyr::from_multiple(std::str::from_utf8(&out.stdout).unwrap()).unwrap();
+    // The cluster version the tests' control plane runs; helm built by `go install` would
+    // otherwise assume v1.20.
+    let mut all = vec!["template", "portcullis", CHART, "--kube-version", "1.36.0"];
+    all.extend_from_slice(args);
+    let out = run_helm(helm, &all, None);
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&out).unwrap();
     docs.into_iter().filter(|d| !d.is_null()).collect()
 }
 
@@ -544,18 +535,9 @@ fn the_helm_chart_lints_and_renders_what_kustomize_renders() {
         &[][..],
         &["-f", "deploy/helm/portcullis/values-enforce.yaml"][..],
     ] {
-        let out = std::process::Command::new(&helm)
-            .args(["lint", "--strict", CHART])
-            .args(values)
-            .current_dir(repo())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "helm lint: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut args = vec!["lint", "--strict", CHART];
+        args.extend_from_slice(values);
+        run_helm(&helm, &args, None);
     }
     // (helm values, what kustomize renders the same install from)
     let overlay_with = |dir: &tempfile::TempDir, resources: &str, components: &str| {

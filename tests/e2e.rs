@@ -1017,25 +1017,12 @@ async fn native_validating_admission_policies_and_portcullis_agree_on_the_kyvern
     );
 }
 
-/// `helm` with `args` against the control plane, its state kept in `home`: helm's output, or
-/// its error text.
+/// `helm` with `args` against the control plane, its state kept in `home`.
 fn helm_run(helm: &Path, plane: &ControlPlane, home: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(helm)
-        .args(args)
-        .args([
-            "--kubeconfig",
-            plane.dir.path().join("admin.kubeconfig").to_str().unwrap(),
-        ])
-        .envs(["HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"].map(|v| (v, home)))
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let kubeconfig = plane.dir.path().join("admin.kubeconfig");
+    let mut all = args.to_vec();
+    all.extend(["--kubeconfig", kubeconfig.to_str().unwrap()]);
+    run_helm(helm, &all, Some(home))
 }
 
 #[tokio::test]

@@ -484,3 +484,21 @@ pub fn helm() -> Option<std::path::PathBuf> {
     }
     found
 }
+
+/// `helm` with `args`, run at the repository's root, its state kept in `home` when given:
+/// what it printed, or a failure showing helm's own words.
+pub fn run_helm(helm: &Path, args: &[&str], home: Option<&Path>) -> String {
+    let mut command = std::process::Command::new(helm);
+    command.args(args).current_dir(repo());
+    if let Some(home) = home {
+        command.envs(["HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"].map(|v| (v, home)));
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
