@@ -375,6 +375,48 @@ impl ControlPlane {
         assert!(response.status().is_success(), "delete {path}/{name}");
     }
 
+    /// The shipped policy enforced, as a user meets it: a pod as users write it denied
+    /// naming what only its owner can add, a root pod denied, and a pod with probes stored
+    /// with /mutate's defaults (as `e2e/good`).
+    async fn enforces_the_shipped_policy(&self) {
+        // A pod as users write it: /mutate fills the limits and the non-root defaults, so what
+        // /validate then denies is what only its owner can add, each check named with its fix.
+        let denial = self
+            .create_pod("e2e", &bare_pod("bare"), false)
+            .await
+            .unwrap_err();
+        assert!(
+            denial.contains("admission webhook \"validate.portcullis.dev\" denied the request")
+                && denial.contains("[liveness-probe]")
+                && denial.contains("[readiness-probe]")
+                && !denial.contains("[resource-limits]"),
+            "{denial}"
+        );
+        // A pod that asks for root: no default can override that, and it is denied.
+        let denial = self
+            .create_pod("e2e", &root_pod("root"), false)
+            .await
+            .unwrap_err();
+        assert!(denial.contains("[run-as-non-root]"), "{denial}");
+        // A pod with probes: /mutate's defaults are patched in, stored, and then pass /validate.
+        self.create_pod("e2e", &good_pod("good"), false)
+            .await
+            .unwrap();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "e2e");
+        let pod = serde_json::to_value(pods.get("good").await.unwrap()).unwrap();
+        let container = &pod["spec"]["containers"][0];
+        assert_eq!(container["resources"]["limits"]["cpu"], "500m", "{pod}");
+        assert_eq!(
+            container["securityContext"]["allowPrivilegeEscalation"],
+            false
+        );
+        assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(
+            pod["spec"]["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+    }
+
     async fn namespace(&self, name: &str) {
         let api: Api<Namespace> = Api::all(self.client.clone());
         let ns = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
@@ -441,25 +483,7 @@ async fn through_a_real_apiserver_pods_are_denied_defaulted_and_dry_run() {
     let Some(plane) = ControlPlane::start(&shipped_policies()).await else {
         return;
     };
-    // A pod as users write it: /mutate fills the limits and the non-root defaults, so what
-    // /validate then denies is what only its owner can add, each check named with its fix.
-    let denial = plane
-        .create_pod("e2e", &bare_pod("bare"), false)
-        .await
-        .unwrap_err();
-    assert!(
-        denial.contains("admission webhook \"validate.portcullis.dev\" denied the request")
-            && denial.contains("[liveness-probe]")
-            && denial.contains("[readiness-probe]")
-            && !denial.contains("[resource-limits]"),
-        "{denial}"
-    );
-    // A pod that asks for root: no default can override that, and it is denied.
-    let denial = plane
-        .create_pod("e2e", &root_pod("root"), false)
-        .await
-        .unwrap_err();
-    assert!(denial.contains("[run-as-non-root]"), "{denial}");
+    plane.enforces_the_shipped_policy().await;
     // Server-side dry-run is judged alike, and nothing is stored.
     let dry = plane
         .create_pod("e2e", &bare_pod("bare"), true)
@@ -475,24 +499,6 @@ async fn through_a_real_apiserver_pods_are_denied_defaulted_and_dry_run() {
     assert!(
         pods.get_opt("dry").await.unwrap().is_none(),
         "a dry run stores nothing"
-    );
-
-    // A pod with probes: /mutate's defaults are patched in, stored, and then pass /validate.
-    plane
-        .create_pod("e2e", &good_pod("good"), false)
-        .await
-        .unwrap();
-    let pod = serde_json::to_value(pods.get("good").await.unwrap()).unwrap();
-    let container = &pod["spec"]["containers"][0];
-    assert_eq!(container["resources"]["limits"]["cpu"], "500m", "{pod}");
-    assert_eq!(
-        container["securityContext"]["allowPrivilegeEscalation"],
-        false
-    );
-    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
-    assert_eq!(
-        pod["spec"]["securityContext"]["seccompProfile"]["type"],
-        "RuntimeDefault"
     );
 
     // `kubectl debug` with a root ephemeral container: the subresource is judged too.
@@ -1092,21 +1098,8 @@ async fn the_helm_chart_installs_into_a_real_apiserver_and_its_webhooks_judge_po
         "ports": [{"name": "https", "port": plane.listen.port(), "protocol": "TCP"}]});
     plane.create_object(&slice).await;
     plane.until_webhooks_in_force().await;
-    let denial = plane
-        .create_pod("e2e", &bare_pod("bare"), false)
-        .await
-        .unwrap_err();
-    assert!(denial.contains("[liveness-probe]"), "{denial}");
-    // Through the chart's mutating webhook, defaults are patched in and stored.
-    let pod = plane
-        .create_pod("e2e", &good_pod("good"), false)
-        .await
-        .unwrap();
-    let pod = serde_json::to_value(pod).unwrap();
-    assert_eq!(
-        pod["spec"]["securityContext"]["runAsNonRoot"], true,
-        "{pod}"
-    );
+    // Through the chart's own webhooks, both of them.
+    plane.enforces_the_shipped_policy().await;
 
     // `helm upgrade` to the audit values: the same root pod is admitted (audit mode only
     // records it), and no defaults are patched in any more.
