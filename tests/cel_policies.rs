@@ -224,14 +224,6 @@ fn serve(dir: &std::path::Path, policies: &std::path::Path) -> Portcullis {
     )
 }
 
-/// Replaces a file whole (write, then rename), as a ConfigMap update does: the reloader
-/// never reads it half-written.
-fn replace(path: &std::path::Path, text: &str) {
-    let staged = path.with_extension("staged");
-    std::fs::write(&staged, text).unwrap();
-    std::fs::rename(&staged, path).unwrap();
-}
-
 fn review_body(review: &Value) -> Vec<u8> {
     serde_json::to_vec(review).unwrap()
 }
@@ -290,7 +282,7 @@ async fn a_reload_with_a_broken_expression_keeps_the_last_good_set() {
 
     // A broken expression: refused, naming file, field and expression; the rule stays.
     let broken = OUR_REGISTRY.replace("c.image.startsWith(", "c.image.startsWith((");
-    replace(&policies.join("registry.yaml"), &broken);
+    replace_file(&policies.join("registry.yaml"), &broken);
     let rejected = server
         .wait_for("policy reload rejected; the last good policies stay in force")
         .await;
@@ -304,7 +296,7 @@ async fn a_reload_with_a_broken_expression_keeps_the_last_good_set() {
     assert!(denied(&post_review(addr, &ca, &review_body(&pod)).await));
 
     // A good change then takes over: the same rule in Audit admits.
-    replace(
+    replace_file(
         &policies.join("registry.yaml"),
         &OUR_REGISTRY.replace("[Deny]", "[Audit]"),
     );

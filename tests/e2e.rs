@@ -620,9 +620,7 @@ async fn warn_and_audit_modes_reach_kubectl_and_the_audit_log_and_edits_apply_li
     assert!(annotation.starts_with("audit: "), "{event}");
 
     // An edit to the policy file is in force without a restart.
-    let staged = policies.path().join("default.yaml.staged");
-    std::fs::write(&staged, edited("enforce")).unwrap();
-    std::fs::rename(&staged, &file).unwrap();
+    replace_file(&file, &edited("enforce"));
     plane.portcullis.wait_for("policies reloaded").await;
     let denial = plane
         .create_pod("e2e", &bare_pod("now-denied"), false)
@@ -1123,9 +1121,7 @@ async fn the_helm_chart_installs_into_a_real_apiserver_and_its_webhooks_judge_po
         .data
         .unwrap();
     assert!(audit["default.yaml"].contains("mode: audit"), "{audit:?}");
-    let staged = served.path().join("default.yaml.staged");
-    std::fs::write(&staged, &audit["default.yaml"]).unwrap();
-    std::fs::rename(&staged, served.path().join("default.yaml")).unwrap();
+    replace_file(&served.path().join("default.yaml"), &audit["default.yaml"]);
     let mut plane = plane;
     plane.portcullis.wait_for("policies reloaded").await;
     until("the root pod admitted in audit mode", || async {

@@ -171,6 +171,14 @@ pub fn swap_volume(dir: &Path, version: &str) {
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
 }
 
+/// Replaces a file whole (write, then rename), as a ConfigMap update does: the reloader
+/// never reads it half-written.
+pub fn replace_file(path: &Path, text: &str) {
+    let staged = path.with_extension("staged");
+    std::fs::write(&staged, text).unwrap();
+    std::fs::rename(&staged, path).unwrap();
+}
+
 /// A loopback address nothing listens on (bound, then released): a server that is gone.
 pub async fn unused_address() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
