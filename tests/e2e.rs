@@ -22,10 +22,7 @@ const VERSIONS: &str = "controlplane-v1.36.3-etcd-v3.6.8-r2";
 
 /// Where build.sh puts the binaries.
 fn binaries() -> Option<PathBuf> {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
-    let dir = cache.join("portcullis-tools").join(VERSIONS);
+    let dir = tools_cache()?.join(VERSIONS);
     let present = ["etcd", "kube-apiserver", "kube-controller-manager"]
         .iter()
         .all(|b| dir.join(b).is_file());

@@ -470,13 +470,19 @@ pub fn kyverno_tests(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Where `.ci/run` and tests/controlplane/build.sh keep the tools they build, outside the
+/// clone: `$XDG_CACHE_HOME/portcullis-tools`, else `~/.cache/portcullis-tools`.
+pub fn tools_cache() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .map(|c| c.join("portcullis-tools"))
+}
+
 /// `helm` from PATH or the tools cache `.ci/run` installs it into; `None` (said loudly)
 /// outside CI when there is none, a failure under CI.
 pub fn helm() -> Option<std::path::PathBuf> {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
-        .map(|c| c.join("portcullis-tools/bin/helm"));
+    let cache = tools_cache().map(|c| c.join("bin/helm"));
     let found = std::process::Command::new("helm")
         .arg("version")
         .output()
