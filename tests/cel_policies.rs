@@ -134,6 +134,51 @@ fn broken_cel_policies_are_refused_naming_file_field_and_expression() {
     assert!(err.contains("'team' inn object.metadata.labels"), "{err}");
 }
 
+/// A Kyverno ValidatingPolicy on pods whose `named` variable reads its own `prefix`, and
+/// whose validation holds only if `named` was computed from this policy's `prefix`.
+fn prefixed(name: &str, prefix: &str) -> String {
+    format!(
+        "apiVersion: policies.kyverno.io/v1alpha1
+kind: ValidatingPolicy
+metadata: {{name: {name}}}
+spec:
+  validationActions: [Deny]
+  matchConstraints:
+    resourceRules:
+    - {{apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [pods]}}
+  variables:
+  - {{name: prefix, expression: \"'{prefix}'\"}}
+  - {{name: named, expression: \"variables.prefix + object.metadata.name\"}}
+  - {{name: count, expression: \"size(object.spec.containers)\"}}
+  validations:
+  - expression: \"variables.named == '{prefix}' + object.metadata.name && variables.count == size(object.spec.containers)\"
+    message: {name} saw another policy's variables
+"
+    )
+}
+
+#[tokio::test]
+async fn policies_share_a_variable_only_when_it_reads_nothing_but_the_request() {
+    // Both policies spell `named` and `count` alike. `count` reads only the request, so the
+    // request evaluates it once for both; `named` reads each policy's own `prefix`, so it is
+    // evaluated per policy: were it shared, one would see the other's prefix and deny.
+    let both = [prefixed("first", "x"), prefixed("second", "y")].join("---\n");
+    let review = read_json(&apiserver_fixtures().join("create-pod-2.json"));
+    let response = validate_with(&[("both.yaml", &both)], &review).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    // Each policy does judge: a wrong expectation in one is a denial naming it.
+    let wrong = [
+        prefixed("first", "x"),
+        prefixed("second", "y").replace("'y' +", "'x' +"),
+    ];
+    let response = validate_with(&[("both.yaml", &wrong.join("---\n"))], &review).await;
+    assert_eq!(response["allowed"], false, "{response}");
+    assert!(
+        denial(&response).contains("second saw another policy's variables"),
+        "{response}"
+    );
+}
+
 #[tokio::test]
 async fn a_policy_without_a_binding_is_not_in_force() {
     let unbound = require_team("Deny");

@@ -38,21 +38,25 @@ pub fn judge(set: &PolicySet, req: &Request, json: &RequestJson, ctx: &Context) 
     let (request, namespace) = (|| request_json(req, json), || namespace_json(req, ctx));
     let builders: (&cel::Build, &cel::Build) = (&request, &namespace);
     let pod = OnceCell::new();
-    let mut direct_vars: Option<Activation> = None;
-    let mut pod_vars: Option<Activation> = None;
+    // The object's own activation and the template pod's (autogen), each with the scope every
+    // rule judging it starts from and the variables its rules share.
+    let activations: [OnceCell<Activation>; 2] = Default::default();
+    let memos: [cel::Memo; 2] = Default::default();
+    let scopes: [OnceCell<cel::Scope>; 2] = Default::default();
     for policy in &set.policies {
         for rule in &policy.cel {
-            let vars = match applying(rule, req, json, &pod, ctx) {
+            let (i, template) = match applying(rule, req, json, &pod, ctx) {
                 None => continue,
-                Some(Applies::Directly) => {
-                    direct_vars.get_or_insert_with(|| activation(req, json, None, builders))
-                }
-                Some(Applies::ToTemplate) => {
-                    pod_vars.get_or_insert_with(|| activation(req, json, template(&pod), builders))
-                }
+                Some(Applies::Directly) => (0, None),
+                Some(Applies::ToTemplate) => (1, template(&pod)),
             };
+            let scope = scopes[i].get_or_init(|| {
+                let activation =
+                    activations[i].get_or_init(|| activation(req, json, template, builders));
+                activation.scope(Some(&memos[i]))
+            });
             let start = out.violations.len();
-            evaluate(policy, rule, req, vars, (&set.params, ctx), &mut out);
+            evaluate(policy, rule, req, scope, (&set.params, ctx), &mut out);
             // Exemptions name workloads, their namespaces and images.
             if let Some(workload) = req.object.workload()
                 && let Some(spec) = &workload.pod_spec
@@ -155,7 +159,7 @@ pub fn matched(
             }
         }
     };
-    let root = vars.scope();
+    let root = vars.scope(None);
     params.into_iter().any(|param| {
         let scope = root.with_params(param);
         rule.match_conditions
@@ -338,12 +342,12 @@ fn activation<'a>(
 
 /// Runs one applying rule: its params are found, then for each param (once with `params`
 /// null when the policy has no paramKind) match conditions, variables and validations.
-fn evaluate(
+fn evaluate<'a: 'v, 'v>(
     policy: &Policy,
-    rule: &CelRule,
-    req: &Request,
-    base: &Activation<'_>,
-    (directory, ctx): (&Params, &Context),
+    rule: &'a CelRule,
+    req: &'a Request,
+    root: &cel::Scope<'_, 'v>,
+    (directory, ctx): (&'a Params, &Context<'a>),
     out: &mut Findings,
 ) {
     let effective = rollout::effective_mode(policy, &rule.id, rule.mode, &req.namespace, ctx);
@@ -355,9 +359,8 @@ fn evaluate(
         rule,
         effective,
     };
-    let root = base.scope();
     let Some(binding) = &rule.params else {
-        return run.once(&root, out);
+        return run.once(root, out);
     };
     // As the apiserver does, before any match condition: a binding whose params cannot be
     // found fails by the failurePolicy, whatever the object.
@@ -443,13 +446,10 @@ impl Run<'_> {
         // Variables are evaluated in order, each seeing the earlier ones. One that fails is
         // left out, so only an expression that reads it fails (the apiserver evaluates them
         // lazily).
-        let mut values: Vec<(String, cel::Val)> = Vec::with_capacity(rule.variables.len());
+        let mut values = cel::Variables::default();
         for variable in &rule.variables {
-            if let Ok(value) = base
-                .with_variables(&values)
-                .evaluate_val(&variable.expression)
-            {
-                values.push((variable.name.clone(), value));
+            if let Ok(value) = base.variable(&variable.expression, &values) {
+                values.push(&variable.name, value);
             }
         }
         let with_variables;

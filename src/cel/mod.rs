@@ -4,6 +4,7 @@
 //! one that calls anything this build does not provide is refused then, naming the function,
 //! rather than failing on some later request.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
 
@@ -20,6 +21,9 @@ mod kubernetes;
 pub struct Expression {
     pub source: String,
     program: Program,
+    /// Reads neither `params` nor `variables`: its value is then the same in every rule of a
+    /// request that spells it, and a request evaluates it once (see [`Memo`]).
+    request_only: bool,
 }
 
 impl std::fmt::Debug for Expression {
@@ -206,9 +210,11 @@ pub fn compile(source: &str) -> Result<Expression, CompileError> {
         unsupported.sort_unstable();
         return Err(CompileError::Unsupported(unsupported.join("(), ")));
     }
+    let request_only = !references.has_variable("params") && !references.has_variable("variables");
     Ok(Expression {
         source: source.to_owned(),
         program,
+        request_only,
     })
 }
 
@@ -299,15 +305,16 @@ impl<'v> Activation<'v> {
         }
     }
 
-    /// The scope expressions of this request are evaluated in.
-    pub fn scope(&self) -> Scope<'_, '_> {
+    /// The scope expressions of this request are evaluated in; `memo` keeps the values of
+    /// request-only variables for every rule evaluated in it.
+    pub fn scope<'m, 'a>(&'a self, memo: Option<&'m Memo<'a>>) -> Scope<'m, 'a> {
         let mut scope = ENGINE.root.new_inner_scope();
         scope.set_variable_resolver(self);
-        Scope { scope }
+        Scope { scope, memo }
     }
 
     pub fn evaluate(&self, expr: &Expression) -> Result<Value, String> {
-        self.scope().evaluate(expr)
+        self.scope(None).evaluate(expr)
     }
 }
 
@@ -330,25 +337,66 @@ impl cel::context::VariableResolver for Activation<'_> {
     }
 }
 
-/// Where an expression is evaluated: a request's activation, perhaps with a rule's
+/// Where an expression is evaluated: a request's activation, perhaps with a rule's params or
 /// `variables` bound over it.
 pub struct Scope<'p, 'v> {
     scope: Context<'p, 'v>,
+    memo: Option<&'p Memo<'v>>,
 }
+
+/// The values of request-only variable expressions (see [`Expression`]) one activation has
+/// evaluated, by source text: policies written from one template define the same variables
+/// (Kyverno's pod-security policies each build `allContainers`), and each is evaluated once
+/// per request instead of once per policy. CEL has no side effects, so the value is the one
+/// each policy would have computed.
+#[derive(Default)]
+pub struct Memo<'v>(RefCell<Vec<(String, Result<Shared<'v>, String>)>>);
 
 impl<'p, 'v> Scope<'p, 'v> {
     /// A scope over this one with `params` bound: the param object, or null.
     pub fn with_params(&self, params: Option<&'v serde_json::Value>) -> Scope<'_, 'v> {
         let mut scope = self.scope.new_inner_scope();
         scope.add_variable_as_val("params", params.map_or(Box::new(CelNull), json::val));
-        Scope { scope }
+        Scope {
+            scope,
+            memo: self.memo,
+        }
     }
 
     /// A scope over this one with `variables` bound, by name.
-    pub fn with_variables(&self, variables: &[(String, Val<'v>)]) -> Scope<'_, 'v> {
+    pub fn with_variables(&self, variables: &Variables<'v>) -> Scope<'_, 'v> {
         let mut scope = self.scope.new_inner_scope();
-        scope.add_variable_as_val("variables", Box::new(Variables(variables.to_vec())));
-        Scope { scope }
+        scope.add_variable_as_val("variables", Box::new(variables.clone()));
+        Scope {
+            scope,
+            memo: self.memo,
+        }
+    }
+
+    /// A rule's variable, seeing the `earlier` ones; a request-only one is taken from the
+    /// memo when another rule of this request has evaluated it.
+    pub fn variable(
+        &self,
+        expr: &Expression,
+        earlier: &Variables<'v>,
+    ) -> Result<Shared<'v>, String> {
+        let Some(memo) = self.memo.filter(|_| expr.request_only) else {
+            if earlier.0.is_empty() {
+                return self.evaluate_val(expr).map(Arc::from);
+            }
+            return self
+                .with_variables(earlier)
+                .evaluate_val(expr)
+                .map(Arc::from);
+        };
+        if let Some((_, value)) = memo.0.borrow().iter().find(|(s, _)| *s == expr.source) {
+            return value.clone();
+        }
+        let value = self.evaluate_val(expr).map(Arc::from);
+        memo.0
+            .borrow_mut()
+            .push((expr.source.clone(), value.clone()));
+        value
     }
 
     pub fn evaluate(&self, expr: &Expression) -> Result<Value, String> {
@@ -367,10 +415,24 @@ impl<'p, 'v> Scope<'p, 'v> {
     }
 }
 
-/// A rule's `variables`, each read at the cost of its size, like the request's own lists:
-/// a variable holding a list is as costly to loop over as the list it came from.
-#[derive(Debug, Clone)]
-struct Variables<'v>(Vec<(String, Val<'v>)>);
+/// A variable's value, shared by the scopes that read it rather than copied into each.
+pub type Shared<'v> = Arc<dyn cel::common::value::Val + 'v>;
+
+/// A rule's `variables` evaluated so far, each read at the cost of its size, like the
+/// request's own lists: a variable holding a list is as costly to loop over as the list it
+/// came from.
+#[derive(Debug, Clone, Default)]
+pub struct Variables<'v>(Arc<Vec<(String, Shared<'v>)>>);
+
+impl<'v> Variables<'v> {
+    pub fn push(&mut self, name: &str, value: Shared<'v>) {
+        Arc::make_mut(&mut self.0).push((name.to_owned(), value));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 impl<'v> cel::common::value::Val for Variables<'v> {
     fn get_type(&self) -> &cel::common::types::Type {
@@ -410,7 +472,7 @@ impl<'v> cel::common::traits::Indexer for Variables<'v> {
         };
         let size = value.as_sizer().map_or(0, |s| *s.size().inner() as u64);
         json::charge(1 + size)?;
-        Ok(CowVal::Borrowed(value.as_ref()))
+        Ok(CowVal::Borrowed(&**value))
     }
 
     fn steal<'w>(
