@@ -21,9 +21,9 @@ mod kubernetes;
 pub struct Expression {
     pub source: String,
     program: Program,
-    /// Reads neither `params` nor `variables`: its value is then the same in every rule of a
-    /// request that spells it, and a request evaluates it once (see [`Memo`]).
-    request_only: bool,
+    /// Set when the expression reads neither `params` nor `variables`, so that its value is
+    /// the same in every rule of a request that spells it: its text as a [`Memo`] knows it.
+    memo_key: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Expression {
@@ -214,8 +214,66 @@ pub fn compile(source: &str) -> Result<Expression, CompileError> {
     Ok(Expression {
         source: source.to_owned(),
         program,
-        request_only,
+        memo_key: if request_only {
+            spaced_once(source)
+        } else {
+            None
+        },
     })
+}
+
+/// `source` with every run of white space outside its string literals made one space, so
+/// that two spellings of one expression that differ only in spacing (a folded YAML scalar
+/// against a plain one) have one key. None when the source has a comment, which a new line
+/// ends: there the spacing is not just spacing.
+fn spaced_once(source: &str) -> Option<Arc<str>> {
+    let mut out = String::with_capacity(source.len());
+    let mut chars = source.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        if c.is_whitespace() {
+            while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+            if !out.is_empty() && chars.peek().is_some() {
+                out.push(' ');
+            }
+            continue;
+        }
+        if c == '/' && chars.peek().is_some_and(|&(_, next)| next == '/') {
+            return None;
+        }
+        out.push(c);
+        if c != '\'' && c != '"' {
+            continue;
+        }
+        // A string literal, copied as it is: raw (an `r` or `R` prefix) or with escapes,
+        // between one quote or three.
+        let raw = source[..at].ends_with(['r', 'R']);
+        let quotes = if source[at..].starts_with(&format!("{c}{c}{c}")) {
+            3
+        } else {
+            1
+        };
+        for _ in 1..quotes {
+            out.push(chars.next().expect("three quotes").1);
+        }
+        let mut closing = 0;
+        while let Some((_, d)) = chars.next() {
+            out.push(d);
+            if d == '\\' && !raw {
+                if let Some((_, escaped)) = chars.next() {
+                    out.push(escaped);
+                }
+                closing = 0;
+            } else if d == c {
+                closing += 1;
+                if closing == quotes {
+                    break;
+                }
+            } else {
+                closing = 0;
+            }
+        }
+    }
+    Some(out.into())
 }
 
 /// The names a macro binds (`x` in `list.all(x, ...)`), read from the source: the cel crate
@@ -345,12 +403,15 @@ pub struct Scope<'p, 'v> {
 }
 
 /// The values of request-only variable expressions (see [`Expression`]) one activation has
-/// evaluated, by source text: policies written from one template define the same variables
+/// evaluated, by their text with its spacing made even: policies written from one template define the same variables
 /// (Kyverno's pod-security policies each build `allContainers`), and each is evaluated once
 /// per request instead of once per policy. CEL has no side effects, so the value is the one
 /// each policy would have computed.
 #[derive(Default)]
-pub struct Memo<'v>(RefCell<Vec<(String, Result<Shared<'v>, String>)>>);
+pub struct Memo<'v>(RefCell<Vec<(Arc<str>, Evaluated<'v>)>>);
+
+/// A variable's value, or why it has none.
+type Evaluated<'v> = Result<Shared<'v>, String>;
 
 impl<'p, 'v> Scope<'p, 'v> {
     /// A scope over this one with `params` bound: the param object, or null.
@@ -380,7 +441,7 @@ impl<'p, 'v> Scope<'p, 'v> {
         expr: &Expression,
         earlier: &Variables<'v>,
     ) -> Result<Shared<'v>, String> {
-        let Some(memo) = self.memo.filter(|_| expr.request_only) else {
+        let (Some(memo), Some(key)) = (self.memo, &expr.memo_key) else {
             if earlier.0.is_empty() {
                 return self.evaluate_val(expr).map(Arc::from);
             }
@@ -389,13 +450,11 @@ impl<'p, 'v> Scope<'p, 'v> {
                 .evaluate_val(expr)
                 .map(Arc::from);
         };
-        if let Some((_, value)) = memo.0.borrow().iter().find(|(s, _)| *s == expr.source) {
+        if let Some((_, value)) = memo.0.borrow().iter().find(|(k, _)| k == key) {
             return value.clone();
         }
         let value = self.evaluate_val(expr).map(Arc::from);
-        memo.0
-            .borrow_mut()
-            .push((expr.source.clone(), value.clone()));
+        memo.0.borrow_mut().push((key.clone(), value.clone()));
         value
     }
 
@@ -544,5 +603,44 @@ fn lenient_or<'b, 'v>(mut args: Args<'b, 'v>) -> Returned<'b, 'v> {
     match this.downcast_ref::<CelOptional>() {
         Some(optional) if optional.option().is_none() => Ok(other),
         _ => Ok(this),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spaced_once;
+
+    fn key(source: &str) -> Option<String> {
+        spaced_once(source).map(|k| k.to_string())
+    }
+
+    #[test]
+    fn spacing_outside_literals_is_made_even_and_literals_are_kept() {
+        assert_eq!(
+            key("object.spec.containers + \n  object.spec.?initContainers.orValue([])\n"),
+            key("object.spec.containers +  object.spec.?initContainers.orValue([])"),
+        );
+        assert_eq!(key(" a  in\tb "), Some("a in b".into()));
+        // Inside a literal, spacing is the value: never made even.
+        for literal in [
+            "'a  b'",
+            "\"a  b\"",
+            "'''a \n  b'''",
+            "'a\\'  b'",
+            "b\"a  \\\"  b\"",
+        ] {
+            let source = format!("x == {literal}");
+            assert_eq!(key(&source), Some(source.clone()), "{literal}");
+        }
+        assert_ne!(key("x == 'a  b'"), key("x == 'a b'"));
+        // A raw literal has no escapes: its backslash ends nothing.
+        assert_eq!(key("r'a\\'  +  'x  y'"), Some("r'a\\' + 'x  y'".into()));
+        assert_ne!(
+            key("x == \"\"\"a  \"\" b\"\"\""),
+            key("x == \"\"\"a \"\" b\"\"\"")
+        );
+        // A comment ends at a new line, so there spacing is meaning: no key.
+        assert_eq!(key("a // c\n + b"), None);
+        assert_eq!(key("x == '//'"), Some("x == '//'".into()));
     }
 }
