@@ -61,7 +61,7 @@ pub fn request(
             resource: guess_resource(kind_name),
             object: Some(object.clone()),
             old_object: None,
-            user_info: Value::Object(Default::default()),
+            user_info: Some(Default::default()),
         })
     });
     Some(Request {

@@ -44,9 +44,18 @@ pub struct RequestJson {
     /// The plural resource (`pods`, `deployments`), as resourceRules name it.
     pub resource: String,
     pub object: Option<serde_json::Value>,
-    pub old_object: Option<serde_json::Value>,
+    /// `oldObject` as sent, read as JSON only if an expression reads it: most rules judge
+    /// the new object alone, and an UPDATE's old one is as large.
+    pub old_object: Option<String>,
     /// `userInfo` as sent: username, uid, groups, extra.
-    pub user_info: serde_json::Value,
+    pub user_info: Option<k8s_openapi::api::authentication::v1::UserInfo>,
+}
+
+impl RequestJson {
+    /// `oldObject` as JSON.
+    pub fn old_object(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(self.old_object.as_deref()?).ok()
+    }
 }
 
 /// What became of `object` or `oldObject`.

@@ -106,19 +106,22 @@ pub fn decode_with(body: &[u8], for_cel: bool) -> Result<Request, ReviewError> {
         return Err(ReviewError::EmptyUid);
     }
     let judged = WorkloadKind::from_group_kind(&r.kind.group, &r.kind.kind);
+    let user = r.user_info.as_ref().and_then(|u| u.username.clone());
     let json = for_cel.then(|| {
-        let parse = |raw: Option<&RawValue>| {
-            raw.and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
-                .filter(|v| !v.is_null())
-        };
         let resource = r.resource.take().unwrap_or_default();
         Box::new(RequestJson {
             group: resource.group,
             version: resource.version,
             resource: resource.resource,
-            object: parse(r.object),
-            old_object: parse(r.old_object),
-            user_info: serde_json::to_value(&r.user_info).unwrap_or_default(),
+            object: r
+                .object
+                .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
+                .filter(|v| !v.is_null()),
+            old_object: r
+                .old_object
+                .filter(|raw| raw.get() != "null")
+                .map(|raw| raw.get().to_owned()),
+            user_info: r.user_info.take(),
         })
     });
     // With the object parsed for CEL, the typed object is read from that parse.
@@ -147,7 +150,7 @@ pub fn decode_with(body: &[u8], for_cel: bool) -> Result<Request, ReviewError> {
         sub_resource: r.sub_resource.filter(|s| !s.is_empty()),
         namespace: r.namespace.unwrap_or_default(),
         name: r.name.unwrap_or_default(),
-        user: r.user_info.and_then(|u| u.username).unwrap_or_default(),
+        user: user.unwrap_or_default(),
         dry_run: r.dry_run.unwrap_or(false),
         object,
         old_object,

@@ -179,6 +179,44 @@ async fn policies_share_a_variable_only_when_it_reads_nothing_but_the_request() 
     );
 }
 
+/// Kyverno ValidatingPolicy on pod UPDATEs reading `oldObject` and `request.userInfo`.
+const OLD_AND_USER: &str = "apiVersion: policies.kyverno.io/v1alpha1
+kind: ValidatingPolicy
+metadata: {name: old-and-user}
+spec:
+  validationActions: [Deny]
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [''], apiVersions: [v1], operations: [UPDATE, DELETE], resources: [pods]}
+  validations:
+  - expression: \"oldObject.metadata.uid == object.metadata.uid\"
+    message: the uid changed
+  - expression: \"request.userInfo.username == 'admin' && 'system:masters' in request.userInfo.groups\"
+    message: not the admin
+";
+
+#[tokio::test]
+async fn the_old_object_and_the_user_are_bound_as_the_apiserver_sends_them() {
+    // A captured UPDATE by `admin`: the old pod has the new one's uid.
+    let review = read_json(&apiserver_fixtures().join("update-pod.json"));
+    let files = [("old.yaml", OLD_AND_USER)];
+    let response = validate_with(&files, &review).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    let mut changed = review.clone();
+    changed["request"]["oldObject"]["metadata"]["uid"] = json!("another");
+    let message = denial(&validate_with(&files, &changed).await);
+    assert!(message.contains("- the uid changed [old-and-user]"), "{message}");
+    assert!(!message.contains("not the admin"), "{message}");
+    let mut someone = review.clone();
+    someone["request"]["userInfo"]["groups"] = json!(["system:authenticated"]);
+    let message = denial(&validate_with(&files, &someone).await);
+    assert!(message.contains("- not the admin [old-and-user]"), "{message}");
+    // On DELETE the object is null and the old one is the pod: `object.metadata` fails.
+    let delete = read_json(&apiserver_fixtures().join("delete-pod.json"));
+    let message = denial(&validate_with(&files, &delete).await);
+    assert!(message.contains("spec.validations[0] failed"), "{message}");
+}
+
 #[tokio::test]
 async fn a_policy_without_a_binding_is_not_in_force() {
     let unbound = require_team("Deny");

@@ -27,16 +27,36 @@ struct Target<'a> {
     resource: &'a str,
     sub_resource: &'a str,
     object: Option<&'a Value>,
-    old_object: Option<&'a Value>,
+    /// As sent: read as JSON only for an object selector.
+    old_object: Option<&'a str>,
+}
+
+/// Builds the variables an expression may never read, the first time one does.
+type Builders<'a> = (&'a cel::Build<'a>, &'a cel::Build<'a>, &'a cel::Build<'a>);
+
+/// `request`, `namespaceObject` and `oldObject`, each built when an expression first reads it.
+fn builders<'a>(
+    req: &'a Request,
+    json: &'a RequestJson,
+    ctx: &'a Context,
+) -> (
+    impl Fn() -> Value + Sync + 'a,
+    impl Fn() -> Value + Sync + 'a,
+    impl Fn() -> Value + Sync + 'a,
+) {
+    (
+        move || request_json(req, json),
+        move || namespace_json(req, ctx),
+        move || json.old_object().unwrap_or_default(),
+    )
 }
 
 /// Every CEL rule's violations for `req`, in policy order.
 pub fn judge(set: &PolicySet, req: &Request, json: &RequestJson, ctx: &Context) -> Findings {
     let mut out = Findings::default();
-    // The variables are bound once per request, and only when a rule needs them; `request`
-    // and `namespaceObject` are built when an expression first reads them.
-    let (request, namespace) = (|| request_json(req, json), || namespace_json(req, ctx));
-    let builders: (&cel::Build, &cel::Build) = (&request, &namespace);
+    // The variables are bound once per request, and only when a rule needs them.
+    let built = builders(req, json, ctx);
+    let builders: Builders = (&built.0, &built.1, &built.2);
     let pod = OnceCell::new();
     // The object's own activation and the template pod's (autogen), each with the scope every
     // rule judging it starts from and the variables its rules share.
@@ -91,7 +111,7 @@ fn applying(
         resource: &json.resource,
         sub_resource: req.sub_resource.as_deref().unwrap_or(""),
         object: json.object.as_ref(),
-        old_object: json.old_object.as_ref(),
+        old_object: json.old_object.as_deref(),
     };
     if applies(rule, req, &direct, ctx) {
         return Some(Applies::Directly);
@@ -142,9 +162,8 @@ pub fn matched(
     (directory, ctx): (&Params, &Context),
 ) -> bool {
     let pod = OnceCell::new();
-    // `request` and `namespaceObject` are built when an expression first reads them.
-    let (request, namespace) = (|| request_json(req, json), || namespace_json(req, ctx));
-    let builders: (&cel::Build, &cel::Build) = (&request, &namespace);
+    let built = builders(req, json, ctx);
+    let builders: Builders = (&built.0, &built.1, &built.2);
     let vars = match applying(rule, req, json, &pod, ctx) {
         None => return false,
         Some(Applies::Directly) => activation(req, json, None, builders),
@@ -184,7 +203,14 @@ fn matches_resources(m: &MatchResources, req: &Request, t: &Target, ctx: &Contex
     if let Some(selector) = &m.object_selector {
         // As the apiserver does: the new object's labels, or the old one's on DELETE.
         if !selects(selector, &object_labels(t.object))
-            && !selects(selector, &object_labels(t.old_object))
+            && !selects(
+                selector,
+                &object_labels(
+                    t.old_object
+                        .and_then(|o| serde_json::from_str(o).ok())
+                        .as_ref(),
+                ),
+            )
         {
             return false;
         }
@@ -307,7 +333,7 @@ fn request_json(req: &Request, json: &RequestJson) -> Value {
         "name": req.name,
         "namespace": req.namespace,
         "operation": operation,
-        "userInfo": json.user_info,
+        "userInfo": json.user_info.as_ref().map_or(Value::Null, |u| json!(u)),
         "dryRun": req.dry_run,
     })
 }
@@ -324,17 +350,11 @@ fn activation<'a>(
     req: &'a Request,
     json: &'a RequestJson,
     pod: Option<&'a Value>,
-    (request, namespace): (&'a cel::Build<'a>, &'a cel::Build<'a>),
+    (request, namespace, old_object): Builders<'a>,
 ) -> Activation<'a> {
-    let object = pod.or(json.object.as_ref());
-    let old_object = if pod.is_some() {
-        None
-    } else {
-        json.old_object.as_ref()
-    };
     Activation::new(Bindings {
-        object,
-        old_object,
+        object: pod.or(json.object.as_ref()),
+        old_object: (pod.is_none() && json.old_object.is_some()).then_some(old_object),
         request: Some(request),
         namespace_object: (!req.namespace.is_empty()).then_some(namespace),
     })

@@ -308,7 +308,7 @@ fn comprehension_variables(source: &str) -> BTreeSet<&str> {
 #[derive(Clone, Copy, Default)]
 pub struct Bindings<'a> {
     pub object: Option<&'a serde_json::Value>,
-    pub old_object: Option<&'a serde_json::Value>,
+    pub old_object: Option<&'a Build<'a>>,
     pub request: Option<&'a Build<'a>>,
     pub namespace_object: Option<&'a Build<'a>>,
 }
@@ -324,7 +324,7 @@ pub type Val<'v> = Box<dyn cel::common::value::Val + 'v>;
 /// interpreter's maps of variables.
 pub struct Activation<'v> {
     object: Val<'v>,
-    old_object: Val<'v>,
+    old_object: Lazy<'v>,
     request: Lazy<'v>,
     namespace_object: Lazy<'v>,
     null: Val<'v>,
@@ -355,7 +355,7 @@ impl<'v> Activation<'v> {
         };
         Self {
             object: bind(bindings.object),
-            old_object: bind(bindings.old_object),
+            old_object: lazy(bindings.old_object),
             request: lazy(bindings.request),
             namespace_object: lazy(bindings.namespace_object),
             null: Box::new(CelNull),
@@ -384,7 +384,7 @@ impl cel::context::VariableResolver for Activation<'_> {
         };
         let val: &'b (dyn cel::common::value::Val + 'b) = match variable {
             "object" => self.object.as_ref(),
-            "oldObject" => self.old_object.as_ref(),
+            "oldObject" => return built(&self.old_object),
             "request" => return built(&self.request),
             "namespaceObject" => return built(&self.namespace_object),
             "params" => self.null.as_ref(),
