@@ -55,7 +55,8 @@ fn validate_review(bencher: Bencher, set: &PolicySet, body: &[u8]) {
     bencher
         .counter(divan::counter::BytesCount::new(body.len()))
         .bench(|| {
-            let req = review::decode(black_box(body)).unwrap();
+            // Read as /validate reads it without CEL rules.
+            let req = review::decode_with(black_box(body), review::Reading::Checks).unwrap();
             let verdict = admission::validate(set, &req, &Context::now());
             review::encode_validation(&req, &verdict)
         });
@@ -159,7 +160,7 @@ pub fn pod_security_vpol() -> Vec<String> {
 #[divan::bench]
 fn evaluate_cel_disallow_latest_tag(bencher: Bencher) {
     let set = cel_set(&["best-practices-vpol/disallow-latest-tag/disallow-latest-tag.yaml"]);
-    let req = review::decode_with(&captured("create-pod.json"), true).unwrap();
+    let req = review::decode_with(&captured("create-pod.json"), review::Reading::Cel).unwrap();
     bencher.bench(|| admission::validate(&set, black_box(&req), &Context::now()));
 }
 
@@ -172,7 +173,7 @@ fn validate_cel_pod_security(bencher: Bencher, file: &str) {
     assert_eq!(set.policies.len(), 12);
     let body = captured(file);
     bencher.bench(|| {
-        let req = review::decode_with(black_box(&body), true).unwrap();
+        let req = review::decode_with(black_box(&body), review::Reading::Cel).unwrap();
         let verdict = admission::validate(&set, &req, &Context::now());
         review::encode_validation(&req, &verdict)
     });

@@ -174,8 +174,12 @@ async fn validate(
     // The set is taken once, so the request is judged by the set it was decoded for.
     let set = state.policies.current();
     let candidate = state.candidate.as_ref().map(|c| c.current());
-    let for_cel = set.has_cel() || candidate.as_ref().is_some_and(|c| c.has_cel());
-    let req = read_review(&state, "validate", &headers, body, for_cel)?;
+    let reading = if set.has_cel() || candidate.as_ref().is_some_and(|c| c.has_cel()) {
+        review::Reading::Cel
+    } else {
+        review::Reading::Checks
+    };
+    let req = read_review(&state, "validate", &headers, body, reading)?;
     let started = Instant::now();
     let span = tracing::debug_span!("review", uid = %req.uid);
     let body = span.in_scope(|| {
@@ -236,7 +240,7 @@ async fn mutate(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
-    let req = read_review(&state, "mutate", &headers, body, false)?;
+    let req = read_review(&state, "mutate", &headers, body, review::Reading::Full)?;
     let started = Instant::now();
     let span = tracing::debug_span!("review", uid = %req.uid);
     let body = span.in_scope(|| {
@@ -329,9 +333,9 @@ fn read_review(
     endpoint: &'static str,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    for_cel: bool,
+    reading: review::Reading,
 ) -> Result<Request, Error> {
-    let read = decode_body(headers, body, for_cel);
+    let read = decode_body(headers, body, reading);
     if read.is_err() {
         state
             .metrics
@@ -345,7 +349,7 @@ fn read_review(
 fn decode_body(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    for_cel: bool,
+    reading: review::Reading,
 ) -> Result<Request, Error> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -356,7 +360,7 @@ fn decode_body(
         return Err(Error::MediaType(content_type.to_owned()));
     }
     let body = body.map_err(Error::Body)?;
-    Ok(review::decode_with(&body, for_cel)?)
+    Ok(review::decode_with(&body, reading)?)
 }
 
 /// A JSON answer. Once shutdown has begun it also asks the client to close the connection:

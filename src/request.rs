@@ -69,7 +69,8 @@ pub enum Decoded {
     /// Present but not a readable workload of the requested kind: the reason, for the denial.
     Unreadable(String),
     /// An UPDATE's `oldObject` whose pod spec is, byte for byte, the object's: left undecoded,
-    /// since an unchanged spec is all the old object is read for.
+    /// since an unchanged spec is all the old object is read for. The object itself too, when
+    /// read for the built-in checks alone: they skip an unchanged spec.
     SameSpec,
 }
 

@@ -85,14 +85,27 @@ struct ResourceIn {
     resource: String,
 }
 
+/// What a review is read for, which decides how much of it is decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reading {
+    /// The object typed, and the old one unless its pod spec text is the object's.
+    Full,
+    /// For the built-in checks alone: as `Full`, except that an UPDATE whose pod spec text is
+    /// unchanged leaves the new object undecoded too, since validation skips it.
+    Checks,
+    /// For CEL rules too: as `Full`, with the objects kept as JSON for expressions, which
+    /// judge every UPDATE.
+    Cel,
+}
+
 /// Reads a request body. Any error here means the body is not a v1 AdmissionReview at all;
 /// an object that cannot be read is not an error but `Decoded::Unreadable`, to be denied.
 pub fn decode(body: &[u8]) -> Result<Request, ReviewError> {
-    decode_with(body, false)
+    decode_with(body, Reading::Full)
 }
 
-/// `decode`, keeping the objects as JSON too when `for_cel` (the policy set has CEL rules).
-pub fn decode_with(body: &[u8], for_cel: bool) -> Result<Request, ReviewError> {
+/// `decode`, reading as much as `reading` needs.
+pub fn decode_with(body: &[u8], reading: Reading) -> Result<Request, ReviewError> {
     let envelope: Envelope =
         serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
     if envelope.api_version != API_VERSION {
@@ -107,7 +120,7 @@ pub fn decode_with(body: &[u8], for_cel: bool) -> Result<Request, ReviewError> {
     }
     let judged = WorkloadKind::from_group_kind(&r.kind.group, &r.kind.kind);
     let user = r.user_info.as_ref().and_then(|u| u.username.clone());
-    let json = for_cel.then(|| {
+    let json = (reading == Reading::Cel).then(|| {
         let resource = r.resource.take().unwrap_or_default();
         Box::new(RequestJson {
             group: resource.group,
@@ -124,23 +137,26 @@ pub fn decode_with(body: &[u8], for_cel: bool) -> Result<Request, ReviewError> {
             user_info: r.user_info.take(),
         })
     });
+    // The old object only matters to tell whether an UPDATE changed the pod spec: when its
+    // spec's text is the object's, that is told without decoding it.
+    let unchanged = match (&r.operation, judged, r.object, r.old_object) {
+        (Operation::Update, Some(kind), Some(new), Some(old)) => {
+            workload::same_pod_spec_text(kind, new.get(), old.get())
+        }
+        _ => false,
+    };
+    let old_object = match r.operation {
+        Operation::Update if unchanged => Decoded::SameSpec,
+        Operation::Update => decode_object(judged, r.old_object),
+        _ => Decoded::Skipped,
+    };
     // With the object parsed for CEL, the typed object is read from that parse.
     let object = match (judged, json.as_ref().and_then(|j| j.object.as_ref())) {
         (Some(kind), Some(parsed)) => {
             Decoded::from_result(kind, workload::decode_value(kind, parsed))
         }
+        _ if unchanged && reading == Reading::Checks => Decoded::SameSpec,
         _ => decode_object(judged, r.object),
-    };
-    // The old object only matters to tell whether an UPDATE changed the pod spec: when its
-    // spec's text is the object's, that is told without decoding it.
-    let old_object = match (&r.operation, judged, r.object, r.old_object) {
-        (Operation::Update, Some(kind), Some(new), Some(old))
-            if workload::same_pod_spec_text(kind, new.get(), old.get()) =>
-        {
-            Decoded::SameSpec
-        }
-        (Operation::Update, ..) => decode_object(judged, r.old_object),
-        _ => Decoded::Skipped,
     };
     Ok(Request {
         uid: r.uid,

@@ -499,3 +499,51 @@ fn an_unchanged_spec_is_told_from_its_text_and_a_reordered_one_by_decoding() {
     let req = portcullis::review::decode(&body(&changed, &old)).unwrap();
     assert!(matches!(req.old_object, Decoded::Workload(_)));
 }
+
+#[test]
+fn validation_without_cel_rules_leaves_an_unchanged_updates_object_undecoded() {
+    use portcullis::request::Decoded;
+    use portcullis::review::{Reading, decode_with};
+    use portcullis::verdict::{Skip, Verdict};
+    let old = violating_pod();
+    let mut new = old.clone();
+    new["metadata"]["labels"]["tier"] = json!("gold");
+    let update = |new: &Value| {
+        serde_json::to_vec(&review("UPDATE", "team-a", Some(new), Some(&old))).unwrap()
+    };
+    let judge = |req: &portcullis::request::Request| {
+        portcullis::admission::validate(
+            &PolicySet::embedded(),
+            req,
+            &portcullis::rollout::Context::now(),
+        )
+    };
+    // Only the spec is judged, and it is the old one's: neither object is decoded.
+    let req = decode_with(&update(&new), Reading::Checks).unwrap();
+    assert_eq!(
+        (&req.object, &req.old_object),
+        (&Decoded::SameSpec, &Decoded::SameSpec)
+    );
+    assert_eq!(judge(&req), Verdict::Skipped(Skip::SpecUnchanged));
+    // Mutation and CEL rules read the new object whatever the old one was.
+    for reading in [Reading::Full, Reading::Cel] {
+        let req = decode_with(&update(&new), reading).unwrap();
+        assert!(matches!(req.object, Decoded::Workload(_)), "{reading:?}");
+        assert_eq!(req.old_object, Decoded::SameSpec, "{reading:?}");
+        assert_eq!(
+            judge(&req),
+            Verdict::Skipped(Skip::SpecUnchanged),
+            "{reading:?}"
+        );
+    }
+    // A changed spec is decoded and judged, and denied like a new pod.
+    let mut changed = new.clone();
+    changed["spec"]["containers"][0]["image"] = json!("nginx:1.28");
+    let req = decode_with(&update(&changed), Reading::Checks).unwrap();
+    assert!(matches!(req.object, Decoded::Workload(_)));
+    assert!(matches!(judge(&req), Verdict::Judged(f) if !f.violations.is_empty()));
+    // A CREATE is always decoded.
+    let create = serde_json::to_vec(&review("CREATE", "team-a", Some(&new), None)).unwrap();
+    let req = decode_with(&create, Reading::Checks).unwrap();
+    assert!(matches!(req.object, Decoded::Workload(_)));
+}

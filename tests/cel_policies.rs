@@ -205,12 +205,18 @@ async fn the_old_object_and_the_user_are_bound_as_the_apiserver_sends_them() {
     let mut changed = review.clone();
     changed["request"]["oldObject"]["metadata"]["uid"] = json!("another");
     let message = denial(&validate_with(&files, &changed).await);
-    assert!(message.contains("- the uid changed [old-and-user]"), "{message}");
+    assert!(
+        message.contains("- the uid changed [old-and-user]"),
+        "{message}"
+    );
     assert!(!message.contains("not the admin"), "{message}");
     let mut someone = review.clone();
     someone["request"]["userInfo"]["groups"] = json!(["system:authenticated"]);
     let message = denial(&validate_with(&files, &someone).await);
-    assert!(message.contains("- not the admin [old-and-user]"), "{message}");
+    assert!(
+        message.contains("- not the admin [old-and-user]"),
+        "{message}"
+    );
     // On DELETE the object is null and the old one is the pod: `object.metadata` fails.
     let delete = read_json(&apiserver_fixtures().join("delete-pod.json"));
     let message = denial(&validate_with(&files, &delete).await);

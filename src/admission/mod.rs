@@ -85,6 +85,9 @@ fn validate_checks(set: &PolicySet, req: &Request, ctx: &Context) -> Verdict {
     }
     let workload = match &req.object {
         Decoded::Workload(w) => w,
+        Decoded::SameSpec if req.operation == Operation::Update => {
+            return Verdict::Skipped(Skip::SpecUnchanged);
+        }
         Decoded::Unreadable(reason) => return Verdict::Unjudgeable(reason.clone()),
         Decoded::Absent | Decoded::Skipped | Decoded::SameSpec => {
             return Verdict::Unjudgeable(format!(
