@@ -403,10 +403,11 @@ pub struct Scope<'p, 'v> {
 }
 
 /// The values of request-only variable expressions (see [`Expression`]) one activation has
-/// evaluated, by their text with its spacing made even: policies written from one template define the same variables
-/// (Kyverno's pod-security policies each build `allContainers`), and each is evaluated once
-/// per request instead of once per policy. CEL has no side effects, so the value is the one
-/// each policy would have computed.
+/// evaluated, by their text with its spacing made even. Policies written from one template
+/// define the same variables (Kyverno's pod-security policies each build `allContainers`),
+/// and each is evaluated once per request instead of once per policy. CEL has no side effects
+/// and the cost budget is per expression, so each policy sees the value, or the error, it
+/// would have computed.
 #[derive(Default)]
 pub struct Memo<'v>(RefCell<Vec<(Arc<str>, Evaluated<'v>)>>);
 
@@ -436,11 +437,7 @@ impl<'p, 'v> Scope<'p, 'v> {
 
     /// A rule's variable, seeing the `earlier` ones; a request-only one is taken from the
     /// memo when another rule of this request has evaluated it.
-    pub fn variable(
-        &self,
-        expr: &Expression,
-        earlier: &Variables<'v>,
-    ) -> Result<Shared<'v>, String> {
+    pub fn variable(&self, expr: &Expression, earlier: &Variables<'v>) -> Evaluated<'v> {
         let (Some(memo), Some(key)) = (self.memo, &expr.memo_key) else {
             if earlier.0.is_empty() {
                 return self.evaluate_val(expr).map(Arc::from);
