@@ -90,7 +90,7 @@ impl WorkloadKind {
         }
     }
 
-    /// JSON-pointer tokens from the object's root to the pod spec it judges.
+    /// Whether it makes pods (and is judged by its pod template) rather than being one.
     pub fn is_controller(self) -> bool {
         self != Self::Pod
     }
