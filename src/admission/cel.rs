@@ -31,35 +31,13 @@ struct Target<'a> {
     old_object: Option<&'a str>,
 }
 
-/// Builds the variables an expression may never read, the first time one does.
-type Builders<'a> = (&'a cel::Build<'a>, &'a cel::Build<'a>, &'a cel::Build<'a>);
-
-/// `request`, `namespaceObject` and `oldObject`, each built when an expression first reads it.
-fn builders<'a>(
-    req: &'a Request,
-    json: &'a RequestJson,
-    ctx: &'a Context,
-) -> (
-    impl Fn() -> Value + Sync + 'a,
-    impl Fn() -> Value + Sync + 'a,
-    impl Fn() -> Value + Sync + 'a,
-) {
-    (
-        move || request_json(req, json),
-        move || namespace_json(req, ctx),
-        move || json.old_object().unwrap_or_default(),
-    )
-}
-
 /// Every CEL rule's violations for `req`, in policy order.
 pub fn judge(set: &PolicySet, req: &Request, json: &RequestJson, ctx: &Context) -> Findings {
     let mut out = Findings::default();
-    // The variables are bound once per request, and only when a rule needs them.
-    let built = builders(req, json, ctx);
-    let builders: Builders = (&built.0, &built.1, &built.2);
     let pod = OnceCell::new();
-    // The object's own activation and the template pod's (autogen), each with the scope every
-    // rule judging it starts from and the variables its rules share.
+    // The object's own activation and the template pod's (autogen), each bound once per
+    // request when a rule first needs it, with the scope every rule judging it starts from
+    // and the variables its rules share.
     let activations: [OnceCell<Activation>; 2] = Default::default();
     let memos: [cel::Memo; 2] = Default::default();
     let scopes: [OnceCell<cel::Scope>; 2] = Default::default();
@@ -72,7 +50,7 @@ pub fn judge(set: &PolicySet, req: &Request, json: &RequestJson, ctx: &Context) 
             };
             let scope = scopes[i].get_or_init(|| {
                 let activation =
-                    activations[i].get_or_init(|| activation(req, json, template, builders));
+                    activations[i].get_or_init(|| activation(req, json, template, ctx));
                 activation.scope(Some(&memos[i]))
             });
             let start = out.violations.len();
@@ -162,12 +140,10 @@ pub fn matched(
     (directory, ctx): (&Params, &Context),
 ) -> bool {
     let pod = OnceCell::new();
-    let built = builders(req, json, ctx);
-    let builders: Builders = (&built.0, &built.1, &built.2);
     let vars = match applying(rule, req, json, &pod, ctx) {
         None => return false,
-        Some(Applies::Directly) => activation(req, json, None, builders),
-        Some(Applies::ToTemplate) => activation(req, json, template(&pod), builders),
+        Some(Applies::Directly) => activation(req, json, None, ctx),
+        Some(Applies::ToTemplate) => activation(req, json, template(&pod), ctx),
     };
     let params = match &rule.params {
         None => vec![None],
@@ -345,17 +321,20 @@ fn namespace_json(req: &Request, ctx: &Context) -> Value {
            "metadata": {"name": req.namespace, "labels": labels}})
 }
 
-/// The variables every rule of this request reads, bound once.
+/// The variables every rule of this request reads: the object (or the template's pod) read
+/// in place, the others built the first time an expression reads them.
 fn activation<'a>(
     req: &'a Request,
     json: &'a RequestJson,
     pod: Option<&'a Value>,
-    (request, namespace, old_object): Builders<'a>,
+    ctx: &'a Context,
 ) -> Activation<'a> {
+    let old_object: cel::Build = Box::new(move || json.old_object().unwrap_or_default());
+    let namespace: cel::Build = Box::new(move || namespace_json(req, ctx));
     Activation::new(Bindings {
         object: pod.or(json.object.as_ref()),
         old_object: (pod.is_none() && json.old_object.is_some()).then_some(old_object),
-        request: Some(request),
+        request: Some(Box::new(move || request_json(req, json))),
         namespace_object: (!req.namespace.is_empty()).then_some(namespace),
     })
 }

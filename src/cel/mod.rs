@@ -303,18 +303,18 @@ fn comprehension_variables(source: &str) -> BTreeSet<&str> {
     out
 }
 
-/// What an admission expression reads. The objects are read where they lie (see `cel/json.rs`);
-/// `request` and `namespaceObject` are built only if an expression reads them.
-#[derive(Clone, Copy, Default)]
+/// What an admission expression reads. The object is read where it lies (see `cel/json.rs`);
+/// `oldObject`, `request` and `namespaceObject` are built only if an expression reads them.
+#[derive(Default)]
 pub struct Bindings<'a> {
     pub object: Option<&'a serde_json::Value>,
-    pub old_object: Option<&'a Build<'a>>,
-    pub request: Option<&'a Build<'a>>,
-    pub namespace_object: Option<&'a Build<'a>>,
+    pub old_object: Option<Build<'a>>,
+    pub request: Option<Build<'a>>,
+    pub namespace_object: Option<Build<'a>>,
 }
 
 /// Builds a variable's JSON the first time an expression reads it.
-pub type Build<'a> = dyn Fn() -> serde_json::Value + Sync + 'a;
+pub type Build<'a> = Box<dyn Fn() -> serde_json::Value + Send + Sync + 'a>;
 
 /// A value an expression produced, which may still read the request's JSON.
 pub type Val<'v> = Box<dyn cel::common::value::Val + 'v>;
@@ -333,13 +333,13 @@ pub struct Activation<'v> {
 
 /// A variable's JSON, built on first read and then read in place like the objects.
 struct Lazy<'v> {
-    build: Option<&'v Build<'v>>,
+    build: Option<Build<'v>>,
     json: std::sync::OnceLock<serde_json::Value>,
 }
 
 impl Lazy<'_> {
     fn get(&self) -> Option<&serde_json::Value> {
-        let build = self.build?;
+        let build = self.build.as_ref()?;
         Some(self.json.get_or_init(build))
     }
 }
