@@ -19,7 +19,7 @@ use kube::core::gvk::GroupVersionKind;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::json_string::Escaped;
+use crate::json_string::{self, Escaped};
 use crate::request::{Decoded, Operation, Request, RequestJson};
 use crate::verdict::Verdict;
 use crate::workload::{self, WorkloadKind};
@@ -290,7 +290,7 @@ impl Json {
     }
 
     fn string(&mut self, s: &str) {
-        crate::json_string::push(&mut self.0, s);
+        json_string::push(&mut self.0, s);
     }
 
     fn finish(mut self) -> Vec<u8> {

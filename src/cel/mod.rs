@@ -439,7 +439,7 @@ impl<'p, 'v> Scope<'p, 'v> {
     /// memo when another rule of this request has evaluated it.
     pub fn variable(&self, expr: &Expression, earlier: &Variables<'v>) -> Evaluated<'v> {
         let (Some(memo), Some(key)) = (self.memo, &expr.memo_key) else {
-            if earlier.0.is_empty() {
+            if earlier.is_empty() {
                 return self.evaluate_val(expr).map(Arc::from);
             }
             return self
