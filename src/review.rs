@@ -209,30 +209,19 @@ pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
         }
         _ => {}
     }
-    let annotations = verdict.audit_annotations(&texts);
-    if !annotations.is_empty() {
-        out.raw(",\"auditAnnotations\":{");
-        for (i, (key, value)) in annotations.iter().enumerate() {
-            if i > 0 {
-                out.raw(",");
-            }
+    out.field(
+        ",\"auditAnnotations\":{",
+        verdict.audit_annotations(&texts),
+        "}",
+        |out, (key, value)| {
             out.string(key);
             out.raw(":");
-            out.string(value);
-        }
-        out.raw("}");
-    }
-    let warnings = verdict.warnings();
-    if !warnings.is_empty() {
-        out.raw(",\"warnings\":[");
-        for (i, w) in warnings.iter().enumerate() {
-            if i > 0 {
-                out.raw(",");
-            }
-            out.string(w);
-        }
-        out.raw("]");
-    }
+            out.string(&value);
+        },
+    );
+    out.field(",\"warnings\":[", verdict.warnings(), "]", |out, w| {
+        out.string(&w)
+    });
     out.finish()
 }
 
@@ -283,6 +272,26 @@ impl Json {
         self.raw(",\"message\":\"");
         write(&mut Escaped(&mut self.0));
         self.raw("\"}");
+    }
+
+    /// A field holding `items` between `open` and `close`, comma-separated; left out when
+    /// there are none.
+    fn field<T>(
+        &mut self,
+        open: &str,
+        items: impl IntoIterator<Item = T>,
+        close: &str,
+        mut write: impl FnMut(&mut Self, T),
+    ) {
+        let mut any = false;
+        for item in items {
+            self.raw(if any { "," } else { open });
+            any = true;
+            write(self, item);
+        }
+        if any {
+            self.raw(close);
+        }
     }
 
     fn raw(&mut self, s: &str) {
