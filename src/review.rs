@@ -7,7 +7,8 @@
 //! kube's `AdmissionReview<DynamicObject>`: that type flattens twice, which makes serde buffer
 //! the whole review before reading it, and its response serializes `patch` as an array of
 //! numbers where the apiserver requires a base64 string (kube-rs issue 1781). The objects are
-//! taken as raw JSON and decoded only when their kind is judged. Tests pin every response
+//! taken as raw JSON (their `metadata` and `spec` texts, or whole when CEL rules read them)
+//! in the envelope's one pass, and decoded only when their kind is judged. Tests pin every response
 //! field and cross-check decoding against kube's own type on the captured reviews.
 
 use std::fmt::Write as _;
@@ -42,18 +43,23 @@ pub enum ReviewError {
     EmptyUid,
 }
 
+/// `O`: how the objects are read (`Parts`, or whole as `&RawValue` for CEL rules).
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Envelope<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+struct Envelope<O> {
     api_version: String,
     kind: String,
-    #[serde(borrow, default)]
-    request: Option<RequestIn<'a>>,
+    #[serde(default = "none")]
+    request: Option<RequestIn<O>>,
+}
+
+fn none<T>() -> Option<T> {
+    None
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RequestIn<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+struct RequestIn<O> {
     uid: String,
     kind: GroupVersionKind,
     #[serde(default)]
@@ -67,12 +73,105 @@ struct RequestIn<'a> {
     resource: Option<ResourceIn>,
     #[serde(default)]
     user_info: Option<UserInfo>,
-    #[serde(borrow, default)]
-    object: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    old_object: Option<&'a RawValue>,
+    #[serde(default = "none")]
+    object: Option<O>,
+    #[serde(default = "none")]
+    old_object: Option<O>,
     #[serde(default)]
     dry_run: Option<bool>,
+}
+
+/// An object as the envelope reads it for the built-in checks and defaults: the texts of its
+/// `metadata` and `spec`, all they read, captured in the envelope's one pass over the body.
+/// The rest (`status`) is skipped, and the pod spec's text is there to compare without
+/// another scan. Anything but a JSON object is kept as the reason it cannot be read.
+enum Parts<'a> {
+    Object {
+        metadata: Option<&'a RawValue>,
+        spec: Option<&'a RawValue>,
+    },
+    Not(String),
+}
+
+impl<'de> Deserialize<'de> for Parts<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_any(PartsVisitor)
+    }
+}
+
+struct PartsVisitor;
+
+impl PartsVisitor {
+    fn not<'a, E>(what: serde::de::Unexpected) -> Result<Parts<'a>, E> {
+        Ok(Parts::Not(format!(
+            "invalid type: {what}, expected a Kubernetes object"
+        )))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PartsVisitor {
+    type Value = Parts<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a Kubernetes object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Parts<'de>, A::Error> {
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "lowercase")]
+        enum Field {
+            Metadata,
+            Spec,
+            #[serde(other)]
+            Other,
+        }
+        let (mut metadata, mut spec) = (None, None);
+        while let Some(field) = map.next_key()? {
+            let (slot, name) = match field {
+                Field::Metadata => (&mut metadata, "metadata"),
+                Field::Spec => (&mut spec, "spec"),
+                Field::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
+            };
+            let value = map.next_value()?;
+            // As a typed decode would: a field given twice is no object we can read.
+            if slot.replace(value).is_some() {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                return Ok(Parts::Not(format!("duplicate field `{name}`")));
+            }
+        }
+        Ok(Parts::Object { metadata, spec })
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Parts<'de>, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Self::not(serde::de::Unexpected::Seq)
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Parts<'de>, E> {
+        Self::not(serde::de::Unexpected::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Parts<'de>, E> {
+        Self::not(serde::de::Unexpected::Signed(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Parts<'de>, E> {
+        Self::not(serde::de::Unexpected::Unsigned(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Parts<'de>, E> {
+        Self::not(serde::de::Unexpected::Float(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Parts<'de>, E> {
+        Self::not(serde::de::Unexpected::Str(v))
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -106,43 +205,68 @@ pub fn decode(body: &[u8]) -> Result<Request, ReviewError> {
 
 /// `decode`, reading as much as `reading` needs.
 pub fn decode_with(body: &[u8], reading: Reading) -> Result<Request, ReviewError> {
-    let envelope: Envelope =
-        serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
-    if envelope.api_version != API_VERSION {
-        return Err(ReviewError::ApiVersion(envelope.api_version));
+    if reading == Reading::Cel {
+        return decode_whole(body);
     }
-    if envelope.kind != KIND {
-        return Err(ReviewError::Kind(envelope.kind));
-    }
-    let mut r = envelope.request.ok_or(ReviewError::NoRequest)?;
-    if r.uid.is_empty() {
-        return Err(ReviewError::EmptyUid);
-    }
+    let mut r: RequestIn<Parts> = request_in(body)?;
     let judged = WorkloadKind::from_group_kind(&r.kind.group, &r.kind.kind);
-    let user = r.user_info.as_ref().and_then(|u| u.username.clone());
-    let json = (reading == Reading::Cel).then(|| {
-        let resource = r.resource.take().unwrap_or_default();
-        Box::new(RequestJson {
-            group: resource.group,
-            version: resource.version,
-            resource: resource.resource,
-            object: r
-                .object
-                .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
-                .filter(|v| !v.is_null()),
-            old_object: r
-                .old_object
-                .filter(|raw| raw.get() != "null")
-                .map(|raw| raw.get().to_owned()),
-            user_info: r.user_info.take(),
-        })
-    });
     // The old object only matters to tell whether an UPDATE changed the pod spec: when its
     // spec's text is the object's, that is told without decoding it.
-    let unchanged = match (&r.operation, judged, r.object, r.old_object) {
-        (Operation::Update, Some(kind), Some(new), Some(old)) => {
-            workload::same_pod_spec_text(kind, new.get(), old.get())
+    fn spec_text<'a>(parts: &Option<Parts<'a>>) -> Option<&'a str> {
+        match parts {
+            Some(Parts::Object { spec, .. }) => spec.map(RawValue::get),
+            _ => None,
         }
+    }
+    let unchanged = match (
+        &r.operation,
+        judged,
+        spec_text(&r.object),
+        spec_text(&r.old_object),
+    ) {
+        (Operation::Update, Some(kind), Some(new), Some(old)) => {
+            workload::same_pod_spec_text(kind, new, old)
+        }
+        _ => false,
+    };
+    let old_object = match r.operation {
+        Operation::Update if unchanged => Decoded::SameSpec,
+        Operation::Update => decode_parts(judged, r.old_object.take()),
+        _ => Decoded::Skipped,
+    };
+    let object = match judged {
+        Some(_) if unchanged && reading == Reading::Checks => Decoded::SameSpec,
+        _ => decode_parts(judged, r.object.take()),
+    };
+    Ok(request(r, judged, object, old_object, None))
+}
+
+/// For CEL rules: the objects read whole, the new one also as JSON for expressions.
+fn decode_whole(body: &[u8]) -> Result<Request, ReviewError> {
+    let mut r: RequestIn<&RawValue> = request_in(body)?;
+    let judged = WorkloadKind::from_group_kind(&r.kind.group, &r.kind.kind);
+    let resource = r.resource.take().unwrap_or_default();
+    let json = Box::new(RequestJson {
+        group: resource.group,
+        version: resource.version,
+        resource: resource.resource,
+        object: r
+            .object
+            .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
+            .filter(|v| !v.is_null()),
+        old_object: r
+            .old_object
+            .filter(|raw| raw.get() != "null")
+            .map(|raw| raw.get().to_owned()),
+        user_info: r.user_info.take(),
+    });
+    fn spec_of(raw: &RawValue) -> Option<&str> {
+        workload::object_spec_text(raw.get())
+    }
+    let unchanged = match (&r.operation, judged, r.object, r.old_object) {
+        (Operation::Update, Some(kind), Some(new), Some(old)) => spec_of(new)
+            .zip(spec_of(old))
+            .is_some_and(|(new, old)| workload::same_pod_spec_text(kind, new, old)),
         _ => false,
     };
     let old_object = match r.operation {
@@ -151,14 +275,46 @@ pub fn decode_with(body: &[u8], reading: Reading) -> Result<Request, ReviewError
         _ => Decoded::Skipped,
     };
     // With the object parsed for CEL, the typed object is read from that parse.
-    let object = match (judged, json.as_ref().and_then(|j| j.object.as_ref())) {
+    let object = match (judged, json.object.as_ref()) {
         (Some(kind), Some(parsed)) => {
             Decoded::from_result(kind, workload::decode_value(kind, parsed))
         }
-        _ if unchanged && reading == Reading::Checks => Decoded::SameSpec,
         _ => decode_object(judged, r.object),
     };
-    Ok(Request {
+    Ok(request(r, judged, object, old_object, Some(json)))
+}
+
+/// The review's request, once the envelope says it is a v1 AdmissionReview with a uid.
+fn request_in<'a, O: Deserialize<'a>>(body: &'a [u8]) -> Result<RequestIn<O>, ReviewError> {
+    let envelope: Envelope<O> =
+        serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
+    if envelope.api_version != API_VERSION {
+        return Err(ReviewError::ApiVersion(envelope.api_version));
+    }
+    if envelope.kind != KIND {
+        return Err(ReviewError::Kind(envelope.kind));
+    }
+    let r = envelope.request.ok_or(ReviewError::NoRequest)?;
+    if r.uid.is_empty() {
+        return Err(ReviewError::EmptyUid);
+    }
+    Ok(r)
+}
+
+fn request<O>(
+    r: RequestIn<O>,
+    judged: Option<WorkloadKind>,
+    object: Decoded,
+    old_object: Decoded,
+    json: Option<Box<RequestJson>>,
+) -> Request {
+    // For CEL rules the user has moved into `json`.
+    let user = r
+        .user_info
+        .as_ref()
+        .or(json.as_ref().and_then(|j| j.user_info.as_ref()))
+        .and_then(|u| u.username.clone());
+    Request {
         uid: r.uid,
         operation: r.operation,
         kind: r.kind.kind,
@@ -171,7 +327,24 @@ pub fn decode_with(body: &[u8], reading: Reading) -> Result<Request, ReviewError
         object,
         old_object,
         json,
-    })
+    }
+}
+
+fn decode_parts(kind: Option<WorkloadKind>, parts: Option<Parts>) -> Decoded {
+    let (Some(kind), Some(parts)) = (kind, &parts) else {
+        return if parts.is_none() {
+            Decoded::Absent
+        } else {
+            Decoded::Skipped
+        };
+    };
+    let result = match parts {
+        Parts::Object { metadata, spec } => {
+            workload::decode_parts(kind, metadata.map(|m| m.get()), spec.map(|s| s.get()))
+        }
+        Parts::Not(reason) => Err(serde::de::Error::custom(reason)),
+    };
+    Decoded::from_result(kind, result)
 }
 
 fn decode_object(kind: Option<WorkloadKind>, raw: Option<&RawValue>) -> Decoded {

@@ -148,24 +148,53 @@ pub fn decode<'de, D: serde::Deserializer<'de>>(
     let (meta, template) = match kind {
         WorkloadKind::Pod => {
             let o = shapes::Object::<PodSpec>::deserialize(de)?;
-            let template = shapes::Template {
-                metadata: None,
-                spec: o.spec,
-            };
-            (o.metadata, Some(template))
+            (o.metadata, shapes::Spec::Pod(o.spec).template())
         }
         WorkloadKind::CronJob => {
             let o = shapes::Object::<shapes::CronJobSpec>::deserialize(de)?;
-            let template = o.spec.and_then(|s| s.job_template?.spec?.template);
-            (o.metadata, template)
+            (o.metadata, shapes::Spec::CronJob(o.spec).template())
         }
         _ => {
             let o = shapes::Object::<shapes::ControllerSpec>::deserialize(de)?;
-            (o.metadata, o.spec.and_then(|s| s.template))
+            (o.metadata, shapes::Spec::Controller(o.spec).template())
         }
     };
+    Ok(assemble(meta, template))
+}
+
+/// Decodes an object of `kind` from the texts of its `metadata` and `spec` (either absent),
+/// as the review's envelope captured them: nothing else of the object is read.
+pub fn decode_parts(
+    kind: WorkloadKind,
+    metadata: Option<&str>,
+    spec: Option<&str>,
+) -> Result<Workload, serde_json::Error> {
+    let meta = match metadata {
+        Some(text) => serde_json::from_str(text)?,
+        None => shapes::Meta::default(),
+    };
+    let spec = spec.unwrap_or("null");
+    let template = match kind {
+        WorkloadKind::Pod => shapes::Spec::Pod(serde_json::from_str(spec)?),
+        WorkloadKind::CronJob => shapes::Spec::CronJob(serde_json::from_str(spec)?),
+        _ => shapes::Spec::Controller(serde_json::from_str(spec)?),
+    }
+    .template();
+    let mut workload = assemble(meta, template);
+    if has_sourceless_volume(&workload) {
+        let spec: serde_json::Value = serde_json::from_str(spec)?;
+        // The pod spec's path inside the object's spec.
+        let path = pod_spec_field(kind)
+            .strip_prefix("spec")
+            .unwrap_or_default();
+        note_unknown_volume_sources(&spec, path, &mut workload);
+    }
+    Ok(workload)
+}
+
+fn assemble(meta: shapes::Meta, template: Option<shapes::Template>) -> Workload {
     let (template_meta, pod_spec) = template.map_or((None, None), |t| (t.metadata, t.spec));
-    Ok(Workload {
+    Workload {
         name: meta.name.or(meta.generate_name).unwrap_or_default(),
         labels: meta.labels.unwrap_or_default(),
         annotations: meta.annotations.unwrap_or_default(),
@@ -178,21 +207,33 @@ pub fn decode<'de, D: serde::Deserializer<'de>>(
         pod_spec,
         template_annotations: template_meta.map(|m| m.annotations.unwrap_or_default()),
         unknown_volume_sources: Vec::new(),
-    })
+    }
 }
 
-/// Whether two objects of `kind` carry the same pod spec text (and one at all). Equal text is
-/// an equal spec; unequal text may still be an equal spec, which decoding then tells.
-pub fn same_pod_spec_text(kind: WorkloadKind, new: &str, old: &str) -> bool {
-    match (raw_pod_spec(kind, new), raw_pod_spec(kind, old)) {
+/// Whether two objects of `kind` carry the same pod spec text (and one at all), given the
+/// texts of their `spec`s. Equal text is an equal spec; unequal text may still be an equal
+/// spec, which decoding then tells.
+pub fn same_pod_spec_text(kind: WorkloadKind, new_spec: &str, old_spec: &str) -> bool {
+    match (raw_pod_spec(kind, new_spec), raw_pod_spec(kind, old_spec)) {
         (Some(new), Some(old)) => new == old && new != "null",
         _ => false,
     }
 }
 
-/// The pod spec's JSON text inside an object's, found without decoding anything else: one
-/// pass over each level on the way (`spec`, `template`, `jobTemplate`), with no map built.
-fn raw_pod_spec(kind: WorkloadKind, json: &str) -> Option<&str> {
+/// The text of an object's `spec`, found without decoding anything else.
+pub fn object_spec_text(object: &str) -> Option<&str> {
+    #[derive(serde::Deserialize)]
+    struct Spec<'a> {
+        #[serde(borrow, default)]
+        spec: Option<&'a serde_json::value::RawValue>,
+    }
+    Some(serde_json::from_str::<Spec>(object).ok()?.spec?.get())
+}
+
+/// The pod spec's JSON text inside an object's `spec` text, found without decoding anything
+/// else: one pass over each level on the way (`template`, `jobTemplate`), with no map built.
+/// A Pod's is its spec.
+fn raw_pod_spec(kind: WorkloadKind, spec: &str) -> Option<&str> {
     use serde_json::value::RawValue;
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -204,8 +245,8 @@ fn raw_pod_spec(kind: WorkloadKind, json: &str) -> Option<&str> {
         #[serde(borrow, default)]
         job_template: Option<&'a RawValue>,
     }
-    let mut text = json;
-    for key in pod_spec_field(kind).split('.') {
+    let mut text = spec;
+    for key in pod_spec_field(kind).split('.').skip(1) {
         let level: Level = serde_json::from_str(text).ok()?;
         text = match key {
             "spec" => level.spec,
@@ -225,7 +266,7 @@ pub fn decode_value(
 ) -> Result<Workload, serde_json::Error> {
     let mut workload = decode(kind, object)?;
     if has_sourceless_volume(&workload) {
-        note_unknown_volume_sources(kind, object, &mut workload);
+        note_unknown_volume_sources(object, pod_spec_field(kind), &mut workload);
     }
     Ok(workload)
 }
@@ -235,7 +276,7 @@ pub fn decode_json(kind: WorkloadKind, json: &str) -> Result<Workload, serde_jso
     let mut workload = decode(kind, &mut serde_json::Deserializer::from_str(json))?;
     if has_sourceless_volume(&workload) {
         let object: serde_json::Value = serde_json::from_str(json)?;
-        note_unknown_volume_sources(kind, &object, &mut workload);
+        note_unknown_volume_sources(&object, pod_spec_field(kind), &mut workload);
     }
     Ok(workload)
 }
@@ -250,9 +291,15 @@ fn has_sourceless_volume(w: &Workload) -> bool {
         .any(|v| !has_known_source(v))
 }
 
-fn note_unknown_volume_sources(kind: WorkloadKind, object: &serde_json::Value, w: &mut Workload) {
-    let pointer = format!("/{}/volumes", pod_spec_field(kind).replace('.', "/"));
-    let Some(volumes) = object.pointer(&pointer).and_then(|v| v.as_array()) else {
+/// `path`: the dotted path of the pod spec inside `json` (empty: `json` is the pod spec).
+fn note_unknown_volume_sources(json: &serde_json::Value, path: &str, w: &mut Workload) {
+    let path = path.trim_start_matches('.');
+    let pointer = if path.is_empty() {
+        "/volumes".to_owned()
+    } else {
+        format!("/{}/volumes", path.replace('.', "/"))
+    };
+    let Some(volumes) = json.pointer(&pointer).and_then(|v| v.as_array()) else {
         return;
     };
     for volume in volumes.iter().filter_map(|v| v.as_object()) {
@@ -342,6 +389,26 @@ mod shapes {
     #[derive(Deserialize)]
     pub struct OwnerReference {
         pub kind: String,
+    }
+
+    /// An object's spec by the kind's shape, before its pod template is taken out.
+    pub enum Spec {
+        Pod(Option<PodSpec>),
+        CronJob(Option<CronJobSpec>),
+        Controller(Option<ControllerSpec>),
+    }
+
+    impl Spec {
+        pub fn template(self) -> Option<Template> {
+            match self {
+                Spec::Pod(spec) => Some(Template {
+                    metadata: None,
+                    spec,
+                }),
+                Spec::CronJob(spec) => spec.and_then(|s| s.job_template?.spec?.template),
+                Spec::Controller(spec) => spec.and_then(|s| s.template),
+            }
+        }
     }
 
     #[derive(Deserialize)]

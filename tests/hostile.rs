@@ -107,6 +107,13 @@ fn review_bytes(f: impl FnOnce(&mut Value)) -> Vec<u8> {
     serde_json::to_vec(&review).unwrap()
 }
 
+/// The compliant captured pod with `fields` written first in its object.
+fn compliant_object_starting(fields: &str) -> Vec<u8> {
+    let raw = std::fs::read_to_string(apiserver_fixtures().join("create-pod.json")).unwrap();
+    raw.replacen("\"object\": {", &format!("\"object\": {{{fields},"), 1)
+        .into_bytes()
+}
+
 /// The compliant captured pod with its pod-level `"runAsUser": 1000` replaced by `text`.
 fn compliant_with(text: &str) -> Vec<u8> {
     let raw = std::fs::read_to_string(apiserver_fixtures().join("create-pod.json")).unwrap();
@@ -148,8 +155,8 @@ async fn still_answers(server: &Server, after: &str) {
     );
 }
 
-/// The table's 38 probes and the 9 transport probes written out below.
-const PROBES: usize = 38 + 9;
+/// The table's 43 probes and the 9 transport probes written out below.
+const PROBES: usize = 43 + 9;
 
 #[derive(Debug)]
 enum Expect {
@@ -209,6 +216,16 @@ fn http_probes() -> Vec<(&'static str, Vec<u8>, Expect)> {
             r["request"]["object"]["spec"]["securityContext"] = json!({"runAsUser": 1e30});
         })), Expect::Denied),
         ("spec a string", post(review_bytes(|r| r["request"]["object"]["spec"] = json!("oops"))), Expect::Denied),
+        ("object a string", post(review_bytes(|r| r["request"]["object"] = json!("a pod"))), Expect::Denied),
+        ("object an array", post(review_bytes(|r| r["request"]["object"] = json!([{"spec": {}}]))), Expect::Denied),
+        // The object's own fields given twice are no object we can read: denied, as a typed
+        // decode of the whole object would, whichever copy is compliant.
+        ("spec given twice", post(compliant_object_starting("\"spec\": {\"containers\": []}")), Expect::Denied),
+        ("metadata given twice", post(compliant_object_starting("\"metadata\": {\"name\": \"other\"}")), Expect::Denied),
+        // A field nothing reads is skipped without recursion, however deep.
+        ("a field nested 100 000 deep", post(compliant_object_starting(&format!(
+            "\"x-nested\": {}{}", "[".repeat(100_000), "]".repeat(100_000)
+        ))), Expect::Allowed),
         ("case-variant securityContext is ignored, not obeyed", post(review_bytes(|r| {
             r["request"]["object"]["spec"]["SecurityContext"] = json!({"runAsNonRoot": true});
         })), Expect::Denied),
