@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use crate::json_string::{self, Escaped};
 use crate::request::{Decoded, Operation, Request, RequestJson};
 use crate::verdict::Verdict;
-use crate::workload::{self, WorkloadKind};
+use crate::workload::{self, Workload, WorkloadKind};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -210,14 +210,14 @@ pub fn decode_with(body: &[u8], reading: Reading) -> Result<Request, ReviewError
     }
     let mut r: RequestIn<Parts> = request_in(body)?;
     let judged = WorkloadKind::from_group_kind(&r.kind.group, &r.kind.kind);
-    // The old object only matters to tell whether an UPDATE changed the pod spec: when its
-    // spec's text is the object's, that is told without decoding it.
     fn spec_text<'a>(parts: &Option<Parts<'a>>) -> Option<&'a str> {
         match parts {
             Some(Parts::Object { spec, .. }) => spec.map(RawValue::get),
             _ => None,
         }
     }
+    // The old object only matters to tell whether an UPDATE changed the pod spec: when its
+    // spec's text is the object's, that is told without decoding it.
     let unchanged = match (
         &r.operation,
         judged,
@@ -231,12 +231,12 @@ pub fn decode_with(body: &[u8], reading: Reading) -> Result<Request, ReviewError
     };
     let old_object = match r.operation {
         Operation::Update if unchanged => Decoded::SameSpec,
-        Operation::Update => decode_parts(judged, r.old_object.take()),
+        Operation::Update => decoded(judged, r.old_object.take(), read_parts),
         _ => Decoded::Skipped,
     };
     let object = match judged {
         Some(_) if unchanged && reading == Reading::Checks => Decoded::SameSpec,
-        _ => decode_parts(judged, r.object.take()),
+        _ => decoded(judged, r.object.take(), read_parts),
     };
     Ok(request(r, judged, object, old_object, None))
 }
@@ -271,7 +271,7 @@ fn decode_whole(body: &[u8]) -> Result<Request, ReviewError> {
     };
     let old_object = match r.operation {
         Operation::Update if unchanged => Decoded::SameSpec,
-        Operation::Update => decode_object(judged, r.old_object),
+        Operation::Update => decoded(judged, r.old_object, read_whole),
         _ => Decoded::Skipped,
     };
     // With the object parsed for CEL, the typed object is read from that parse.
@@ -279,7 +279,7 @@ fn decode_whole(body: &[u8]) -> Result<Request, ReviewError> {
         (Some(kind), Some(parsed)) => {
             Decoded::from_result(kind, workload::decode_value(kind, parsed))
         }
-        _ => decode_object(judged, r.object),
+        _ => decoded(judged, r.object, read_whole),
     };
     Ok(request(r, judged, object, old_object, Some(json)))
 }
@@ -330,32 +330,30 @@ fn request<O>(
     }
 }
 
-fn decode_parts(kind: Option<WorkloadKind>, parts: Option<Parts>) -> Decoded {
-    let (Some(kind), Some(parts)) = (kind, &parts) else {
-        return if parts.is_none() {
-            Decoded::Absent
-        } else {
-            Decoded::Skipped
-        };
-    };
-    let result = match parts {
-        Parts::Object { metadata, spec } => {
-            workload::decode_parts(kind, metadata.map(|m| m.get()), spec.map(|s| s.get()))
-        }
-        Parts::Not(reason) => Err(serde::de::Error::custom(reason)),
-    };
-    Decoded::from_result(kind, result)
+/// What became of an object: absent, skipped (a kind portcullis does not judge), or `read`.
+fn decoded<T>(
+    kind: Option<WorkloadKind>,
+    object: Option<T>,
+    read: fn(WorkloadKind, T) -> Result<Workload, serde_json::Error>,
+) -> Decoded {
+    match (kind, object) {
+        (_, None) => Decoded::Absent,
+        (None, Some(_)) => Decoded::Skipped,
+        (Some(kind), Some(object)) => Decoded::from_result(kind, read(kind, object)),
+    }
 }
 
-fn decode_object(kind: Option<WorkloadKind>, raw: Option<&RawValue>) -> Decoded {
-    let (Some(kind), Some(raw)) = (kind, raw) else {
-        return if raw.is_none() {
-            Decoded::Absent
-        } else {
-            Decoded::Skipped
-        };
-    };
-    Decoded::from_result(kind, workload::decode_json(kind, raw.get()))
+fn read_parts(kind: WorkloadKind, parts: Parts) -> Result<Workload, serde_json::Error> {
+    match parts {
+        Parts::Object { metadata, spec } => {
+            workload::decode_parts(kind, metadata.map(RawValue::get), spec.map(RawValue::get))
+        }
+        Parts::Not(reason) => Err(serde::de::Error::custom(reason)),
+    }
+}
+
+fn read_whole(kind: WorkloadKind, raw: &RawValue) -> Result<Workload, serde_json::Error> {
+    workload::decode_json(kind, raw.get())
 }
 
 /// The `/validate` answer. It never carries a patch: the apiserver fails a validating webhook
