@@ -44,17 +44,33 @@ pub struct RequestJson {
     /// The plural resource (`pods`, `deployments`), as resourceRules name it.
     pub resource: String,
     pub object: Option<serde_json::Value>,
-    /// `oldObject` as sent, read as JSON only if an expression reads it: most rules judge
-    /// the new object alone, and an UPDATE's old one is as large.
-    pub old_object: Option<String>,
+    /// `oldObject`, read as JSON only if an expression or an object selector reads it: most
+    /// rules judge the new object alone, and an UPDATE's old one is as large.
+    pub old_object: Option<LazyJson>,
     /// `userInfo` as sent: username, uid, groups, extra.
     pub user_info: Option<k8s_openapi::api::authentication::v1::UserInfo>,
 }
 
-impl RequestJson {
-    /// `oldObject` as JSON.
-    pub fn old_object(&self) -> Option<serde_json::Value> {
-        serde_json::from_str(self.old_object.as_deref()?).ok()
+/// JSON text, parsed the first time it is read and then shared by every reader of the
+/// request.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LazyJson {
+    text: String,
+    parsed: std::sync::OnceLock<serde_json::Value>,
+}
+
+impl LazyJson {
+    pub fn new(text: String) -> Self {
+        Self {
+            text,
+            parsed: Default::default(),
+        }
+    }
+
+    /// The text as JSON; null if it does not parse (nesting beyond serde_json's limit).
+    pub fn get(&self) -> &serde_json::Value {
+        self.parsed
+            .get_or_init(|| serde_json::from_str(&self.text).unwrap_or_default())
     }
 }
 

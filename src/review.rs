@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::json_string::{self, Escaped};
-use crate::request::{Decoded, Operation, Request, RequestJson};
+use crate::request::{Decoded, LazyJson, Operation, Request, RequestJson};
 use crate::verdict::Verdict;
 use crate::workload::{self, Workload, WorkloadKind};
 
@@ -252,12 +252,8 @@ fn decode_whole(body: &[u8]) -> Result<Request, ReviewError> {
         resource: resource.resource,
         object: r
             .object
-            .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
-            .filter(|v| !v.is_null()),
-        old_object: r
-            .old_object
-            .filter(|raw| raw.get() != "null")
-            .map(|raw| raw.get().to_owned()),
+            .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok()),
+        old_object: r.old_object.map(|raw| LazyJson::new(raw.get().to_owned())),
         user_info: r.user_info.take(),
     });
     fn spec_of(raw: &RawValue) -> Option<&str> {

@@ -223,6 +223,39 @@ async fn the_old_object_and_the_user_are_bound_as_the_apiserver_sends_them() {
     assert!(message.contains("spec.validations[0] failed"), "{message}");
 }
 
+/// A ValidatingAdmissionPolicy guarding pods labelled `run: bare` from deletion: its object
+/// selector must read the old object, since a DELETE has no new one.
+const GUARD_DELETE: &str = "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: guard}
+spec:
+  matchConstraints:
+    objectSelector: {matchLabels: {run: bare}}
+    resourceRules:
+    - {apiGroups: [''], apiVersions: [v1], operations: [DELETE], resources: [pods]}
+  validations:
+  - expression: 'false'
+    message: guarded pods stay
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: guard}
+spec: {policyName: guard, validationActions: [Deny]}
+";
+
+#[tokio::test]
+async fn an_object_selector_reads_the_old_object_on_delete() {
+    // The captured DELETE's old pod is labelled `run: bare`.
+    let delete = read_json(&apiserver_fixtures().join("delete-pod.json"));
+    let files = [("guard.yaml", GUARD_DELETE)];
+    let message = denial(&validate_with(&files, &delete).await);
+    assert!(message.contains("guarded pods stay"), "{message}");
+    let mut other = delete.clone();
+    other["request"]["oldObject"]["metadata"]["labels"] = json!({"run": "other"});
+    let response = validate_with(&files, &other).await;
+    assert_eq!(response["allowed"], true, "{response}");
+}
+
 #[tokio::test]
 async fn a_policy_without_a_binding_is_not_in_force() {
     let unbound = require_team("Deny");

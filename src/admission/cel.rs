@@ -4,6 +4,7 @@
 //! failurePolicy. Kyverno's autogen judges a pod controller by its pod template. Pure: the
 //! namespace's labels come in through the rollout context.
 
+use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
@@ -15,7 +16,7 @@ use crate::cel::{self, Activation, Bindings};
 use crate::policy::cel::{CelRule, FailurePolicy};
 use crate::policy::params::{ParamBinding, ParamObjects, Params};
 use crate::policy::{Mode, Policy, PolicySet};
-use crate::request::{Request, RequestJson, operation_name};
+use crate::request::{LazyJson, Request, RequestJson, operation_name};
 use crate::rollout::{self, Context};
 use crate::verdict::{Findings, Subject, Violation};
 
@@ -27,8 +28,7 @@ struct Target<'a> {
     resource: &'a str,
     sub_resource: &'a str,
     object: Option<&'a Value>,
-    /// As sent: read as JSON only for an object selector.
-    old_object: Option<&'a str>,
+    old_object: Option<&'a LazyJson>,
 }
 
 /// Every CEL rule's violations for `req`, in policy order.
@@ -89,7 +89,7 @@ fn applying(
         resource: &json.resource,
         sub_resource: req.sub_resource.as_deref().unwrap_or(""),
         object: json.object.as_ref(),
-        old_object: json.old_object.as_deref(),
+        old_object: json.old_object.as_ref(),
     };
     if applies(rule, req, &direct, ctx) {
         return Some(Applies::Directly);
@@ -179,14 +179,7 @@ fn matches_resources(m: &MatchResources, req: &Request, t: &Target, ctx: &Contex
     if let Some(selector) = &m.object_selector {
         // As the apiserver does: the new object's labels, or the old one's on DELETE.
         if !selects(selector, &object_labels(t.object))
-            && !selects(
-                selector,
-                &object_labels(
-                    t.old_object
-                        .and_then(|o| serde_json::from_str(o).ok())
-                        .as_ref(),
-                ),
-            )
+            && !selects(selector, &object_labels(t.old_object.map(LazyJson::get)))
         {
             return false;
         }
@@ -329,12 +322,12 @@ fn activation<'a>(
     pod: Option<&'a Value>,
     ctx: &'a Context,
 ) -> Activation<'a> {
-    let old_object: cel::Build = Box::new(move || json.old_object().unwrap_or_default());
-    let namespace: cel::Build = Box::new(move || namespace_json(req, ctx));
+    let old_object = json.old_object.as_ref().filter(|_| pod.is_none());
+    let namespace: cel::Build = Box::new(move || Cow::Owned(namespace_json(req, ctx)));
     Activation::new(Bindings {
         object: pod.or(json.object.as_ref()),
-        old_object: (pod.is_none() && json.old_object.is_some()).then_some(old_object),
-        request: Some(Box::new(move || request_json(req, json))),
+        old_object: old_object.map(|old| -> cel::Build { Box::new(|| Cow::Borrowed(old.get())) }),
+        request: Some(Box::new(move || Cow::Owned(request_json(req, json)))),
         namespace_object: (!req.namespace.is_empty()).then_some(namespace),
     })
 }

@@ -4,6 +4,7 @@
 //! one that calls anything this build does not provide is refused then, naming the function,
 //! rather than failing on some later request.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
@@ -313,8 +314,9 @@ pub struct Bindings<'a> {
     pub namespace_object: Option<Build<'a>>,
 }
 
-/// Builds a variable's JSON the first time an expression reads it.
-pub type Build<'a> = Box<dyn Fn() -> serde_json::Value + Send + Sync + 'a>;
+/// Builds a variable's JSON the first time an expression reads it, or lends JSON the request
+/// already holds.
+pub type Build<'a> = Box<dyn Fn() -> Cow<'a, serde_json::Value> + Send + Sync + 'a>;
 
 /// A value an expression produced, which may still read the request's JSON.
 pub type Val<'v> = Box<dyn cel::common::value::Val + 'v>;
@@ -334,7 +336,7 @@ pub struct Activation<'v> {
 /// A variable's JSON, built on first read and then read in place like the objects.
 struct Lazy<'v> {
     build: Option<Build<'v>>,
-    json: std::sync::OnceLock<serde_json::Value>,
+    json: std::sync::OnceLock<Cow<'v, serde_json::Value>>,
 }
 
 impl Lazy<'_> {
