@@ -49,12 +49,8 @@ pub enum ReviewError {
 struct Envelope<O> {
     api_version: String,
     kind: String,
-    #[serde(default = "none")]
+    #[serde(default)]
     request: Option<RequestIn<O>>,
-}
-
-fn none<T>() -> Option<T> {
-    None
 }
 
 #[derive(Deserialize)]
@@ -73,9 +69,9 @@ struct RequestIn<O> {
     resource: Option<ResourceIn>,
     #[serde(default)]
     user_info: Option<UserInfo>,
-    #[serde(default = "none")]
+    #[serde(default)]
     object: Option<O>,
-    #[serde(default = "none")]
+    #[serde(default)]
     old_object: Option<O>,
     #[serde(default)]
     dry_run: Option<bool>,
@@ -90,7 +86,7 @@ enum Parts<'a> {
         metadata: Option<&'a RawValue>,
         spec: Option<&'a RawValue>,
     },
-    Not(String),
+    Unreadable(String),
 }
 
 impl<'de> Deserialize<'de> for Parts<'de> {
@@ -103,7 +99,7 @@ struct PartsVisitor;
 
 impl PartsVisitor {
     fn not<'a, E>(what: serde::de::Unexpected) -> Result<Parts<'a>, E> {
-        Ok(Parts::Not(format!(
+        Ok(Parts::Unreadable(format!(
             "invalid type: {what}, expected a Kubernetes object"
         )))
     }
@@ -142,7 +138,7 @@ impl<'de> serde::de::Visitor<'de> for PartsVisitor {
                     .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
                     .is_some()
                 {}
-                return Ok(Parts::Not(format!("duplicate field `{name}`")));
+                return Ok(Parts::Unreadable(format!("duplicate field `{name}`")));
             }
         }
         Ok(Parts::Object { metadata, spec })
@@ -344,7 +340,7 @@ fn read_parts(kind: WorkloadKind, parts: Parts) -> Result<Workload, serde_json::
         Parts::Object { metadata, spec } => {
             workload::decode_parts(kind, metadata.map(RawValue::get), spec.map(RawValue::get))
         }
-        Parts::Not(reason) => Err(serde::de::Error::custom(reason)),
+        Parts::Unreadable(reason) => Err(serde::de::Error::custom(reason)),
     }
 }
 
