@@ -9,8 +9,11 @@ use portcullis::policy::{self, PolicySet};
 use portcullis::rollout::Context;
 use portcullis::{admission, review};
 
+// The server's allocator, so that per-review times are the server's: serde_json's many small
+// allocations cost far more under the system allocator (BENCHMARKS.md, session 9).
 #[global_allocator]
-static ALLOC: divan::AllocProfiler = divan::AllocProfiler::system();
+static ALLOC: divan::AllocProfiler<mimalloc::MiMalloc> =
+    divan::AllocProfiler::new(mimalloc::MiMalloc);
 
 fn main() {
     divan::main();

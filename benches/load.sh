@@ -66,15 +66,25 @@ if [ -z "${POLICIES:-}" ]; then
   until grep -q startup_ms "$work/audit.log" 2>/dev/null; do sleep 0.05; done
 fi
 
+declare -A pid_of=([19443]=$noop [18443]=$server)
+[ -n "$audit" ] && pid_of[18444]=$audit
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # the process's user + system CPU
+# Besides wrk's figures, the server's CPU time per request: wrk shares the two cores, so
+# throughput moves with the host's load, while CPU per request is what the handler costs.
 run() { # PORT PATH DELAY_MS BODIES...
   local port=$1 path=$2 delay=$3; shift 3
-  WRK_PATH=$path WRK_DELAY_MS=$delay wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s \
-    -s benches/load.lua "https://127.0.0.1:$port" -- "$@" | grep '^RESULT' | sed 's/^RESULT //'
+  local before result
+  before=$(ticks "${pid_of[$port]}")
+  result=$(WRK_PATH=$path WRK_DELAY_MS=$delay wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s \
+    -s benches/load.lua "https://127.0.0.1:$port" -- "$@" | grep '^RESULT' | sed 's/^RESULT //')
+  awk -v r="$result" -v t=$(($(ticks "${pid_of[$port]}") - before)) -v hz="$(getconf CLK_TCK)" \
+    -v s="$secs" 'BEGIN { split(r, f, /[ =]/)
+           if (f[2] > 0) printf "%s cpu=%.1f\n", r, t / hz * 1e6 / (f[2] * s); else print r }'
 }
 field() { echo "$1" | tr ' ' '\n' | grep "^$2=" | cut -d= -f2; }
 row() { # NAME RESULT
-  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$(field "$2" rps)" "$(field "$2" p50)" \
-    "$(field "$2" p99)" "$(field "$2" p999)" "$(field "$2" errors)" "$(field "$2" non2xx)"
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$(field "$2" rps)" "$(field "$2" cpu)" \
+    "$(field "$2" p50)" "$(field "$2" p99)" "$(field "$2" p999)" "$(field "$2" errors)" "$(field "$2" non2xx)"
 }
 
 median() { # RESULT lines on stdin → the one with the median rps
@@ -101,7 +111,7 @@ compare() {
          "$(row "no-op, $name, not saturated (5-15 ms pause per connection)" "$calm_noop")"
          "$(row "portcullis, $name, not saturated (5-15 ms pause per connection)" "$calm")")
   ratios+=("$(awk -v r="$(field "$r" rps)" -v n="$(field "$n" rps)" -v name="$name" \
-    'BEGIN { printf "%s: portcullis/no-op %.2f", name, r / n }'), p99 not saturated $(field "$calm" p99) µs (no-op $(field "$calm_noop" p99) µs)")
+    'BEGIN { printf "%s: portcullis/no-op %.2f", name, r / n }'), server CPU per request $(field "$r" cpu) µs (no-op $(field "$n" cpu) µs), p99 not saturated $(field "$calm" p99) µs (no-op $(field "$calm_noop" p99) µs)")
 }
 compare "/validate mix" 18443 /validate "${validate_bodies[@]}"
 compare "/validate, every review denied" 18443 /validate "${denied_bodies[@]}"
@@ -113,8 +123,8 @@ rss_kib=$(grep VmHWM "/proc/$server/status" | awk '{print $2}')
 
 echo "machine: $(nproc) cores, $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2 | sed 's/^ *//'); wrk -t1 -c$conns -d${secs}s over HTTPS keep-alive; median of $rounds alternating rounds"
 echo
-echo "| run | requests/s | p50 µs | p99 µs | p99.9 µs | errors | non-2xx |"
-echo "|---|---|---|---|---|---|---|"
+echo "| run | requests/s | server CPU µs/request | p50 µs | p99 µs | p99.9 µs | errors | non-2xx |"
+echo "|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo
 printf '%s\n' "${ratios[@]}"
