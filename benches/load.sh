@@ -110,8 +110,14 @@ compare() {
   rows+=("$(row "no-op, $name" "$n")" "$(row "portcullis, $name" "$r")"
          "$(row "no-op, $name, not saturated (5-15 ms pause per connection)" "$calm_noop")"
          "$(row "portcullis, $name, not saturated (5-15 ms pause per connection)" "$calm")")
+  # Each round's own ratio too: their spread is how far this host lets one run be trusted.
+  local each="" i
+  for i in "${!noop[@]}"; do
+    each+="${each:+, }$(awk -v r="$(field "${real[$i]}" rps)" -v n="$(field "${noop[$i]}" rps)" \
+      'BEGIN { printf "%.2f", r / n }')"
+  done
   ratios+=("$(awk -v r="$(field "$r" rps)" -v n="$(field "$n" rps)" -v name="$name" \
-    'BEGIN { printf "%s: portcullis/no-op %.2f", name, r / n }'), server CPU per request $(field "$r" cpu) µs (no-op $(field "$n" cpu) µs), p99 not saturated $(field "$calm" p99) µs (no-op $(field "$calm_noop" p99) µs)")
+    'BEGIN { printf "%s: portcullis/no-op %.2f", name, r / n }') (rounds: $each), server CPU per request $(field "$r" cpu) µs (no-op $(field "$n" cpu) µs), p99 not saturated $(field "$calm" p99) µs (no-op $(field "$calm_noop" p99) µs)")
 }
 compare "/validate mix" 18443 /validate "${validate_bodies[@]}"
 compare "/validate, every review denied" 18443 /validate "${denied_bodies[@]}"
