@@ -2,8 +2,9 @@
 # End-to-end load benchmark: the release server and a no-op server on the same stack (TLS,
 # HTTP/1.1 keep-alive, review decoding), driven by wrk at a fixed concurrency with realistic
 # captured reviews. Prints a markdown table; BENCHMARKS.md records a run.
-# Each comparison alternates the no-op and the real server for ROUNDS rounds and reports the
-# round with the median throughput, so drift on a shared machine hits both sides alike.
+# Each comparison alternates the no-op and the real server for ROUNDS rounds. The table shows
+# each side's round with the median throughput; the ratio line gives the median of the rounds'
+# own ratios, and each of them, so drift on a shared machine hits both sides alike.
 #   benches/load.sh [SECONDS] [CONNECTIONS] [ROUNDS]
 # POLICIES=DIR serves another policy directory (BENCHMARKS.md: the 12 pod-security
 # ValidatingPolicies of the Kyverno CEL suite in place of the native checks).
@@ -116,8 +117,12 @@ compare() {
     each+="${each:+, }$(awk -v r="$(field "${real[$i]}" rps)" -v n="$(field "${noop[$i]}" rps)" \
       'BEGIN { printf "%.2f", r / n }')"
   done
-  ratios+=("$(awk -v r="$(field "$r" rps)" -v n="$(field "$n" rps)" -v name="$name" \
-    'BEGIN { printf "%s: portcullis/no-op %.2f", name, r / n }') (rounds: $each), server CPU per request $(field "$r" cpu) µs (no-op $(field "$n" cpu) µs), p99 not saturated $(field "$calm" p99) µs (no-op $(field "$calm_noop" p99) µs)")
+  # The headline is the median of the rounds' own ratios: each pairs two runs made next to
+  # each other, so slow drift of the host cancels, where the table's median rows need not
+  # come from the same round.
+  local mid
+  mid=$(echo "$each" | tr ',' '\n' | sort -n | awk '{ l[NR] = $1 } END { print l[int((NR + 1) / 2)] }')
+  ratios+=("$name: portcullis/no-op $mid (rounds: $each), server CPU per request $(field "$r" cpu) µs (no-op $(field "$n" cpu) µs), p99 not saturated $(field "$calm" p99) µs (no-op $(field "$calm_noop" p99) µs)")
 }
 compare "/validate mix" 18443 /validate "${validate_bodies[@]}"
 compare "/validate, every review denied" 18443 /validate "${denied_bodies[@]}"
