@@ -115,7 +115,7 @@ compare() {
   local each="" i
   for i in "${!noop[@]}"; do
     each+="${each:+, }$(awk -v r="$(field "${real[$i]}" rps)" -v n="$(field "${noop[$i]}" rps)" \
-      'BEGIN { printf "%.2f", r / n }')"
+      'BEGIN { if (n > 0) printf "%.2f", r / n; else printf "n/a" }')"
   done
   # The headline is the median of the rounds' own ratios: each pairs two runs made next to
   # each other, so slow drift of the host cancels, where the table's median rows need not
