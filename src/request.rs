@@ -37,7 +37,7 @@ pub struct Request {
 
 /// What a CEL rule reads of a request beside the typed fields: the resource it names and the
 /// objects and user as JSON.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct RequestJson {
     pub group: String,
     pub version: String,
@@ -53,7 +53,7 @@ pub struct RequestJson {
 
 /// JSON text, parsed the first time it is read and then shared by every reader of the
 /// request.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct LazyJson {
     text: String,
     parsed: std::sync::OnceLock<serde_json::Value>,
