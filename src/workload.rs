@@ -2,6 +2,7 @@
 //! metadata the checks read and the pod spec they judge. The wire module builds these from an
 //! AdmissionReview; `check` builds them from manifests. Nothing here knows about JSON framing.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PodSpec;
@@ -180,16 +181,12 @@ pub fn decode_parts(
         _ => shapes::Spec::Controller(serde_json::from_str(spec)?),
     }
     .template();
-    let mut workload = assemble(meta, template);
-    if has_sourceless_volume(&workload) {
-        let spec: serde_json::Value = serde_json::from_str(spec)?;
-        // The pod spec's path inside the object's spec.
-        let path = pod_spec_field(kind)
-            .strip_prefix("spec")
-            .unwrap_or_default();
-        note_unknown_volume_sources(&spec, path, &mut workload);
-    }
-    Ok(workload)
+    // The pod spec's place inside the object's spec.
+    let pointer = pod_spec_pointer(kind);
+    let pointer = pointer.strip_prefix("/spec").unwrap_or_default();
+    with_unknown_volume_sources(assemble(meta, template), pointer, || {
+        serde_json::from_str(spec).map(Cow::Owned)
+    })
 }
 
 fn assemble(meta: shapes::Meta, template: Option<shapes::Template>) -> Workload {
@@ -264,21 +261,17 @@ pub fn decode_value(
     kind: WorkloadKind,
     object: &serde_json::Value,
 ) -> Result<Workload, serde_json::Error> {
-    let mut workload = decode(kind, object)?;
-    if has_sourceless_volume(&workload) {
-        note_unknown_volume_sources(object, pod_spec_field(kind), &mut workload);
-    }
-    Ok(workload)
+    with_unknown_volume_sources(decode(kind, object)?, &pod_spec_pointer(kind), || {
+        Ok(Cow::Borrowed(object))
+    })
 }
 
 /// Decodes an object from its JSON text (the raw `object` of a review).
 pub fn decode_json(kind: WorkloadKind, json: &str) -> Result<Workload, serde_json::Error> {
-    let mut workload = decode(kind, &mut serde_json::Deserializer::from_str(json))?;
-    if has_sourceless_volume(&workload) {
-        let object: serde_json::Value = serde_json::from_str(json)?;
-        note_unknown_volume_sources(&object, pod_spec_field(kind), &mut workload);
-    }
-    Ok(workload)
+    let workload = decode(kind, &mut serde_json::Deserializer::from_str(json))?;
+    with_unknown_volume_sources(workload, &pod_spec_pointer(kind), || {
+        serde_json::from_str(json).map(Cow::Owned)
+    })
 }
 
 /// The apiserver defaults a volume without a source to emptyDir before admission, so a
@@ -291,15 +284,27 @@ fn has_sourceless_volume(w: &Workload) -> bool {
         .any(|v| !has_known_source(v))
 }
 
-/// `path`: the dotted path of the pod spec inside `json` (empty: `json` is the pod spec).
-fn note_unknown_volume_sources(json: &serde_json::Value, path: &str, w: &mut Workload) {
-    let path = path.trim_start_matches('.');
-    let pointer = if path.is_empty() {
-        "/volumes".to_owned()
-    } else {
-        format!("/{}/volumes", path.replace('.', "/"))
-    };
-    let Some(volumes) = json.pointer(&pointer).and_then(|v| v.as_array()) else {
+/// The JSON pointer of a `kind` object's pod spec (`/spec/template/spec`).
+fn pod_spec_pointer(kind: WorkloadKind) -> String {
+    format!("/{}", pod_spec_field(kind).replace('.', "/"))
+}
+
+/// `w`, with the sources of its sourceless volumes named from the JSON (`json`, read only
+/// then) whose pod spec sits at `pointer` (empty: the JSON is the pod spec).
+fn with_unknown_volume_sources<'a>(
+    mut w: Workload,
+    pointer: &str,
+    json: impl FnOnce() -> Result<Cow<'a, serde_json::Value>, serde_json::Error>,
+) -> Result<Workload, serde_json::Error> {
+    if has_sourceless_volume(&w) {
+        note_unknown_volume_sources(&*json()?, pointer, &mut w);
+    }
+    Ok(w)
+}
+
+fn note_unknown_volume_sources(json: &serde_json::Value, pointer: &str, w: &mut Workload) {
+    let volumes = json.pointer(&format!("{pointer}/volumes"));
+    let Some(volumes) = volumes.and_then(|v| v.as_array()) else {
         return;
     };
     for volume in volumes.iter().filter_map(|v| v.as_object()) {

@@ -547,3 +547,35 @@ fn validation_without_cel_rules_leaves_an_unchanged_updates_object_undecoded() {
     let req = decode_with(&create, Reading::Checks).unwrap();
     assert!(matches!(req.object, Decoded::Workload(_)));
 }
+
+/// A volume source newer than k8s-openapi reaches the checks by name, however the object was
+/// read: from the envelope's parts (a Pod's spec, a controller's template), or whole for CEL.
+#[test]
+fn a_volume_source_this_build_does_not_know_is_named_by_every_reading() {
+    use portcullis::review::{Reading, decode_with};
+    let set = policy_set(
+        "apiVersion: portcullis.dev/v1alpha1\nkind: Policy\nmetadata: {name: p}\nspec:\n  checks:\n    pss-volume-types: {mode: enforce}\n",
+    );
+    let mut pod = violating_pod();
+    pod["spec"]["volumes"] = json!([{"name": "data", "futureDisk": {"size": 1}}]);
+    let mut template = pod.clone();
+    template.as_object_mut().unwrap().remove("kind");
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"selector": {}, "template": {"metadata": template["metadata"], "spec": template["spec"]}}
+    });
+    for object in [&pod, &deployment] {
+        let body = serde_json::to_vec(&review("CREATE", "team-a", Some(object), None)).unwrap();
+        for reading in [Reading::Checks, Reading::Full, Reading::Cel] {
+            let req = decode_with(&body, reading).unwrap();
+            let verdict =
+                portcullis::admission::validate(&set, &req, &portcullis::rollout::Context::now());
+            let texts = verdict.texts().join("\n");
+            assert!(
+                texts.contains("futureDisk (a type this portcullis build does not know)"),
+                "{} {reading:?}: {texts}",
+                object["kind"]
+            );
+        }
+    }
+}
