@@ -189,35 +189,38 @@ fn matches_resources(m: &MatchResources, req: &Request, t: &Target, ctx: &Contex
 
 fn rule_matches(r: &NamedRuleWithOperations, req: &Request, t: &Target) -> bool {
     let listed = |values: &Option<Vec<String>>, value: &str| {
-        values.iter().flatten().any(|v| v == "*" || v == value)
+        values.iter().flatten().any(|v| v == value || v == "*")
     };
-    let operation = operation_name(&req.operation);
-    let resource_matches = r.resources.iter().flatten().any(|pattern| {
-        let (res, sub) = pattern.split_once('/').unwrap_or((pattern, ""));
-        let res_ok = res == "*" || res == t.resource;
-        let sub_ok = match (sub, t.sub_resource) {
-            ("", "") => true,
-            ("", _) => false,
-            ("*", _) => true,
-            (s, actual) => s == actual,
-        };
-        res_ok && sub_ok
-    });
-    let scope_ok = match r.scope.as_deref() {
+    // The resource first: it is what tells most rules apart (pods from the controllers).
+    let resource_matches = || {
+        r.resources.iter().flatten().any(|pattern| {
+            let (res, sub) = pattern.split_once('/').unwrap_or((pattern, ""));
+            let res_ok = res == t.resource || res == "*";
+            let sub_ok = match (sub, t.sub_resource) {
+                ("", "") => true,
+                ("", _) => false,
+                ("*", _) => true,
+                (s, actual) => s == actual,
+            };
+            res_ok && sub_ok
+        })
+    };
+    let scope_ok = || match r.scope.as_deref() {
         Some("Namespaced") => !req.namespace.is_empty(),
         Some("Cluster") => req.namespace.is_empty(),
         _ => true,
     };
-    let names_ok = r
-        .resource_names
-        .as_ref()
-        .is_none_or(|names| names.is_empty() || names.contains(&req.name));
-    listed(&r.operations, operation)
+    let names_ok = || {
+        r.resource_names
+            .as_ref()
+            .is_none_or(|names| names.is_empty() || names.contains(&req.name))
+    };
+    resource_matches()
+        && listed(&r.operations, operation_name(&req.operation))
         && listed(&r.api_groups, t.group)
         && listed(&r.api_versions, t.version)
-        && resource_matches
-        && scope_ok
-        && names_ok
+        && scope_ok()
+        && names_ok()
 }
 
 /// The labels of the request's namespace: the object's own for a Namespace, else the watch's
