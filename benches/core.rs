@@ -163,7 +163,8 @@ pub fn pod_security_vpol() -> Vec<String> {
 #[divan::bench]
 fn evaluate_cel_disallow_latest_tag(bencher: Bencher) {
     let set = cel_set(&["best-practices-vpol/disallow-latest-tag/disallow-latest-tag.yaml"]);
-    let req = review::decode_with(&captured("create-pod.json"), review::Reading::Cel).unwrap();
+    let reading = review::Reading::Cel(set.object_reads());
+    let req = review::decode_with(&captured("create-pod.json"), reading).unwrap();
     bencher.bench(|| admission::validate(&set, black_box(&req), &Context::now()));
 }
 
@@ -175,8 +176,9 @@ fn validate_cel_pod_security(bencher: Bencher, file: &str) {
     let set = cel_set(&paths);
     assert_eq!(set.policies.len(), 12);
     let body = captured(file);
+    let reading = review::Reading::Cel(set.object_reads());
     bencher.bench(|| {
-        let req = review::decode_with(black_box(&body), review::Reading::Cel).unwrap();
+        let req = review::decode_with(black_box(&body), reading).unwrap();
         let verdict = admission::validate(&set, &req, &Context::now());
         review::encode_validation(&req, &verdict)
     });

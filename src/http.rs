@@ -175,7 +175,11 @@ async fn validate(
     let set = state.policies.current();
     let candidate = state.candidate.as_ref().map(|c| c.current());
     let reading = if set.has_cel() || candidate.as_ref().is_some_and(|c| c.has_cel()) {
-        review::Reading::Cel
+        let candidate_reads = candidate.as_ref().map(|c| c.object_reads());
+        review::Reading::Cel(
+            set.object_reads()
+                .union(candidate_reads.unwrap_or_default()),
+        )
     } else {
         review::Reading::Checks
     };

@@ -20,6 +20,7 @@ use kube::core::gvk::GroupVersionKind;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::cel::ObjectReads;
 use crate::json_string::{self, Escaped};
 use crate::request::{Decoded, LazyJson, Operation, Request, RequestJson};
 use crate::verdict::Verdict;
@@ -189,8 +190,8 @@ pub enum Reading {
     /// unchanged leaves the new object undecoded too, since validation skips it.
     Checks,
     /// For CEL rules too: as `Full`, with the objects kept as JSON for expressions, which
-    /// judge every UPDATE.
-    Cel,
+    /// judge every UPDATE; the new object without the parts no expression reads.
+    Cel(ObjectReads),
 }
 
 /// Reads a request body. Any error here means the body is not a v1 AdmissionReview at all;
@@ -201,8 +202,8 @@ pub fn decode(body: &[u8]) -> Result<Request, ReviewError> {
 
 /// `decode`, reading as much as `reading` needs.
 pub fn decode_with(body: &[u8], reading: Reading) -> Result<Request, ReviewError> {
-    if reading == Reading::Cel {
-        return decode_whole(body);
+    if let Reading::Cel(reads) = reading {
+        return decode_whole(body, reads);
     }
     let mut r: RequestIn<Parts> = request_in(body)?;
     let judged = WorkloadKind::from_group_kind(&r.kind.group, &r.kind.kind);
@@ -238,7 +239,7 @@ pub fn decode_with(body: &[u8], reading: Reading) -> Result<Request, ReviewError
 }
 
 /// For CEL rules: the objects read whole, the new one also as JSON for expressions.
-fn decode_whole(body: &[u8]) -> Result<Request, ReviewError> {
+fn decode_whole(body: &[u8], reads: ObjectReads) -> Result<Request, ReviewError> {
     let mut r: RequestIn<&RawValue> = request_in(body)?;
     let judged = WorkloadKind::from_group_kind(&r.kind.group, &r.kind.kind);
     let resource = r.resource.take().unwrap_or_default();
@@ -246,9 +247,7 @@ fn decode_whole(body: &[u8]) -> Result<Request, ReviewError> {
         group: resource.group,
         version: resource.version,
         resource: resource.resource,
-        object: r
-            .object
-            .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok()),
+        object: r.object.and_then(|raw| object_json(raw.get(), reads)),
         old_object: r.old_object.map(|raw| LazyJson::new(raw.get().to_owned())),
         user_info: r.user_info.take(),
     });
@@ -274,6 +273,71 @@ fn decode_whole(body: &[u8]) -> Result<Request, ReviewError> {
         _ => decoded(judged, r.object, read_whole),
     };
     Ok(request(r, judged, object, old_object, Some(json)))
+}
+
+/// An object as expressions read it, without `status` or `metadata.managedFields` unless
+/// `reads` says an expression may read them. Leaving them out is all this changes: an object
+/// that is not a JSON object, or whose metadata is not one, is read whole, as before.
+fn object_json(text: &str, reads: ObjectReads) -> Option<serde_json::Value> {
+    if reads != ObjectReads::ALL {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let leaving = Leaving { reads, top: true };
+        if let Ok(object) = serde::de::DeserializeSeed::deserialize(leaving, &mut de)
+            && de.end().is_ok()
+        {
+            return Some(serde_json::Value::Object(object));
+        }
+    }
+    serde_json::from_str(text).ok()
+}
+
+/// Reads a JSON object as serde_json reads it into a map, except what `reads` lets it leave
+/// out: at the top (`top`) `status`, and in `metadata` its `managedFields`. Anything but an
+/// object is an error, for the caller to read whole instead.
+#[derive(Clone, Copy)]
+struct Leaving {
+    reads: ObjectReads,
+    top: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Leaving {
+    type Value = serde_json::Map<String, serde_json::Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Leaving {
+    type Value = serde_json::Map<String, serde_json::Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let (left_out, metadata) = match (self.top, key.as_str()) {
+                (true, "status") => (!self.reads.status, false),
+                (true, "metadata") => (false, !self.reads.managed_fields),
+                (false, "managedFields") => (!self.reads.managed_fields, false),
+                _ => (false, false),
+            };
+            if left_out {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            let value = if metadata {
+                let leaving = Leaving { top: false, ..self };
+                serde_json::Value::Object(map.next_value_seed(leaving)?)
+            } else {
+                map.next_value()?
+            };
+            out.insert(key, value);
+        }
+        Ok(out)
+    }
 }
 
 /// The review's request, once the envelope says it is a v1 AdmissionReview with a uid.

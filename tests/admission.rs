@@ -502,6 +502,7 @@ fn an_unchanged_spec_is_told_from_its_text_and_a_reordered_one_by_decoding() {
 
 #[test]
 fn validation_without_cel_rules_leaves_an_unchanged_updates_object_undecoded() {
+    use portcullis::cel::ObjectReads;
     use portcullis::request::Decoded;
     use portcullis::review::{Reading, decode_with};
     use portcullis::verdict::{Skip, Verdict};
@@ -526,7 +527,11 @@ fn validation_without_cel_rules_leaves_an_unchanged_updates_object_undecoded() {
     );
     assert_eq!(judge(&req), Verdict::Skipped(Skip::SpecUnchanged));
     // Mutation and CEL rules read the new object whatever the old one was.
-    for reading in [Reading::Full, Reading::Cel] {
+    for reading in [
+        Reading::Full,
+        Reading::Cel(ObjectReads::ALL),
+        Reading::Cel(ObjectReads::default()),
+    ] {
         let req = decode_with(&update(&new), reading).unwrap();
         assert!(matches!(req.object, Decoded::Workload(_)), "{reading:?}");
         assert_eq!(req.old_object, Decoded::SameSpec, "{reading:?}");
@@ -552,6 +557,7 @@ fn validation_without_cel_rules_leaves_an_unchanged_updates_object_undecoded() {
 /// read: from the envelope's parts (a Pod's spec, a controller's template), or whole for CEL.
 #[test]
 fn a_volume_source_this_build_does_not_know_is_named_by_every_reading() {
+    use portcullis::cel::ObjectReads;
     use portcullis::review::{Reading, decode_with};
     let set = policy_set(
         "apiVersion: portcullis.dev/v1alpha1\nkind: Policy\nmetadata: {name: p}\nspec:\n  checks:\n    pss-volume-types: {mode: enforce}\n",
@@ -566,7 +572,12 @@ fn a_volume_source_this_build_does_not_know_is_named_by_every_reading() {
     });
     for object in [&pod, &deployment] {
         let body = serde_json::to_vec(&review("CREATE", "team-a", Some(object), None)).unwrap();
-        for reading in [Reading::Checks, Reading::Full, Reading::Cel] {
+        for reading in [
+            Reading::Checks,
+            Reading::Full,
+            Reading::Cel(ObjectReads::ALL),
+            Reading::Cel(ObjectReads::default()),
+        ] {
             let req = decode_with(&body, reading).unwrap();
             let verdict =
                 portcullis::admission::validate(&set, &req, &portcullis::rollout::Context::now());
@@ -577,5 +588,74 @@ fn a_volume_source_this_build_does_not_know_is_named_by_every_reading() {
                 object["kind"]
             );
         }
+    }
+}
+
+/// With CEL rules loaded, the object is kept as JSON without what no loaded expression reads:
+/// `status` and `metadata.managedFields`, most of a captured pod's JSON. Everything else is
+/// as serde_json reads it, the typed object is the same, and an object whose metadata is not
+/// a JSON object is read whole, as before.
+#[test]
+fn the_json_kept_for_cel_leaves_out_only_what_no_expression_reads() {
+    use portcullis::cel::ObjectReads;
+    use portcullis::request::Decoded;
+    use portcullis::review::{Reading, decode_with};
+    let body = std::fs::read(apiserver_fixtures().join("create-pod.json")).unwrap();
+    let sent =
+        read_json(&apiserver_fixtures().join("create-pod.json"))["request"]["object"].clone();
+    assert!(sent["metadata"]["managedFields"].is_array() && sent.get("status").is_some());
+    let object = |reads| {
+        let req = decode_with(&body, Reading::Cel(reads)).unwrap();
+        (req.json.unwrap().object.unwrap(), req.object)
+    };
+    let (whole, typed) = object(ObjectReads::ALL);
+    assert_eq!(whole, sent);
+    let mut without = sent.clone();
+    without.as_object_mut().unwrap().remove("status");
+    without["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("managedFields");
+    for (reads, expected) in [
+        (ObjectReads::default(), without.clone()),
+        (
+            ObjectReads {
+                status: true,
+                managed_fields: false,
+            },
+            {
+                let mut e = without.clone();
+                e["status"] = sent["status"].clone();
+                e
+            },
+        ),
+        (
+            ObjectReads {
+                status: false,
+                managed_fields: true,
+            },
+            {
+                let mut e = sent.clone();
+                e.as_object_mut().unwrap().remove("status");
+                e
+            },
+        ),
+    ] {
+        let (json, typed_here) = object(reads);
+        assert_eq!(json, expected, "{reads:?}");
+        assert_eq!(typed_here, typed, "{reads:?}");
+    }
+    // Metadata that is no object is kept as sent, and the typed decode says why it is unreadable.
+    let mut odd = read_json(&apiserver_fixtures().join("create-pod.json"));
+    odd["request"]["object"]["metadata"] = json!("not an object");
+    let body = serde_json::to_vec(&odd).unwrap();
+    for reads in [ObjectReads::ALL, ObjectReads::default()] {
+        let req = decode_with(&body, Reading::Cel(reads)).unwrap();
+        assert_eq!(
+            req.json.unwrap().object.unwrap(),
+            odd["request"]["object"],
+            "{reads:?}"
+        );
+        assert!(matches!(req.object, Decoded::Unreadable(_)), "{reads:?}");
     }
 }

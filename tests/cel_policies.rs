@@ -295,6 +295,52 @@ async fn a_warn_binding_gives_kubectl_warnings_and_a_deny_binding_denies() {
     assert_eq!(response["allowed"], true, "{response}");
 }
 
+/// A Kyverno ValidatingPolicy on pods, denying unless `expression` holds.
+fn pod_rule(name: &str, expression: &str) -> String {
+    format!(
+        "apiVersion: policies.kyverno.io/v1alpha1
+kind: ValidatingPolicy
+metadata: {{name: {name}}}
+spec:
+  validationActions: [Deny]
+  matchConstraints:
+    resourceRules:
+    - {{apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [pods]}}
+  validations:
+  - expression: \"{expression}\"
+"
+    )
+}
+
+/// The JSON kept for expressions leaves out a pod's status and managedFields only when no
+/// loaded expression can read them: a rule that reads them sees them as the apiserver sent
+/// them, beside rules that do not.
+#[tokio::test]
+async fn a_rule_that_reads_status_or_managed_fields_sees_them() {
+    let review = read_json(&apiserver_fixtures().join("create-pod.json"));
+    let managers = review["request"]["object"]["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(managers > 0);
+    let spec_only = pod_rule("spec-only", "object.spec.containers.size() > 0");
+    let reads = pod_rule(
+        "reads-them",
+        &format!(
+            "object.metadata.managedFields.size() == {managers} && has(object.status) && has(object.metadata.labels)"
+        ),
+    );
+    let response = validate_with(&[("a.yaml", &spec_only), ("b.yaml", &reads)], &review).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    // The rule is judged, and would deny without them.
+    let without = pod_rule(
+        "without-them",
+        "!has(object.metadata.managedFields) || !has(object.status)",
+    );
+    let response = validate_with(&[("a.yaml", &spec_only), ("b.yaml", &without)], &review).await;
+    assert_eq!(response["allowed"], false, "{response}");
+}
+
 #[tokio::test]
 async fn audit_annotations_are_recorded_in_the_response() {
     let annotated = require_team("Warn").replace(

@@ -10,9 +10,10 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
 
 pub use cel::Value;
+use cel::common::ast::{CallExpr, Expr, IdedExpr, LiteralValue, operators};
 use cel::common::types::{CelList, CelMap, CelNull, CelString};
 use cel::common::value::CowVal;
-use cel::{Context, Env, Program};
+use cel::{Context, Env};
 
 mod comprehensions;
 mod json;
@@ -21,7 +22,10 @@ mod kubernetes;
 /// A compiled expression and the text it came from.
 pub struct Expression {
     pub source: String,
-    program: Program,
+    /// The compiled program's expression, with field selections on variables rewritten
+    /// (see [`select_on_value`]).
+    expression: cel::parser::Expression,
+    object_reads: ObjectReads,
     /// Set when the expression reads neither `params` nor `variables`, so that its value is
     /// the same in every rule of a request that spells it: its text as a [`Memo`] knows it.
     memo_key: Option<Arc<str>>,
@@ -30,6 +34,38 @@ pub struct Expression {
 impl std::fmt::Debug for Expression {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("Expression").field(&self.source).finish()
+    }
+}
+
+impl Expression {
+    /// What of the request's `object` this expression may read beside the rest.
+    pub fn object_reads(&self) -> ObjectReads {
+        self.object_reads
+    }
+}
+
+/// The two parts of a request's object that can be left out of the JSON expressions read
+/// when no loaded expression reads them: `status`, and `metadata.managedFields`, which the
+/// apiserver adds to every object it sends and which is most of a Pod's JSON tree (BENCHMARKS.md,
+/// "Session 10"). Built but never read, it cost more than several rules together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObjectReads {
+    pub status: bool,
+    pub managed_fields: bool,
+}
+
+impl ObjectReads {
+    /// The whole object.
+    pub const ALL: Self = Self {
+        status: true,
+        managed_fields: true,
+    };
+
+    pub fn union(self, other: Self) -> Self {
+        Self {
+            status: self.status || other.status,
+            managed_fields: self.managed_fields || other.managed_fields,
+        }
     }
 }
 
@@ -212,15 +248,191 @@ pub fn compile(source: &str) -> Result<Expression, CompileError> {
         return Err(CompileError::Unsupported(unsupported.join("(), ")));
     }
     let request_only = !references.has_variable("params") && !references.has_variable("variables");
+    let mut object_reads = ObjectReads::default();
+    reads_of_object(program.expression(), &mut object_reads);
+    let mut expression = program.expression().clone();
+    select_on_value(&mut expression, &mut Vec::new());
     Ok(Expression {
         source: source.to_owned(),
-        program,
+        expression,
+        object_reads,
         memo_key: if request_only {
             spaced_once(source)
         } else {
             None
         },
     })
+}
+
+/// Adds to `reads` what `expr` may read of `object`. Every place that names `object` is either
+/// a chain of field selections and literal indexes on it (`object.metadata.labels`,
+/// `has(object.status)`, `object.?status`, `object['status']`), which says which fields it
+/// reaches, or any other use (iterated, compared, passed to a function, indexed by a computed
+/// key), which may read all of it. A comprehension variable called `object` is counted as
+/// the request's object: that can only count too much.
+fn reads_of_object(expr: &IdedExpr, reads: &mut ObjectReads) {
+    if let Some(path) = object_path(expr) {
+        let (first, second) = (path.first().copied(), path.get(1).copied());
+        reads.status |= first.is_none_or(|f| f == "status");
+        reads.managed_fields |= match first {
+            None => true,
+            Some("metadata") => second.is_none_or(|f| f == "managedFields"),
+            Some(_) => false,
+        };
+        return;
+    }
+    let mut visit = |e: &IdedExpr| reads_of_object(e, reads);
+    match &expr.expr {
+        Expr::Select(select) => visit(&select.operand),
+        Expr::Call(call) => {
+            call.target.iter().for_each(|t| visit(t));
+            call.args.iter().for_each(visit);
+        }
+        Expr::Comprehension(c) => {
+            for part in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
+                visit(part);
+            }
+        }
+        Expr::List(list) => list.elements.iter().for_each(visit),
+        Expr::Map(map) => {
+            for entry in &map.entries {
+                if let cel::common::ast::EntryExpr::MapEntry(e) = &entry.expr {
+                    visit(&e.key);
+                    visit(&e.value);
+                }
+            }
+        }
+        Expr::Struct(s) => {
+            for entry in &s.entries {
+                if let cel::common::ast::EntryExpr::StructField(f) = &entry.expr {
+                    visit(&f.value);
+                }
+            }
+        }
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
+}
+
+/// The fields `expr` reaches from `object`, outermost first, when it is `object` or a chain
+/// of field selections (presence tests included) and literal indexes on it.
+fn object_path(expr: &IdedExpr) -> Option<Vec<&str>> {
+    let mut path = Vec::new();
+    let mut expr = expr;
+    loop {
+        match &expr.expr {
+            Expr::Ident(name) if name == "object" => {
+                path.reverse();
+                return Some(path);
+            }
+            Expr::Select(select) => {
+                path.push(select.field.as_str());
+                expr = &select.operand;
+            }
+            Expr::Call(call)
+                if call.target.is_none()
+                    && call.args.len() == 2
+                    && [
+                        operators::INDEX,
+                        operators::OPT_INDEX,
+                        operators::OPT_SELECT,
+                    ]
+                    .contains(&call.func_name.as_str()) =>
+            {
+                let Expr::Literal(LiteralValue::String(key)) = &call.args[1].expr else {
+                    return None;
+                };
+                path.push(key.inner());
+                expr = &call.args[0];
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Rewrites every field selection on a variable (`object.spec`, `c.image` with `c` bound by a
+/// comprehension) to select on the variable's value: `(true ? object : object).spec`. The
+/// interpreter reads a chain of selections rooted at a name as a qualified name, which it
+/// joins and looks up prefix by prefix in every scope (a variable may be called `a.b`, a type
+/// `a.b.c`) before it selects a field. No admission variable or comprehension variable has a
+/// dot in its name, so that search always ends at the variable itself; the conditional is the
+/// cheapest expression the interpreter does not read as a name, and the selection keeps its
+/// own semantics and errors (optional chaining, `has()`, no such key). `bound` holds the
+/// comprehension variables in scope.
+fn select_on_value(expr: &mut IdedExpr, bound: &mut Vec<String>) {
+    match &mut expr.expr {
+        Expr::Select(select) => match &select.operand.expr {
+            Expr::Ident(name) if VARIABLES.contains(&name.as_str()) || bound.contains(name) => {
+                let ident = || IdedExpr {
+                    id: select.operand.id,
+                    expr: Expr::Ident(name.clone()),
+                };
+                let value = Expr::Call(CallExpr {
+                    func_name: operators::CONDITIONAL.to_owned(),
+                    target: None,
+                    args: vec![
+                        IdedExpr {
+                            id: select.operand.id,
+                            expr: Expr::Literal(LiteralValue::Boolean(true.into())),
+                        },
+                        ident(),
+                        ident(),
+                    ],
+                });
+                select.operand.expr = value;
+            }
+            _ => select_on_value(&mut select.operand, bound),
+        },
+        Expr::Call(call) => {
+            if let Some(target) = &mut call.target {
+                select_on_value(target, bound);
+            }
+            for arg in &mut call.args {
+                select_on_value(arg, bound);
+            }
+        }
+        Expr::Comprehension(c) => {
+            select_on_value(&mut c.iter_range, bound);
+            select_on_value(&mut c.accu_init, bound);
+            let depth = bound.len();
+            bound.extend(
+                [Some(&c.iter_var), c.iter_var2.as_ref(), Some(&c.accu_var)]
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+            for part in [&mut c.loop_cond, &mut c.loop_step, &mut c.result] {
+                select_on_value(part, bound);
+            }
+            bound.truncate(depth);
+        }
+        Expr::List(list) => {
+            for element in &mut list.elements {
+                select_on_value(element, bound);
+            }
+        }
+        Expr::Map(map) => {
+            for entry in &mut map.entries {
+                if let cel::common::ast::EntryExpr::MapEntry(e) = &mut entry.expr {
+                    select_on_value(&mut e.key, bound);
+                    select_on_value(&mut e.value, bound);
+                }
+            }
+        }
+        Expr::Struct(s) => {
+            for entry in &mut s.entries {
+                if let cel::common::ast::EntryExpr::StructField(f) = &mut entry.expr {
+                    select_on_value(&mut f.value, bound);
+                }
+            }
+        }
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
 }
 
 /// `source` with every run of white space outside its string literals made one space, so
@@ -459,15 +671,14 @@ impl<'p, 'v> Scope<'p, 'v> {
 
     pub fn evaluate(&self, expr: &Expression) -> Result<Value, String> {
         json::reset_budget();
-        let val = Value::resolve_val(expr.program.expression(), &self.scope)
-            .map_err(|e| e.to_string())?;
+        let val = Value::resolve_val(&expr.expression, &self.scope).map_err(|e| e.to_string())?;
         to_value(val.as_ref()).map_err(|e| e.to_string())
     }
 
     /// The value itself, kept as it is for a variable later expressions read.
     pub fn evaluate_val(&self, expr: &Expression) -> Result<Val<'v>, String> {
         json::reset_budget();
-        Value::resolve_val(expr.program.expression(), &self.scope)
+        Value::resolve_val(&expr.expression, &self.scope)
             .map(CowVal::into_owned)
             .map_err(|e| e.to_string())
     }
@@ -607,7 +818,109 @@ fn lenient_or<'b, 'v>(mut args: Args<'b, 'v>) -> Returned<'b, 'v> {
 
 #[cfg(test)]
 mod tests {
-    use super::spaced_once;
+    use super::{Activation, Bindings, ENGINE, compile, spaced_once, to_value};
+
+    /// Only `status` and `metadata.managedFields` can be left out, and only when no place that
+    /// names `object` can reach them.
+    #[test]
+    fn what_an_expression_reads_of_the_object() {
+        use super::ObjectReads;
+        let none = ObjectReads::default();
+        let status = ObjectReads {
+            status: true,
+            ..none
+        };
+        let managed = ObjectReads {
+            managed_fields: true,
+            ..none
+        };
+        let cases = [
+            ("object.spec.containers.all(c, c.image != '')", none),
+            (
+                "object.metadata.labels.app == 'web' && has(object.spec.nodeName)",
+                none,
+            ),
+            ("object.?metadata.?annotations['a'].orValue('') == ''", none),
+            (
+                "oldObject.status.phase == 'Running' && params.metadata.managedFields.size() > 0",
+                none,
+            ),
+            ("has(object.status)", status),
+            ("object.?status.?phase.orValue('') == ''", status),
+            ("object[?'status'].hasValue()", status),
+            ("object.metadata.managedFields.size() > 0", managed),
+            ("has(object.metadata.managedFields)", managed),
+            ("variables.m.name == '' && object.metadata != null", managed),
+            ("object.metadata['managedFields'] != null", managed),
+            ("object.metadata[request.name] != null", managed),
+            ("object == oldObject", ObjectReads::ALL),
+            ("'status' in object", ObjectReads::ALL),
+            ("object.all(k, k != 'status')", ObjectReads::ALL),
+            ("object[request.name] != null", ObjectReads::ALL),
+            ("[object][0].spec != null", ObjectReads::ALL),
+        ];
+        for (source, reads) in cases {
+            let compiled = compile(source).unwrap_or_else(|e| panic!("{source}: {e}"));
+            assert_eq!(compiled.object_reads(), reads, "{source}");
+        }
+    }
+
+    /// Selections on variables read the variable's value directly (`select_on_value`):
+    /// every result and every error is the one the interpreter gives the expression as it
+    /// was compiled, which looks the same names up as qualified names.
+    #[test]
+    fn selections_on_variables_mean_what_they_meant_as_qualified_names() {
+        let object = serde_json::json!({
+            "metadata": {"name": "web", "labels": {"app": "web"}},
+            "spec": {"containers": [
+                {"name": "a", "image": "nginx:latest", "securityContext": {"privileged": true}},
+                {"name": "b", "image": "busybox", "ports": [{"containerPort": 80}]}
+            ]}
+        });
+        let activation = Activation::new(Bindings {
+            object: Some(&object),
+            ..Bindings::default()
+        });
+        let expressions = [
+            "object.spec.containers[0].image",
+            "object.metadata.labels.app == 'web'",
+            "object.spec.nodeName",
+            "object.metadata.name.size",
+            "object.spec.containers.all(c, c.securityContext.privileged)",
+            "object.spec.containers.exists(c, c.?securityContext.?privileged.orValue(false))",
+            "object.spec.containers.map(c, c.image)",
+            "object.spec.containers.map(c, c.ports.map(p, p.containerPort))",
+            "object.spec.containers.all(c, has(c.ports) || c.name == 'a')",
+            "object.spec.containers.all(c, c.name.first)",
+            "has(object.spec) && !has(object.status) && has(object.metadata.labels.app)",
+            "has(oldObject.spec)",
+            "oldObject.spec",
+            "oldObject.?spec.orValue('none')",
+            "params.spec",
+            "request.uid",
+            "namespaceObject.metadata.name",
+            "variables.missing",
+            "object.?spec.containers[0].name",
+            "object.spec.containers[0].?securityContext.privileged",
+            "[1, 2].exists(x, x.y)",
+            "{'a': {'b': 1}}.a.b",
+            "object.spec.containers.exists(object, object.name == 'b')",
+        ];
+        let mut rewritten = 0;
+        for source in expressions {
+            let compiled = compile(source).unwrap_or_else(|e| panic!("{source}: {e}"));
+            let program = ENGINE.env.compile(source).expect("compiles");
+            let scope = activation.scope(None);
+            let as_compiled = cel::Value::resolve_val(program.expression(), &scope.scope)
+                .map_err(|e| e.to_string())
+                .and_then(|v| to_value(v.as_ref()).map_err(|e| e.to_string()));
+            rewritten += usize::from(compiled.expression != *program.expression());
+            assert_eq!(scope.evaluate(&compiled), as_compiled, "{source}");
+        }
+        // All but the three that select on no variable: on a literal, or after `.?`, which is
+        // a call.
+        assert_eq!(rewritten, expressions.len() - 3);
+    }
 
     fn key(source: &str) -> Option<String> {
         spaced_once(source).map(|k| k.to_string())

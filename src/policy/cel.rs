@@ -113,6 +113,22 @@ pub struct CelRule {
     pub params: Option<ParamBinding>,
 }
 
+impl CelRule {
+    /// Every expression of the rule, in no particular order.
+    pub fn expressions(&self) -> impl Iterator<Item = &Expression> {
+        self.match_conditions
+            .iter()
+            .chain(&self.variables)
+            .map(|n| &n.expression)
+            .chain(
+                self.validations
+                    .iter()
+                    .flat_map(|v| std::iter::once(&v.expression).chain(&v.message_expression)),
+            )
+            .chain(self.audit_annotations.iter().map(|a| &a.value))
+    }
+}
+
 /// Why a CEL policy cannot be loaded: the field, and what is wrong there.
 #[derive(Debug)]
 pub(crate) struct CelError {

@@ -58,6 +58,17 @@ impl PolicySet {
         self.policies.iter().any(|p| !p.cel.is_empty())
     }
 
+    /// What of a request's object the CEL rules may read beside the rest (`cel::ObjectReads`).
+    pub fn object_reads(&self) -> crate::cel::ObjectReads {
+        self.policies
+            .iter()
+            .flat_map(|p| &p.cel)
+            .flat_map(|rule| rule.expressions())
+            .fold(crate::cel::ObjectReads::default(), |reads, e| {
+                reads.union(e.object_reads())
+            })
+    }
+
     /// The param kinds the rules read through a `paramRef`, each once.
     pub fn param_kinds(&self) -> Vec<&params::ParamKey> {
         let mut kinds: Vec<&params::ParamKey> = self
