@@ -44,19 +44,26 @@ pub enum ReviewError {
     EmptyUid,
 }
 
-/// `O`: how the objects are read (`Parts`, or whole as `&RawValue` for CEL rules).
+/// `O` and `Old`: how the objects are read (`Parts`; for CEL rules the new one as a
+/// `CelObject` and the old one whole as `&RawValue`).
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
-struct Envelope<O> {
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "O: Deserialize<'de>, Old: Deserialize<'de>")
+)]
+struct Envelope<O, Old = O> {
     api_version: String,
     kind: String,
     #[serde(default)]
-    request: Option<RequestIn<O>>,
+    request: Option<RequestIn<O, Old>>,
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
-struct RequestIn<O> {
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "O: Deserialize<'de>, Old: Deserialize<'de>")
+)]
+struct RequestIn<O, Old = O> {
     uid: String,
     kind: GroupVersionKind,
     #[serde(default)]
@@ -73,7 +80,7 @@ struct RequestIn<O> {
     #[serde(default)]
     object: Option<O>,
     #[serde(default)]
-    old_object: Option<O>,
+    old_object: Option<Old>,
     #[serde(default)]
     dry_run: Option<bool>,
 }
@@ -238,26 +245,33 @@ pub fn decode_with(body: &[u8], reading: Reading) -> Result<Request, ReviewError
     Ok(request(r, judged, object, old_object, None))
 }
 
-/// For CEL rules: the objects read whole, the new one also as JSON for expressions.
+/// For CEL rules: the new object as JSON for expressions, the old one whole, to be read as
+/// JSON only if an expression does.
 fn decode_whole(body: &[u8], reads: ObjectReads) -> Result<Request, ReviewError> {
-    let mut r: RequestIn<&RawValue> = request_in(body)?;
+    // What is left out is decided while the envelope is read, so a type per choice.
+    match (reads.status, reads.managed_fields) {
+        (true, true) => decode_whole_as::<true, true>(body),
+        (true, false) => decode_whole_as::<true, false>(body),
+        (false, true) => decode_whole_as::<false, true>(body),
+        (false, false) => decode_whole_as::<false, false>(body),
+    }
+}
+
+fn decode_whole_as<const STATUS: bool, const MANAGED_FIELDS: bool>(
+    body: &[u8],
+) -> Result<Request, ReviewError> {
+    let mut r: RequestIn<CelObject<STATUS, MANAGED_FIELDS>, &RawValue> = request_in(body)?;
     let judged = WorkloadKind::from_group_kind(&r.kind.group, &r.kind.kind);
     let resource = r.resource.take().unwrap_or_default();
-    let json = Box::new(RequestJson {
-        group: resource.group,
-        version: resource.version,
-        resource: resource.resource,
-        object: r.object.and_then(|raw| object_json(raw.get(), reads)),
-        old_object: r.old_object.map(|raw| LazyJson::new(raw.get().to_owned())),
-        user_info: r.user_info.take(),
-    });
-    fn spec_of(raw: &RawValue) -> Option<&str> {
-        workload::object_spec_text(raw.get())
-    }
-    let unchanged = match (&r.operation, judged, r.object, r.old_object) {
-        (Operation::Update, Some(kind), Some(new), Some(old)) => spec_of(new)
-            .zip(spec_of(old))
-            .is_some_and(|(new, old)| workload::same_pod_spec_text(kind, new, old)),
+    let (object, new_spec) = match r.object.take() {
+        Some(CelObject { json, spec }) => (Some(json), spec),
+        None => (None, None),
+    };
+    let unchanged = match (&r.operation, judged, new_spec, r.old_object) {
+        (Operation::Update, Some(kind), Some(new), Some(old)) => {
+            workload::object_spec_text(old.get())
+                .is_some_and(|old| workload::same_pod_spec_text(kind, new.get(), old))
+        }
         _ => false,
     };
     let old_object = match r.operation {
@@ -265,84 +279,140 @@ fn decode_whole(body: &[u8], reads: ObjectReads) -> Result<Request, ReviewError>
         Operation::Update => decoded(judged, r.old_object, read_whole),
         _ => Decoded::Skipped,
     };
-    // With the object parsed for CEL, the typed object is read from that parse.
-    let object = match (judged, json.object.as_ref()) {
-        (Some(kind), Some(parsed)) => {
-            Decoded::from_result(kind, workload::decode_value(kind, parsed))
-        }
-        _ => decoded(judged, r.object, read_whole),
+    // The typed object is read from the JSON expressions read.
+    let typed = match (judged, &object) {
+        (None, None) => Decoded::Absent,
+        (None, Some(_)) => Decoded::Skipped,
+        (Some(_), None) => Decoded::Absent,
+        (Some(kind), Some(json)) => Decoded::from_result(kind, workload::decode_value(kind, json)),
     };
-    Ok(request(r, judged, object, old_object, Some(json)))
+    let json = Box::new(RequestJson {
+        group: resource.group,
+        version: resource.version,
+        resource: resource.resource,
+        object,
+        old_object: r.old_object.map(|raw| LazyJson::new(raw.get().to_owned())),
+        user_info: r.user_info.take(),
+    });
+    Ok(request(r, judged, typed, old_object, Some(json)))
 }
 
-/// An object as expressions read it, without `status` or `metadata.managedFields` unless
-/// `reads` says an expression may read them. Leaving them out is all this changes: an object
-/// that is not a JSON object, or whose metadata is not one, is read whole, as before.
-fn object_json(text: &str, reads: ObjectReads) -> Option<serde_json::Value> {
-    if reads != ObjectReads::ALL {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let leaving = Leaving { reads, top: true };
-        if let Ok(object) = serde::de::DeserializeSeed::deserialize(leaving, &mut de)
-            && de.end().is_ok()
-        {
-            return Some(serde_json::Value::Object(object));
-        }
+/// The new object as CEL rules read it, parsed in the envelope's one pass over the body: its
+/// JSON, without `status` (unless `STATUS`) and `metadata.managedFields` (unless
+/// `MANAGED_FIELDS`) when no loaded expression reads them (`cel::ObjectReads`), and its
+/// `spec`'s text, to compare an UPDATE's specs without another scan. `managedFields` is
+/// most of an object the apiserver sends, and cost more to build than several rules took.
+/// Leaving out is all this changes: anything else reads as serde_json reads it.
+struct CelObject<'a, const STATUS: bool, const MANAGED_FIELDS: bool> {
+    json: serde_json::Value,
+    /// None when there is none, or more than one.
+    spec: Option<&'a RawValue>,
+}
+
+impl<'de, const STATUS: bool, const MANAGED_FIELDS: bool> Deserialize<'de>
+    for CelObject<'de, STATUS, MANAGED_FIELDS>
+{
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        serde::de::DeserializeSeed::deserialize(Tree::<true, STATUS, MANAGED_FIELDS>, de)
     }
-    serde_json::from_str(text).ok()
 }
 
-/// Reads a JSON object as serde_json reads it into a map, except what `reads` lets it leave
-/// out: at the top (`top`) `status`, and in `metadata` its `managedFields`. Anything but an
-/// object is an error, for the caller to read whole instead.
-#[derive(Clone, Copy)]
-struct Leaving {
-    reads: ObjectReads,
-    top: bool,
-}
+/// Builds what `CelObject` holds (`TOP`) or its metadata, as serde_json builds a `Value`
+/// but for the keys left out.
+struct Tree<const TOP: bool, const STATUS: bool, const MANAGED_FIELDS: bool>;
 
-impl<'de> serde::de::DeserializeSeed<'de> for Leaving {
-    type Value = serde_json::Map<String, serde_json::Value>;
+impl<'de, const TOP: bool, const STATUS: bool, const MANAGED_FIELDS: bool>
+    serde::de::DeserializeSeed<'de> for Tree<TOP, STATUS, MANAGED_FIELDS>
+{
+    type Value = CelObject<'de, STATUS, MANAGED_FIELDS>;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        de.deserialize_map(self)
+        de.deserialize_any(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Leaving {
-    type Value = serde_json::Map<String, serde_json::Value>;
+impl<'de, const TOP: bool, const STATUS: bool, const MANAGED_FIELDS: bool> serde::de::Visitor<'de>
+    for Tree<TOP, STATUS, MANAGED_FIELDS>
+{
+    type Value = CelObject<'de, STATUS, MANAGED_FIELDS>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON object")
+        f.write_str("any JSON value")
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = serde_json::Map::new();
+        let mut spec = None;
+        let mut specs = 0;
         while let Some(key) = map.next_key::<String>()? {
-            let (left_out, metadata) = match (self.top, key.as_str()) {
-                (true, "status") => (!self.reads.status, false),
-                (true, "metadata") => (false, !self.reads.managed_fields),
-                (false, "managedFields") => (!self.reads.managed_fields, false),
-                _ => (false, false),
+            let value = match (TOP, key.as_str()) {
+                (true, "status") if !STATUS => None,
+                (false, "managedFields") if !MANAGED_FIELDS => None,
+                (true, "metadata") if !MANAGED_FIELDS => Some(
+                    map.next_value_seed(Tree::<false, STATUS, MANAGED_FIELDS>)?
+                        .json,
+                ),
+                (true, "spec") => {
+                    let raw: &RawValue = map.next_value()?;
+                    specs += 1;
+                    spec = Some(raw);
+                    Some(serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?)
+                }
+                _ => Some(map.next_value()?),
             };
-            if left_out {
-                map.next_value::<serde::de::IgnoredAny>()?;
-                continue;
-            }
-            let value = if metadata {
-                let leaving = Leaving { top: false, ..self };
-                serde_json::Value::Object(map.next_value_seed(leaving)?)
-            } else {
-                map.next_value()?
+            match value {
+                Some(value) => out.insert(key, value),
+                None => map.next_value::<serde::de::IgnoredAny>().map(|_| None)?,
             };
-            out.insert(key, value);
         }
-        Ok(out)
+        Ok(CelObject {
+            json: serde_json::Value::Object(out),
+            spec: spec.filter(|_| specs == 1),
+        })
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        let json = Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(Self::Value::other(json))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Self::Value::other(v.into()))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Self::Value::other(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Self::Value::other(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Self::Value::other(v.into()))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Self::Value::other(v.into()))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Self::Value::other(serde_json::Value::Null))
+    }
+}
+
+impl<const STATUS: bool, const MANAGED_FIELDS: bool> CelObject<'_, STATUS, MANAGED_FIELDS> {
+    /// A value that is no JSON object: kept as it is, to be found unreadable.
+    fn other(json: serde_json::Value) -> Self {
+        Self { json, spec: None }
     }
 }
 
 /// The review's request, once the envelope says it is a v1 AdmissionReview with a uid.
-fn request_in<'a, O: Deserialize<'a>>(body: &'a [u8]) -> Result<RequestIn<O>, ReviewError> {
-    let envelope: Envelope<O> =
+fn request_in<'a, O: Deserialize<'a>, Old: Deserialize<'a>>(
+    body: &'a [u8],
+) -> Result<RequestIn<O, Old>, ReviewError> {
+    let envelope: Envelope<O, Old> =
         serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
     if envelope.api_version != API_VERSION {
         return Err(ReviewError::ApiVersion(envelope.api_version));
@@ -357,8 +427,8 @@ fn request_in<'a, O: Deserialize<'a>>(body: &'a [u8]) -> Result<RequestIn<O>, Re
     Ok(r)
 }
 
-fn request<O>(
-    r: RequestIn<O>,
+fn request<O, Old>(
+    r: RequestIn<O, Old>,
     judged: Option<WorkloadKind>,
     object: Decoded,
     old_object: Decoded,
