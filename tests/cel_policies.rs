@@ -137,6 +137,24 @@ fn broken_cel_policies_are_refused_naming_file_field_and_expression() {
 /// A Kyverno ValidatingPolicy on pods whose `named` variable reads its own `prefix`, and
 /// whose validation holds only if `named` was computed from this policy's `prefix`.
 fn prefixed(name: &str, prefix: &str) -> String {
+    pod_policy(
+        name,
+        &format!(
+            "  variables:
+  - {{name: prefix, expression: \"'{prefix}'\"}}
+  - {{name: named, expression: \"variables.prefix + object.metadata.name\"}}
+  - {{name: count, expression: \"size(object.spec.containers)\"}}
+  validations:
+  - expression: \"variables.named == '{prefix}' + object.metadata.name && variables.count == size(object.spec.containers)\"
+    message: {name} saw another policy's variables
+"
+        ),
+    )
+}
+
+/// A Kyverno ValidatingPolicy in Deny mode on pod CREATEs, with `rest` (its variables and
+/// validations) after its match constraints.
+fn pod_policy(name: &str, rest: &str) -> String {
     format!(
         "apiVersion: policies.kyverno.io/v1alpha1
 kind: ValidatingPolicy
@@ -146,14 +164,7 @@ spec:
   matchConstraints:
     resourceRules:
     - {{apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [pods]}}
-  variables:
-  - {{name: prefix, expression: \"'{prefix}'\"}}
-  - {{name: named, expression: \"variables.prefix + object.metadata.name\"}}
-  - {{name: count, expression: \"size(object.spec.containers)\"}}
-  validations:
-  - expression: \"variables.named == '{prefix}' + object.metadata.name && variables.count == size(object.spec.containers)\"
-    message: {name} saw another policy's variables
-"
+{rest}"
     )
 }
 
@@ -297,18 +308,9 @@ async fn a_warn_binding_gives_kubectl_warnings_and_a_deny_binding_denies() {
 
 /// A Kyverno ValidatingPolicy on pods, denying unless `expression` holds.
 fn pod_rule(name: &str, expression: &str) -> String {
-    format!(
-        "apiVersion: policies.kyverno.io/v1alpha1
-kind: ValidatingPolicy
-metadata: {{name: {name}}}
-spec:
-  validationActions: [Deny]
-  matchConstraints:
-    resourceRules:
-    - {{apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [pods]}}
-  validations:
-  - expression: \"{expression}\"
-"
+    pod_policy(
+        name,
+        &format!("  validations:\n  - expression: \"{expression}\"\n"),
     )
 }
 
