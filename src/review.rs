@@ -44,26 +44,19 @@ pub enum ReviewError {
     EmptyUid,
 }
 
-/// `O` and `Old`: how the objects are read (`Parts`; for CEL rules the new one as a
-/// `CelObject` and the old one whole as `&RawValue`).
+/// `O`: how the objects are read (`Parts`, or whole as `&RawValue` for CEL rules).
 #[derive(Deserialize)]
-#[serde(
-    rename_all = "camelCase",
-    bound(deserialize = "O: Deserialize<'de>, Old: Deserialize<'de>")
-)]
-struct Envelope<O, Old = O> {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+struct Envelope<O> {
     api_version: String,
     kind: String,
     #[serde(default)]
-    request: Option<RequestIn<O, Old>>,
+    request: Option<RequestIn<O>>,
 }
 
 #[derive(Deserialize)]
-#[serde(
-    rename_all = "camelCase",
-    bound(deserialize = "O: Deserialize<'de>, Old: Deserialize<'de>")
-)]
-struct RequestIn<O, Old = O> {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+struct RequestIn<O> {
     uid: String,
     kind: GroupVersionKind,
     #[serde(default)]
@@ -80,7 +73,7 @@ struct RequestIn<O, Old = O> {
     #[serde(default)]
     object: Option<O>,
     #[serde(default)]
-    old_object: Option<Old>,
+    old_object: Option<O>,
     #[serde(default)]
     dry_run: Option<bool>,
 }
@@ -260,17 +253,29 @@ fn decode_whole(body: &[u8], reads: ObjectReads) -> Result<Request, ReviewError>
 fn decode_whole_as<const STATUS: bool, const MANAGED_FIELDS: bool>(
     body: &[u8],
 ) -> Result<Request, ReviewError> {
-    let mut r: RequestIn<CelObject<STATUS, MANAGED_FIELDS>, &RawValue> = request_in(body)?;
+    let mut r: RequestIn<&RawValue> = request_in(body)?;
     let judged = WorkloadKind::from_group_kind(&r.kind.group, &r.kind.kind);
     let resource = r.resource.take().unwrap_or_default();
-    let (object, new_spec) = match r.object.take() {
-        Some(CelObject { json, spec }) => (Some(json), spec),
-        None => (None, None),
+    // An object serde_json cannot build (nested beyond its limit) is null to expressions and
+    // read typed from its text, which skips what it does not read.
+    let parsed = r.object.and_then(|raw| {
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        let tree = Tree::<true, STATUS, MANAGED_FIELDS>;
+        let object = serde::de::DeserializeSeed::deserialize(tree, &mut de).ok()?;
+        de.end().ok().map(|()| object)
+    });
+    let (object, new_spec) = match parsed {
+        Some(CelObject { json, spec }) => (Some(json), spec.map(RawValue::get)),
+        None => (
+            None,
+            r.object
+                .and_then(|raw| workload::object_spec_text(raw.get())),
+        ),
     };
     let unchanged = match (&r.operation, judged, new_spec, r.old_object) {
         (Operation::Update, Some(kind), Some(new), Some(old)) => {
             workload::object_spec_text(old.get())
-                .is_some_and(|old| workload::same_pod_spec_text(kind, new.get(), old))
+                .is_some_and(|old| workload::same_pod_spec_text(kind, new, old))
         }
         _ => false,
     };
@@ -279,12 +284,10 @@ fn decode_whole_as<const STATUS: bool, const MANAGED_FIELDS: bool>(
         Operation::Update => decoded(judged, r.old_object, read_whole),
         _ => Decoded::Skipped,
     };
-    // The typed object is read from the JSON expressions read.
+    // The typed object is read from the JSON expressions read, when there is one.
     let typed = match (judged, &object) {
-        (None, None) => Decoded::Absent,
-        (None, Some(_)) => Decoded::Skipped,
-        (Some(_), None) => Decoded::Absent,
         (Some(kind), Some(json)) => Decoded::from_result(kind, workload::decode_value(kind, json)),
+        _ => decoded(judged, r.object, read_whole),
     };
     let json = Box::new(RequestJson {
         group: resource.group,
@@ -297,24 +300,16 @@ fn decode_whole_as<const STATUS: bool, const MANAGED_FIELDS: bool>(
     Ok(request(r, judged, typed, old_object, Some(json)))
 }
 
-/// The new object as CEL rules read it, parsed in the envelope's one pass over the body: its
-/// JSON, without `status` (unless `STATUS`) and `metadata.managedFields` (unless
-/// `MANAGED_FIELDS`) when no loaded expression reads them (`cel::ObjectReads`), and its
-/// `spec`'s text, to compare an UPDATE's specs without another scan. `managedFields` is
+/// The new object as CEL rules read it: its JSON, without `status` (unless `STATUS`) and
+/// `metadata.managedFields` (unless `MANAGED_FIELDS`) when no loaded expression reads them
+/// (`cel::ObjectReads`), and its `spec`'s text, captured in the same pass to compare an
+/// UPDATE's specs without another scan. `managedFields` is
 /// most of an object the apiserver sends, and cost more to build than several rules took.
 /// Leaving out is all this changes: anything else reads as serde_json reads it.
 struct CelObject<'a, const STATUS: bool, const MANAGED_FIELDS: bool> {
     json: serde_json::Value,
     /// None when there is none, or more than one.
     spec: Option<&'a RawValue>,
-}
-
-impl<'de, const STATUS: bool, const MANAGED_FIELDS: bool> Deserialize<'de>
-    for CelObject<'de, STATUS, MANAGED_FIELDS>
-{
-    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        serde::de::DeserializeSeed::deserialize(Tree::<true, STATUS, MANAGED_FIELDS>, de)
-    }
 }
 
 /// Builds what `CelObject` holds (`TOP`) or its metadata, as serde_json builds a `Value`
@@ -409,10 +404,8 @@ impl<const STATUS: bool, const MANAGED_FIELDS: bool> CelObject<'_, STATUS, MANAG
 }
 
 /// The review's request, once the envelope says it is a v1 AdmissionReview with a uid.
-fn request_in<'a, O: Deserialize<'a>, Old: Deserialize<'a>>(
-    body: &'a [u8],
-) -> Result<RequestIn<O, Old>, ReviewError> {
-    let envelope: Envelope<O, Old> =
+fn request_in<'a, O: Deserialize<'a>>(body: &'a [u8]) -> Result<RequestIn<O>, ReviewError> {
+    let envelope: Envelope<O> =
         serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
     if envelope.api_version != API_VERSION {
         return Err(ReviewError::ApiVersion(envelope.api_version));
@@ -427,8 +420,8 @@ fn request_in<'a, O: Deserialize<'a>, Old: Deserialize<'a>>(
     Ok(r)
 }
 
-fn request<O, Old>(
-    r: RequestIn<O, Old>,
+fn request<O>(
+    r: RequestIn<O>,
     judged: Option<WorkloadKind>,
     object: Decoded,
     old_object: Decoded,
