@@ -241,41 +241,30 @@ pub fn decode_with(body: &[u8], reading: Reading) -> Result<Request, ReviewError
 /// For CEL rules: the new object as JSON for expressions, the old one whole, to be read as
 /// JSON only if an expression does.
 fn decode_whole(body: &[u8], reads: ObjectReads) -> Result<Request, ReviewError> {
-    // What is left out is decided while the envelope is read, so a type per choice.
-    match (reads.status, reads.managed_fields) {
-        (true, true) => decode_whole_as::<true, true>(body),
-        (true, false) => decode_whole_as::<true, false>(body),
-        (false, true) => decode_whole_as::<false, true>(body),
-        (false, false) => decode_whole_as::<false, false>(body),
-    }
-}
-
-fn decode_whole_as<const STATUS: bool, const MANAGED_FIELDS: bool>(
-    body: &[u8],
-) -> Result<Request, ReviewError> {
     let mut r: RequestIn<&RawValue> = request_in(body)?;
     let judged = WorkloadKind::from_group_kind(&r.kind.group, &r.kind.kind);
     let resource = r.resource.take().unwrap_or_default();
+    let update = r.operation == Operation::Update;
     // An object serde_json cannot build (nested beyond its limit) is null to expressions and
     // read typed from its text, which skips what it does not read.
     let parsed = r.object.and_then(|raw| {
         let mut de = serde_json::Deserializer::from_str(raw.get());
-        let tree = Tree::<true, STATUS, MANAGED_FIELDS>;
+        let tree = Tree {
+            reads,
+            top: true,
+            spec_text: update,
+        };
         let object = serde::de::DeserializeSeed::deserialize(tree, &mut de).ok()?;
         de.end().ok().map(|()| object)
     });
-    let (object, new_spec) = match parsed {
-        Some(CelObject { json, spec }) => (Some(json), spec.map(RawValue::get)),
-        None => (
-            None,
-            r.object
-                .and_then(|raw| workload::object_spec_text(raw.get())),
-        ),
-    };
-    let unchanged = match (&r.operation, judged, new_spec, r.old_object) {
-        (Operation::Update, Some(kind), Some(new), Some(old)) => {
-            workload::object_spec_text(old.get())
-                .is_some_and(|old| workload::same_pod_spec_text(kind, new, old))
+    let unchanged = match (judged, r.object, r.old_object) {
+        (Some(kind), Some(new), Some(old)) if update => {
+            let new = match &parsed {
+                Some(object) => object.spec.map(RawValue::get),
+                None => workload::object_spec_text(new.get()),
+            };
+            new.zip(workload::object_spec_text(old.get()))
+                .is_some_and(|(new, old)| workload::same_pod_spec_text(kind, new, old))
         }
         _ => false,
     };
@@ -284,6 +273,7 @@ fn decode_whole_as<const STATUS: bool, const MANAGED_FIELDS: bool>(
         Operation::Update => decoded(judged, r.old_object, read_whole),
         _ => Decoded::Skipped,
     };
+    let object = parsed.map(|o| o.json);
     // The typed object is read from the JSON expressions read, when there is one.
     let typed = match (judged, &object) {
         (Some(kind), Some(json)) => Decoded::from_result(kind, workload::decode_value(kind, json)),
@@ -300,54 +290,66 @@ fn decode_whole_as<const STATUS: bool, const MANAGED_FIELDS: bool>(
     Ok(request(r, judged, typed, old_object, Some(json)))
 }
 
-/// The new object as CEL rules read it: its JSON, without `status` (unless `STATUS`) and
-/// `metadata.managedFields` (unless `MANAGED_FIELDS`) when no loaded expression reads them
-/// (`cel::ObjectReads`), and its `spec`'s text, captured in the same pass to compare an
-/// UPDATE's specs without another scan. `managedFields` is
-/// most of an object the apiserver sends, and cost more to build than several rules took.
-/// Leaving out is all this changes: anything else reads as serde_json reads it.
-struct CelObject<'a, const STATUS: bool, const MANAGED_FIELDS: bool> {
+/// The new object as CEL rules read it: its JSON, without `status` and
+/// `metadata.managedFields` when no loaded expression reads them (`cel::ObjectReads`;
+/// `managedFields` is most of an object the apiserver sends, and cost more to build than
+/// several rules took), and for an UPDATE its `spec`'s text, captured in the same pass to
+/// compare the two specs without another scan. Leaving out is all this changes: anything else
+/// reads as serde_json reads it.
+struct CelObject<'a> {
     json: serde_json::Value,
-    /// None when there is none, or more than one.
+    /// None when not asked for, when there is none, or when there is more than one.
     spec: Option<&'a RawValue>,
 }
 
-/// Builds what `CelObject` holds (`TOP`) or its metadata, as serde_json builds a `Value`
-/// but for the keys left out.
-struct Tree<const TOP: bool, const STATUS: bool, const MANAGED_FIELDS: bool>;
+impl CelObject<'_> {
+    /// A value that is no JSON object: kept as it is, to be found unreadable.
+    fn other(json: serde_json::Value) -> Self {
+        Self { json, spec: None }
+    }
+}
 
-impl<'de, const TOP: bool, const STATUS: bool, const MANAGED_FIELDS: bool>
-    serde::de::DeserializeSeed<'de> for Tree<TOP, STATUS, MANAGED_FIELDS>
-{
-    type Value = CelObject<'de, STATUS, MANAGED_FIELDS>;
+/// Builds a `CelObject` (`top`) or its metadata, as serde_json builds a `Value` but for the
+/// keys `reads` lets it leave out; `spec_text` captures the spec's text too.
+#[derive(Clone, Copy)]
+struct Tree {
+    reads: ObjectReads,
+    top: bool,
+    spec_text: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Tree {
+    type Value = CelObject<'de>;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
         de.deserialize_any(self)
     }
 }
 
-impl<'de, const TOP: bool, const STATUS: bool, const MANAGED_FIELDS: bool> serde::de::Visitor<'de>
-    for Tree<TOP, STATUS, MANAGED_FIELDS>
-{
-    type Value = CelObject<'de, STATUS, MANAGED_FIELDS>;
+impl<'de> serde::de::Visitor<'de> for Tree {
+    type Value = CelObject<'de>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("any JSON value")
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let ObjectReads {
+            status,
+            managed_fields,
+        } = self.reads;
         let mut out = serde_json::Map::new();
         let mut spec = None;
         let mut specs = 0;
         while let Some(key) = map.next_key::<String>()? {
-            let value = match (TOP, key.as_str()) {
-                (true, "status") if !STATUS => None,
-                (false, "managedFields") if !MANAGED_FIELDS => None,
-                (true, "metadata") if !MANAGED_FIELDS => Some(
-                    map.next_value_seed(Tree::<false, STATUS, MANAGED_FIELDS>)?
-                        .json,
-                ),
-                (true, "spec") => {
+            let value = match (self.top, key.as_str()) {
+                (true, "status") if !status => None,
+                (false, "managedFields") if !managed_fields => None,
+                (true, "metadata") if !managed_fields => {
+                    let metadata = Tree { top: false, ..self };
+                    Some(map.next_value_seed(metadata)?.json)
+                }
+                (true, "spec") if self.spec_text => {
                     let raw: &RawValue = map.next_value()?;
                     specs += 1;
                     spec = Some(raw);
@@ -368,38 +370,31 @@ impl<'de, const TOP: bool, const STATUS: bool, const MANAGED_FIELDS: bool> serde
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
         let json = Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
-        Ok(Self::Value::other(json))
+        Ok(CelObject::other(json))
     }
 
     fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Self::Value::other(v.into()))
+        Ok(CelObject::other(v.into()))
     }
 
     fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Self::Value::other(v.into()))
+        Ok(CelObject::other(v.into()))
     }
 
     fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Self::Value::other(v.into()))
+        Ok(CelObject::other(v.into()))
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Self::Value::other(v.into()))
+        Ok(CelObject::other(v.into()))
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Self::Value::other(v.into()))
+        Ok(CelObject::other(v.into()))
     }
 
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Self::Value::other(serde_json::Value::Null))
-    }
-}
-
-impl<const STATUS: bool, const MANAGED_FIELDS: bool> CelObject<'_, STATUS, MANAGED_FIELDS> {
-    /// A value that is no JSON object: kept as it is, to be found unreadable.
-    fn other(json: serde_json::Value) -> Self {
-        Self { json, spec: None }
+        Ok(CelObject::other(serde_json::Value::Null))
     }
 }
 
