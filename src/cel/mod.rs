@@ -249,9 +249,8 @@ pub fn compile(source: &str) -> Result<Expression, CompileError> {
     }
     let request_only = !references.has_variable("params") && !references.has_variable("variables");
     let mut object_reads = ObjectReads::default();
-    reads_of_object(program.expression(), &mut object_reads);
     let mut expression = program.expression().clone();
-    select_on_value(&mut expression, &mut Vec::new());
+    prepare(&mut expression, &mut Vec::new(), &mut object_reads, false);
     Ok(Expression {
         source: source.to_owned(),
         expression,
@@ -264,54 +263,101 @@ pub fn compile(source: &str) -> Result<Expression, CompileError> {
     })
 }
 
-/// Adds to `reads` what `expr` may read of `object`. Every place that names `object` is either
-/// a chain of field selections and literal indexes on it (`object.metadata.labels`,
-/// `has(object.status)`, `object.?status`, `object['status']`), which says which fields it
-/// reaches, or any other use (iterated, compared, passed to a function, indexed by a computed
-/// key), which may read all of it. A comprehension variable called `object` is counted as
-/// the request's object: that can only count too much.
-fn reads_of_object(expr: &IdedExpr, reads: &mut ObjectReads) {
-    if let Some(path) = object_path(expr) {
-        let (first, second) = (path.first().copied(), path.get(1).copied());
-        reads.status |= first.is_none_or(|f| f == "status");
-        reads.managed_fields |= match first {
-            None => true,
-            Some("metadata") => second.is_none_or(|f| f == "managedFields"),
-            Some(_) => false,
-        };
-        return;
-    }
-    let mut visit = |e: &IdedExpr| reads_of_object(e, reads);
-    match &expr.expr {
-        Expr::Select(select) => visit(&select.operand),
-        Expr::Call(call) => {
-            call.target.iter().for_each(|t| visit(t));
-            call.args.iter().for_each(visit);
+/// Prepares a compiled expression for evaluation, in one walk over it:
+///
+/// - It adds to `reads` what the expression may read of `object`. Every place that names
+///   `object` is either a chain of field selections and literal indexes on it
+///   (`object.metadata.labels`, `has(object.status)`, `object.?status`, `object['status']`),
+///   which says which fields it reaches, or any other use (iterated, compared, passed to a
+///   function, indexed by a computed key), which may read all of it. Only a whole chain counts
+///   (`in_chain`: `expr` is part of a longer one). A comprehension variable called `object`
+///   is counted as the request's object: that can only count too much.
+/// - It rewrites every field selection on a variable (`object.spec`, `c.image` with `c` bound
+///   by a comprehension; `bound` holds those in scope) to select on the variable's value:
+///   `(true ? object : object).spec`. The interpreter reads a chain of selections rooted at a
+///   name as a qualified name, which it joins and looks up prefix by prefix in every scope (a
+///   variable may be called `a.b`, a type `a.b.c`) before it selects a field. No admission
+///   variable or comprehension variable has a dot in its name, so that search always ends at
+///   the variable itself; the conditional is the cheapest expression the interpreter does not
+///   read as a name, and the selection keeps its own semantics and errors (optional chaining,
+///   `has()`, no such key).
+fn prepare(expr: &mut IdedExpr, bound: &mut Vec<String>, reads: &mut ObjectReads, in_chain: bool) {
+    let chain = object_path(expr).map(|path| {
+        if !in_chain {
+            let (first, second) = (path.first().copied(), path.get(1).copied());
+            reads.status |= first.is_none_or(|f| f == "status");
+            reads.managed_fields |= match first {
+                None => true,
+                Some("metadata") => second.is_none_or(|f| f == "managedFields"),
+                Some(_) => false,
+            };
         }
-        Expr::Comprehension(c) => {
-            for part in [
-                &c.iter_range,
-                &c.accu_init,
-                &c.loop_cond,
-                &c.loop_step,
-                &c.result,
-            ] {
-                visit(part);
+    });
+    let in_chain = chain.is_some();
+    let mut visit = |e: &mut IdedExpr, bound: &mut Vec<String>| prepare(e, bound, reads, in_chain);
+    match &mut expr.expr {
+        Expr::Select(select) => match &select.operand.expr {
+            Expr::Ident(name) if VARIABLES.contains(&name.as_str()) || bound.contains(name) => {
+                let ident = || IdedExpr {
+                    id: select.operand.id,
+                    expr: Expr::Ident(name.clone()),
+                };
+                let value = Expr::Call(CallExpr {
+                    func_name: operators::CONDITIONAL.to_owned(),
+                    target: None,
+                    args: vec![
+                        IdedExpr {
+                            id: select.operand.id,
+                            expr: Expr::Literal(LiteralValue::Boolean(true.into())),
+                        },
+                        ident(),
+                        ident(),
+                    ],
+                });
+                select.operand.expr = value;
+            }
+            _ => visit(&mut select.operand, bound),
+        },
+        Expr::Call(call) => {
+            if let Some(target) = &mut call.target {
+                visit(target, bound);
+            }
+            for arg in &mut call.args {
+                visit(arg, bound);
             }
         }
-        Expr::List(list) => list.elements.iter().for_each(visit),
+        Expr::Comprehension(c) => {
+            visit(&mut c.iter_range, bound);
+            visit(&mut c.accu_init, bound);
+            let depth = bound.len();
+            bound.extend(
+                [Some(&c.iter_var), c.iter_var2.as_ref(), Some(&c.accu_var)]
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+            for part in [&mut c.loop_cond, &mut c.loop_step, &mut c.result] {
+                visit(part, bound);
+            }
+            bound.truncate(depth);
+        }
+        Expr::List(list) => {
+            for element in &mut list.elements {
+                visit(element, bound);
+            }
+        }
         Expr::Map(map) => {
-            for entry in &map.entries {
-                if let cel::common::ast::EntryExpr::MapEntry(e) = &entry.expr {
-                    visit(&e.key);
-                    visit(&e.value);
+            for entry in &mut map.entries {
+                if let cel::common::ast::EntryExpr::MapEntry(e) = &mut entry.expr {
+                    visit(&mut e.key, bound);
+                    visit(&mut e.value, bound);
                 }
             }
         }
         Expr::Struct(s) => {
-            for entry in &s.entries {
-                if let cel::common::ast::EntryExpr::StructField(f) = &entry.expr {
-                    visit(&f.value);
+            for entry in &mut s.entries {
+                if let cel::common::ast::EntryExpr::StructField(f) = &mut entry.expr {
+                    visit(&mut f.value, bound);
                 }
             }
         }
@@ -352,86 +398,6 @@ fn object_path(expr: &IdedExpr) -> Option<Vec<&str>> {
             }
             _ => return None,
         }
-    }
-}
-
-/// Rewrites every field selection on a variable (`object.spec`, `c.image` with `c` bound by a
-/// comprehension) to select on the variable's value: `(true ? object : object).spec`. The
-/// interpreter reads a chain of selections rooted at a name as a qualified name, which it
-/// joins and looks up prefix by prefix in every scope (a variable may be called `a.b`, a type
-/// `a.b.c`) before it selects a field. No admission variable or comprehension variable has a
-/// dot in its name, so that search always ends at the variable itself; the conditional is the
-/// cheapest expression the interpreter does not read as a name, and the selection keeps its
-/// own semantics and errors (optional chaining, `has()`, no such key). `bound` holds the
-/// comprehension variables in scope.
-fn select_on_value(expr: &mut IdedExpr, bound: &mut Vec<String>) {
-    match &mut expr.expr {
-        Expr::Select(select) => match &select.operand.expr {
-            Expr::Ident(name) if VARIABLES.contains(&name.as_str()) || bound.contains(name) => {
-                let ident = || IdedExpr {
-                    id: select.operand.id,
-                    expr: Expr::Ident(name.clone()),
-                };
-                let value = Expr::Call(CallExpr {
-                    func_name: operators::CONDITIONAL.to_owned(),
-                    target: None,
-                    args: vec![
-                        IdedExpr {
-                            id: select.operand.id,
-                            expr: Expr::Literal(LiteralValue::Boolean(true.into())),
-                        },
-                        ident(),
-                        ident(),
-                    ],
-                });
-                select.operand.expr = value;
-            }
-            _ => select_on_value(&mut select.operand, bound),
-        },
-        Expr::Call(call) => {
-            if let Some(target) = &mut call.target {
-                select_on_value(target, bound);
-            }
-            for arg in &mut call.args {
-                select_on_value(arg, bound);
-            }
-        }
-        Expr::Comprehension(c) => {
-            select_on_value(&mut c.iter_range, bound);
-            select_on_value(&mut c.accu_init, bound);
-            let depth = bound.len();
-            bound.extend(
-                [Some(&c.iter_var), c.iter_var2.as_ref(), Some(&c.accu_var)]
-                    .into_iter()
-                    .flatten()
-                    .cloned(),
-            );
-            for part in [&mut c.loop_cond, &mut c.loop_step, &mut c.result] {
-                select_on_value(part, bound);
-            }
-            bound.truncate(depth);
-        }
-        Expr::List(list) => {
-            for element in &mut list.elements {
-                select_on_value(element, bound);
-            }
-        }
-        Expr::Map(map) => {
-            for entry in &mut map.entries {
-                if let cel::common::ast::EntryExpr::MapEntry(e) = &mut entry.expr {
-                    select_on_value(&mut e.key, bound);
-                    select_on_value(&mut e.value, bound);
-                }
-            }
-        }
-        Expr::Struct(s) => {
-            for entry in &mut s.entries {
-                if let cel::common::ast::EntryExpr::StructField(f) = &mut entry.expr {
-                    select_on_value(&mut f.value, bound);
-                }
-            }
-        }
-        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
     }
 }
 
