@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::params::{ParamBinding, ParamKey};
 use super::{Mode, RuleId};
-use crate::cel::{self, CompileError, Expression};
+use crate::cel::{self, CompileError, Expression, ObjectReads};
 
 /// `spec` of a Kyverno ValidatingPolicy: a ValidatingAdmissionPolicy's fields, plus its
 /// actions inline, `autogen` and `evaluation`.
@@ -111,9 +111,17 @@ pub struct CelRule {
     pub autogen: Vec<String>,
     /// Where `params` come from, when the policy has a `paramKind`.
     pub params: Option<ParamBinding>,
+    /// What its expressions may read of the object, folded once here because every request
+    /// asks it of every rule.
+    object_reads: ObjectReads,
 }
 
 impl CelRule {
+    /// What the rule's expressions may read of a request's object (`cel::ObjectReads`).
+    pub fn object_reads(&self) -> ObjectReads {
+        self.object_reads
+    }
+
     /// Every expression of the rule, in no particular order.
     pub fn expressions(&self) -> impl Iterator<Item = &Expression> {
         self.match_conditions
@@ -346,7 +354,7 @@ fn compile_rule(
             })
         })
         .collect::<Result<_, CelError>>()?;
-    Ok(CelRule {
+    let mut rule = CelRule {
         id: RuleId::new(name),
         mode,
         also_audit,
@@ -359,7 +367,12 @@ fn compile_rule(
         audit_annotations,
         autogen,
         params,
-    })
+        object_reads: ObjectReads::default(),
+    };
+    rule.object_reads = rule.expressions().fold(ObjectReads::default(), |reads, e| {
+        reads.union(e.object_reads())
+    });
+    Ok(rule)
 }
 
 /// A Kyverno ValidatingPolicy's spec, compiled.

@@ -63,9 +63,8 @@ impl PolicySet {
         self.policies
             .iter()
             .flat_map(|p| &p.cel)
-            .flat_map(|rule| rule.expressions())
-            .fold(crate::cel::ObjectReads::default(), |reads, e| {
-                reads.union(e.object_reads())
+            .fold(crate::cel::ObjectReads::default(), |reads, rule| {
+                reads.union(rule.object_reads())
             })
     }
 
