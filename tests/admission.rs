@@ -674,20 +674,21 @@ fn the_json_kept_for_cel_leaves_out_only_what_no_expression_reads() {
         );
         assert!(matches!(req.object, Decoded::Unreadable(_)), "{reads:?}");
     }
-    // An object nested beyond serde_json's limit is still a review: null to expressions, and
-    // read typed from its text, which skips the field it does not read.
-    let mut deep = read_json(&apiserver_fixtures().join("update-pod.json"));
-    deep["request"]["object"]["x-nested"] = json!("NESTED");
+    // An object serde_json cannot build, nested beyond its limit or holding a number beyond
+    // f64's range, is still a review: null to expressions, and read typed from its text,
+    // which skips the field it does not read.
+    let mut odd = read_json(&apiserver_fixtures().join("update-pod.json"));
+    odd["request"]["object"]["x-odd"] = json!("ODD");
+    let odd = serde_json::to_string(&odd).unwrap();
     let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let body = serde_json::to_string(&deep)
-        .unwrap()
-        .replace("\"NESTED\"", &nested)
-        .into_bytes();
-    for reads in [ObjectReads::ALL, ObjectReads::default()] {
-        let req = decode_with(&body, Reading::Cel(reads)).unwrap();
-        assert_eq!(req.json.unwrap().object, None, "{reads:?}");
-        assert!(matches!(req.object, Decoded::Workload(_)), "{reads:?}");
-        // The label-only UPDATE's spec is still found unchanged.
-        assert_eq!(req.old_object, Decoded::SameSpec, "{reads:?}");
+    for value in [nested.as_str(), "1e400"] {
+        let body = odd.replace("\"ODD\"", value).into_bytes();
+        for reads in [ObjectReads::ALL, ObjectReads::default()] {
+            let req = decode_with(&body, Reading::Cel(reads)).unwrap();
+            assert_eq!(req.json.unwrap().object, None, "{reads:?}");
+            assert!(matches!(req.object, Decoded::Workload(_)), "{reads:?}");
+            // The label-only UPDATE's spec is still found unchanged.
+            assert_eq!(req.old_object, Decoded::SameSpec, "{reads:?}");
+        }
     }
 }
