@@ -342,25 +342,29 @@ impl<'de> serde::de::Visitor<'de> for Tree {
         let mut spec = None;
         let mut specs = 0;
         while let Some(key) = map.next_key::<String>()? {
+            let left_out = match (self.top, key.as_str()) {
+                (true, "status") => !status,
+                (false, "managedFields") => !managed_fields,
+                _ => false,
+            };
+            if left_out {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
             let value = match (self.top, key.as_str()) {
-                (true, "status") if !status => None,
-                (false, "managedFields") if !managed_fields => None,
                 (true, "metadata") if !managed_fields => {
                     let metadata = Tree { top: false, ..self };
-                    Some(map.next_value_seed(metadata)?.json)
+                    map.next_value_seed(metadata)?.json
                 }
                 (true, "spec") if self.spec_text => {
                     let raw: &RawValue = map.next_value()?;
                     specs += 1;
                     spec = Some(raw);
-                    Some(serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?)
+                    serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?
                 }
-                _ => Some(map.next_value()?),
+                _ => map.next_value()?,
             };
-            match value {
-                Some(value) => out.insert(key, value),
-                None => map.next_value::<serde::de::IgnoredAny>().map(|_| None)?,
-            };
+            out.insert(key, value);
         }
         Ok(CelObject {
             json: serde_json::Value::Object(out),
