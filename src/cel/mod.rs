@@ -282,18 +282,19 @@ pub fn compile(source: &str) -> Result<Expression, CompileError> {
 ///   read as a name, and the selection keeps its own semantics and errors (optional chaining,
 ///   `has()`, no such key).
 fn prepare(expr: &mut IdedExpr, bound: &mut Vec<String>, reads: &mut ObjectReads, in_chain: bool) {
-    let chain = object_path(expr).map(|path| {
-        if !in_chain {
-            let (first, second) = (path.first().copied(), path.get(1).copied());
-            reads.status |= first.is_none_or(|f| f == "status");
-            reads.managed_fields |= match first {
-                None => true,
-                Some("metadata") => second.is_none_or(|f| f == "managedFields"),
-                Some(_) => false,
-            };
-        }
-    });
-    let in_chain = chain.is_some();
+    let path = object_path(expr);
+    if let Some(path) = &path
+        && !in_chain
+    {
+        let (first, second) = (path.first().copied(), path.get(1).copied());
+        reads.status |= first.is_none_or(|f| f == "status");
+        reads.managed_fields |= match first {
+            None => true,
+            Some("metadata") => second.is_none_or(|f| f == "managedFields"),
+            Some(_) => false,
+        };
+    }
+    let in_chain = path.is_some();
     let mut visit = |e: &mut IdedExpr, bound: &mut Vec<String>| prepare(e, bound, reads, in_chain);
     match &mut expr.expr {
         Expr::Select(select) => match &select.operand.expr {
