@@ -27,7 +27,9 @@ pub struct Expression {
     expression: cel::parser::Expression,
     object_reads: ObjectReads,
     /// Set when the expression reads neither `params` nor `variables`, so that its value is
-    /// the same in every rule of a request that spells it: its text as a [`Memo`] knows it.
+    /// the same in every rule of a request that writes it: the compiled tree, written out, as a
+    /// [`Memo`] knows it. Spacing, parentheses and comments leave no trace in the tree, so the
+    /// spellings of one expression in different policies share a value.
     memo_key: Option<Arc<str>>,
 }
 
@@ -251,15 +253,12 @@ pub fn compile(source: &str) -> Result<Expression, CompileError> {
     let mut object_reads = ObjectReads::default();
     let mut expression = program.expression().clone();
     prepare(&mut expression, &mut Vec::new(), &mut object_reads, false);
+    let memo_key = request_only.then(|| format!("{expression:?}").into());
     Ok(Expression {
         source: source.to_owned(),
         expression,
         object_reads,
-        memo_key: if request_only {
-            spaced_once(source)
-        } else {
-            None
-        },
+        memo_key,
     })
 }
 
@@ -281,7 +280,10 @@ pub fn compile(source: &str) -> Result<Expression, CompileError> {
 ///   the variable itself; the conditional is the cheapest expression the interpreter does not
 ///   read as a name, and the selection keeps its own semantics and errors (optional chaining,
 ///   `has()`, no such key).
+/// - It clears every node's id. Ids number the nodes of one parse (the interpreter never reads
+///   them), so without them two spellings of one expression compile to equal trees.
 fn prepare(expr: &mut IdedExpr, bound: &mut Vec<String>, reads: &mut ObjectReads, in_chain: bool) {
+    expr.id = 0;
     let path = object_path(expr);
     if let Some(path) = &path
         && !in_chain
@@ -300,7 +302,7 @@ fn prepare(expr: &mut IdedExpr, bound: &mut Vec<String>, reads: &mut ObjectReads
         Expr::Select(select) => match &select.operand.expr {
             Expr::Ident(name) if VARIABLES.contains(&name.as_str()) || bound.contains(name) => {
                 let ident = || IdedExpr {
-                    id: select.operand.id,
+                    id: 0,
                     expr: Expr::Ident(name.clone()),
                 };
                 let value = Expr::Call(CallExpr {
@@ -308,7 +310,7 @@ fn prepare(expr: &mut IdedExpr, bound: &mut Vec<String>, reads: &mut ObjectReads
                     target: None,
                     args: vec![
                         IdedExpr {
-                            id: select.operand.id,
+                            id: 0,
                             expr: Expr::Literal(LiteralValue::Boolean(true.into())),
                         },
                         ident(),
@@ -349,6 +351,7 @@ fn prepare(expr: &mut IdedExpr, bound: &mut Vec<String>, reads: &mut ObjectReads
         }
         Expr::Map(map) => {
             for entry in &mut map.entries {
+                entry.id = 0;
                 if let cel::common::ast::EntryExpr::MapEntry(e) = &mut entry.expr {
                     visit(&mut e.key, bound);
                     visit(&mut e.value, bound);
@@ -357,6 +360,7 @@ fn prepare(expr: &mut IdedExpr, bound: &mut Vec<String>, reads: &mut ObjectReads
         }
         Expr::Struct(s) => {
             for entry in &mut s.entries {
+                entry.id = 0;
                 if let cel::common::ast::EntryExpr::StructField(f) = &mut entry.expr {
                     visit(&mut f.value, bound);
                 }
@@ -400,60 +404,6 @@ fn object_path(expr: &IdedExpr) -> Option<Vec<&str>> {
             _ => return None,
         }
     }
-}
-
-/// `source` with every run of white space outside its string literals made one space, so
-/// that two spellings of one expression that differ only in spacing (a folded YAML scalar
-/// against a plain one) have one key. None when the source has a comment, which a new line
-/// ends: there the spacing is not just spacing.
-fn spaced_once(source: &str) -> Option<Arc<str>> {
-    let mut out = String::with_capacity(source.len());
-    let mut chars = source.char_indices().peekable();
-    while let Some((at, c)) = chars.next() {
-        if c.is_whitespace() {
-            while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
-            if !out.is_empty() && chars.peek().is_some() {
-                out.push(' ');
-            }
-            continue;
-        }
-        if c == '/' && chars.peek().is_some_and(|&(_, next)| next == '/') {
-            return None;
-        }
-        out.push(c);
-        if c != '\'' && c != '"' {
-            continue;
-        }
-        // A string literal, copied as it is: raw (an `r` or `R` prefix) or with escapes,
-        // between one quote or three.
-        let raw = source[..at].ends_with(['r', 'R']);
-        let quotes = if source[at..].starts_with(&format!("{c}{c}{c}")) {
-            3
-        } else {
-            1
-        };
-        for _ in 1..quotes {
-            out.push(chars.next().expect("three quotes").1);
-        }
-        let mut closing = 0;
-        while let Some((_, d)) = chars.next() {
-            out.push(d);
-            if d == '\\' && !raw {
-                if let Some((_, escaped)) = chars.next() {
-                    out.push(escaped);
-                }
-                closing = 0;
-            } else if d == c {
-                closing += 1;
-                if closing == quotes {
-                    break;
-                }
-            } else {
-                closing = 0;
-            }
-        }
-    }
-    Some(out.into())
 }
 
 /// The names a macro binds (`x` in `list.all(x, ...)`), read from the source: the cel crate
@@ -584,8 +534,8 @@ pub struct Scope<'p, 'v> {
 }
 
 /// The values of request-only variable expressions (see [`Expression`]) one activation has
-/// evaluated, by their text with its spacing made even. Policies written from one template
-/// define the same variables (Kyverno's pod-security policies each build `allContainers`),
+/// evaluated, by their compiled tree. Policies written from one template define the same
+/// variables (Kyverno's pod-security policies each build `allContainers`, in three spellings),
 /// and each is evaluated once per request instead of once per policy. CEL has no side effects
 /// and the cost budget is per expression, so each policy sees the value, or the error, it
 /// would have computed.
@@ -785,7 +735,8 @@ fn lenient_or<'b, 'v>(mut args: Args<'b, 'v>) -> Returned<'b, 'v> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Activation, Bindings, ENGINE, compile, spaced_once, to_value};
+    use super::{Activation, Bindings, ENGINE, compile, to_value};
+    use std::collections::BTreeSet;
 
     /// Only `status` and `metadata.managedFields` can be left out, and only when no place that
     /// names `object` can reach them.
@@ -873,6 +824,7 @@ mod tests {
             "{'a': {'b': 1}}.a.b",
             "object.spec.containers.exists(object, object.name == 'b')",
         ];
+        let ids = regex::Regex::new(r"\bid: \d+").expect("a valid pattern");
         let mut rewritten = 0;
         for source in expressions {
             let compiled = compile(source).unwrap_or_else(|e| panic!("{source}: {e}"));
@@ -881,7 +833,11 @@ mod tests {
             let as_compiled = cel::Value::resolve_val(program.expression(), &scope.scope)
                 .map_err(|e| e.to_string())
                 .and_then(|v| to_value(v.as_ref()).map_err(|e| e.to_string()));
-            rewritten += usize::from(compiled.expression != *program.expression());
+            // Compiling clears the nodes' ids; a rewrite is any other difference.
+            let parsed = format!("{:?}", program.expression());
+            rewritten += usize::from(
+                format!("{:?}", compiled.expression) != ids.replace_all(&parsed, "id: 0"),
+            );
             assert_eq!(scope.evaluate(&compiled), as_compiled, "{source}");
         }
         // All but the three that select on no variable: on a literal, or after `.?`, which is
@@ -889,37 +845,46 @@ mod tests {
         assert_eq!(rewritten, expressions.len() - 3);
     }
 
-    fn key(source: &str) -> Option<String> {
-        spaced_once(source).map(|k| k.to_string())
-    }
-
     #[test]
-    fn spacing_outside_literals_is_made_even_and_literals_are_kept() {
-        assert_eq!(
-            key("object.spec.containers + \n  object.spec.?initContainers.orValue([])\n"),
-            key("object.spec.containers +  object.spec.?initContainers.orValue([])"),
-        );
-        assert_eq!(key(" a  in\tb "), Some("a in b".into()));
-        // Inside a literal, spacing is the value: never made even.
-        for literal in [
-            "'a  b'",
-            "\"a  b\"",
-            "'''a \n  b'''",
-            "'a\\'  b'",
-            "b\"a  \\\"  b\"",
+    fn spellings_of_one_expression_share_a_memo_key_and_other_expressions_do_not() {
+        let key = |source: &str| compile(source).expect(source).memo_key;
+        // As Kyverno's pod-security policies spell `allContainers`.
+        let one = key("object.spec.containers + object.spec.?initContainers.orValue([])");
+        assert!(one.is_some());
+        for spelling in [
+            "object.spec.containers +\n  object.spec.?initContainers.orValue([])\n",
+            "(object.spec.containers + object.spec.?initContainers.orValue([]))",
+            "object.spec.containers + (object.spec.?initContainers.orValue([]))",
+            "object.spec.containers // the app's\n + object.spec.?initContainers.orValue([])",
         ] {
-            let source = format!("x == {literal}");
-            assert_eq!(key(&source), Some(source.clone()), "{literal}");
+            assert_eq!(key(spelling), one, "{spelling}");
         }
-        assert_ne!(key("x == 'a  b'"), key("x == 'a b'"));
-        // A raw literal has no escapes: its backslash ends nothing.
-        assert_eq!(key("r'a\\'  +  'x  y'"), Some("r'a\\' + 'x  y'".into()));
-        assert_ne!(
-            key("x == \"\"\"a  \"\" b\"\"\""),
-            key("x == \"\"\"a \"\" b\"\"\"")
-        );
-        // A comment ends at a new line, so there spacing is meaning: no key.
-        assert_eq!(key("a // c\n + b"), None);
-        assert_eq!(key("x == '//'"), Some("x == '//'".into()));
+        // A literal is its value, however it is written.
+        assert_eq!(key("object.x == r'a\\b'"), key("object.x == 'a\\\\b'"));
+        // Any other tree gives another key: a literal's spacing, type or value, a field, a
+        // presence test, optional selection, grouping, a map's entries; a comprehension's
+        // variable's name too, which costs only a second evaluation.
+        let others = [
+            "object.x == 'a  b'",
+            "object.x == 'a b'",
+            "object.x == 1",
+            "object.x == 1u",
+            "object.x == 1.0",
+            "object.x == b'1'",
+            "object.y == 1",
+            "object.?x == 1",
+            "has(object.x)",
+            "(object.a + object.b) + object.c",
+            "object.a + (object.b + object.c)",
+            "{'a': 1, 'b': 2} == object.m",
+            "{'a': 2, 'b': 1} == object.m",
+            "object.spec.containers.all(c, c.name == 'a')",
+            "object.spec.containers.all(d, d.name == 'a')",
+        ];
+        let keys: BTreeSet<_> = others.iter().map(|source| key(source)).collect();
+        assert_eq!(keys.len(), others.len(), "{keys:#?}");
+        // What reads a policy's params or variables is that policy's alone.
+        assert_eq!(key("params.x == object.x"), None);
+        assert_eq!(key("variables.x == object.x"), None);
     }
 }
