@@ -342,16 +342,15 @@ impl<'de> serde::de::Visitor<'de> for Tree {
         let mut spec = None;
         let mut specs = 0;
         while let Some(key) = map.next_key::<String>()? {
-            let left_out = match (self.top, key.as_str()) {
-                (true, "status") => !status,
-                (false, "managedFields") => !managed_fields,
-                _ => false,
-            };
-            if left_out {
-                map.next_value::<serde::de::IgnoredAny>()?;
-                continue;
-            }
             let value = match (self.top, key.as_str()) {
+                (true, "status") if !status => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
+                (false, "managedFields") if !managed_fields => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
                 (true, "metadata") if !managed_fields => {
                     let metadata = Tree { top: false, ..self };
                     map.next_value_seed(metadata)?.json
