@@ -22,14 +22,15 @@ mod kubernetes;
 /// A compiled expression and the text it came from.
 pub struct Expression {
     pub source: String,
-    /// The compiled program's expression, with field selections on variables rewritten
-    /// (see [`select_on_value`]).
+    /// The compiled program's expression, prepared for evaluation (see [`prepare`]).
     expression: cel::parser::Expression,
     object_reads: ObjectReads,
     /// Set when the expression reads neither `params` nor `variables`, so that its value is
     /// the same in every rule of a request that writes it: the compiled tree, written out, as a
-    /// [`Memo`] knows it. Spacing, parentheses and comments leave no trace in the tree, so the
-    /// spellings of one expression in different policies share a value.
+    /// [`Memo`] knows it. Spacing, parentheses and comments leave no trace in the tree (the
+    /// parser numbers the nodes of equal trees alike), so the spellings of one expression in
+    /// different policies share a value. Written out, because comparing the text is faster
+    /// than comparing the trees (BENCHMARKS.md, "Session 12").
     memo_key: Option<Arc<str>>,
 }
 
@@ -280,10 +281,7 @@ pub fn compile(source: &str) -> Result<Expression, CompileError> {
 ///   the variable itself; the conditional is the cheapest expression the interpreter does not
 ///   read as a name, and the selection keeps its own semantics and errors (optional chaining,
 ///   `has()`, no such key).
-/// - It clears every node's id. Ids number the nodes of one parse (the interpreter never reads
-///   them), so without them two spellings of one expression compile to equal trees.
 fn prepare(expr: &mut IdedExpr, bound: &mut Vec<String>, reads: &mut ObjectReads, in_chain: bool) {
-    expr.id = 0;
     let path = object_path(expr);
     if let Some(path) = &path
         && !in_chain
@@ -302,7 +300,7 @@ fn prepare(expr: &mut IdedExpr, bound: &mut Vec<String>, reads: &mut ObjectReads
         Expr::Select(select) => match &select.operand.expr {
             Expr::Ident(name) if VARIABLES.contains(&name.as_str()) || bound.contains(name) => {
                 let ident = || IdedExpr {
-                    id: 0,
+                    id: select.operand.id,
                     expr: Expr::Ident(name.clone()),
                 };
                 let value = Expr::Call(CallExpr {
@@ -310,7 +308,7 @@ fn prepare(expr: &mut IdedExpr, bound: &mut Vec<String>, reads: &mut ObjectReads
                     target: None,
                     args: vec![
                         IdedExpr {
-                            id: 0,
+                            id: select.operand.id,
                             expr: Expr::Literal(LiteralValue::Boolean(true.into())),
                         },
                         ident(),
@@ -351,7 +349,6 @@ fn prepare(expr: &mut IdedExpr, bound: &mut Vec<String>, reads: &mut ObjectReads
         }
         Expr::Map(map) => {
             for entry in &mut map.entries {
-                entry.id = 0;
                 if let cel::common::ast::EntryExpr::MapEntry(e) = &mut entry.expr {
                     visit(&mut e.key, bound);
                     visit(&mut e.value, bound);
@@ -360,7 +357,6 @@ fn prepare(expr: &mut IdedExpr, bound: &mut Vec<String>, reads: &mut ObjectReads
         }
         Expr::Struct(s) => {
             for entry in &mut s.entries {
-                entry.id = 0;
                 if let cel::common::ast::EntryExpr::StructField(f) = &mut entry.expr {
                     visit(&mut f.value, bound);
                 }
@@ -783,7 +779,7 @@ mod tests {
         }
     }
 
-    /// Selections on variables read the variable's value directly (`select_on_value`):
+    /// Selections on variables read the variable's value directly (`prepare`):
     /// every result and every error is the one the interpreter gives the expression as it
     /// was compiled, which looks the same names up as qualified names.
     #[test]
@@ -824,7 +820,6 @@ mod tests {
             "{'a': {'b': 1}}.a.b",
             "object.spec.containers.exists(object, object.name == 'b')",
         ];
-        let ids = regex::Regex::new(r"\bid: \d+").expect("a valid pattern");
         let mut rewritten = 0;
         for source in expressions {
             let compiled = compile(source).unwrap_or_else(|e| panic!("{source}: {e}"));
@@ -833,11 +828,7 @@ mod tests {
             let as_compiled = cel::Value::resolve_val(program.expression(), &scope.scope)
                 .map_err(|e| e.to_string())
                 .and_then(|v| to_value(v.as_ref()).map_err(|e| e.to_string()));
-            // Compiling clears the nodes' ids; a rewrite is any other difference.
-            let parsed = format!("{:?}", program.expression());
-            rewritten += usize::from(
-                format!("{:?}", compiled.expression) != ids.replace_all(&parsed, "id: 0"),
-            );
+            rewritten += usize::from(compiled.expression != *program.expression());
             assert_eq!(scope.evaluate(&compiled), as_compiled, "{source}");
         }
         // All but the three that select on no variable: on a literal, or after `.?`, which is
