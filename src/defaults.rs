@@ -1,22 +1,22 @@
 //! Safe defaults, fill-only: the pod spec is completed in place, and the RFC 6902 operations
-//! that make the same change to the submitted JSON are derived from the before/after of the
-//! few sub-objects touched (security contexts, resources), never by re-serializing the pod.
+//! that make the same change to the submitted JSON are recorded as each field is filled: a
+//! field that was absent is added whole, a present one gets only what was filled inside it.
+//! Only added values are serialized, never the pod or the fields as they were.
 //! The same filling serves `/mutate` (`apply`: the operations) and `/validate` for controllers
 //! (`fill`: only the filled spec, as a controller is judged by the pod it will create after
 //! defaulting, so no operations are computed there).
 
 use std::collections::BTreeMap;
 
-use json_patch::{AddOperation, PatchOperation, jsonptr::PointerBuf};
+use json_patch::jsonptr::{PointerBuf, Token};
+use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile,
-    SecurityContext,
+    Container, PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
 use serde::Serialize;
-use serde_json::Value;
 
-use crate::policy::{Mutation, ResourceDefault};
+use crate::policy::{Mutation, ResourceDefault, ResourceName};
 use crate::quantity::Quantity;
 
 /// Fills `spec` with the defaults of `mutation` and returns the JSON Patch operations that do
@@ -24,8 +24,9 @@ use crate::quantity::Quantity;
 pub fn apply(mutation: &Mutation, spec: &mut PodSpec, spec_field: &str) -> Vec<PatchOperation> {
     let mut patch = Patch {
         recording: true,
+        filled: 0,
         ops: Vec::new(),
-        path: spec_field.split('.').map(str::to_owned).collect(),
+        path: spec_field.split('.').map(Token::new).collect(),
     };
     run(mutation, spec, &mut patch);
     patch.ops
@@ -36,69 +37,82 @@ pub fn apply(mutation: &Mutation, spec: &mut PodSpec, spec_field: &str) -> Vec<P
 pub fn fill(mutation: &Mutation, spec: &mut PodSpec) {
     let mut patch = Patch {
         recording: false,
+        filled: 0,
         ops: Vec::new(),
         path: Vec::new(),
     };
     run(mutation, spec, &mut patch);
 }
 
+// Fields are filled in the order of their JSON names within each object, so the operations
+// come out in the order a diff of the serialized objects would list them.
 fn run(mutation: &Mutation, spec: &mut PodSpec, patch: &mut Patch) {
     // Windows pods may not set seccomp, privilege escalation or capabilities: the apiserver
     // rejects them, so a default there would turn an admitted pod into a rejected one.
     let windows = spec.os.as_ref().is_some_and(|os| os.name == "windows");
 
-    patch.fill(&mut spec.security_context, "securityContext", |sc| {
-        let sc = sc.get_or_insert_with(PodSecurityContext::default);
-        if mutation.run_as_non_root {
-            sc.run_as_non_root.get_or_insert(true);
-        }
-        if mutation.seccomp_runtime_default && !windows {
-            sc.seccomp_profile.get_or_insert_with(|| SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            });
-        }
-    });
+    patch.object(
+        &mut spec.security_context,
+        "securityContext",
+        |sc: &mut PodSecurityContext, patch| {
+            if mutation.run_as_non_root {
+                patch.value(&mut sc.run_as_non_root, "runAsNonRoot", || true);
+            }
+            if mutation.seccomp_runtime_default && !windows {
+                patch.value(&mut sc.seccomp_profile, "seccompProfile", || {
+                    SeccompProfile {
+                        type_: "RuntimeDefault".into(),
+                        localhost_profile: None,
+                    }
+                });
+            }
+        },
+    );
 
     for (field, list) in [
         ("containers", Some(&mut spec.containers)),
         ("initContainers", spec.init_containers.as_mut()),
     ] {
         for (index, container) in list.into_iter().flatten().enumerate() {
-            if patch.recording {
-                patch.path.push(field.to_owned());
-                patch.path.push(index.to_string());
-            }
+            patch.path.push(Token::new(field));
+            patch.path.push(Token::from(index));
             fill_container(mutation, container, windows, patch);
-            if patch.recording {
-                patch.path.truncate(patch.path.len() - 2);
-            }
+            patch.path.truncate(patch.path.len() - 2);
         }
     }
 }
 
 fn fill_container(mutation: &Mutation, c: &mut Container, windows: bool, patch: &mut Patch) {
     if !windows {
-        patch.fill(&mut c.security_context, "securityContext", |sc| {
-            let needs_escalation = sc.as_ref().is_some_and(needs_privilege_escalation);
-            if mutation.disallow_privilege_escalation && !needs_escalation {
-                let sc = sc.get_or_insert_with(SecurityContext::default);
-                sc.allow_privilege_escalation.get_or_insert(false);
-            }
-            if mutation.drop_all_capabilities {
-                let sc = sc.get_or_insert_with(SecurityContext::default);
-                let caps = sc.capabilities.get_or_insert_with(Capabilities::default);
-                caps.drop.get_or_insert_with(|| vec!["ALL".into()]);
-            }
-        });
+        let needs_escalation = c
+            .security_context
+            .as_ref()
+            .is_some_and(needs_privilege_escalation);
+        patch.object(
+            &mut c.security_context,
+            "securityContext",
+            |sc: &mut SecurityContext, patch| {
+                if mutation.disallow_privilege_escalation && !needs_escalation {
+                    patch.value(
+                        &mut sc.allow_privilege_escalation,
+                        "allowPrivilegeEscalation",
+                        || false,
+                    );
+                }
+                if mutation.drop_all_capabilities {
+                    patch.object(&mut sc.capabilities, "capabilities", |caps, patch| {
+                        patch.value(&mut caps.drop, "drop", || vec!["ALL".into()]);
+                    });
+                }
+            },
+        );
     }
     if mutation.resources.iter().next().is_some() {
-        patch.fill(&mut c.resources, "resources", |r| {
-            let r = r.get_or_insert_with(ResourceRequirements::default);
-            for (name, default) in mutation.resources.iter() {
-                fill_resource(r, name.as_str(), default);
-            }
-        });
+        patch.object(
+            &mut c.resources,
+            "resources",
+            |r: &mut ResourceRequirements, patch| fill_resources(r, mutation, patch),
+        );
     }
 }
 
@@ -138,10 +152,41 @@ fn needs_privilege_escalation(sc: &SecurityContext) -> bool {
             })
 }
 
-/// Fills a missing limit and request for one resource, keeping request <= limit: an existing
-/// large request raises the default limit, an existing small limit caps the default request.
-/// A value that does not parse is left for the apiserver to reject and nothing is added beside it.
-fn fill_resource(r: &mut ResourceRequirements, name: &str, default: &ResourceDefault) {
+/// Fills a missing limit and request for each defaulted resource, keeping request <= limit:
+/// an existing large request raises the default limit, an existing small limit caps the
+/// default request. A value that does not parse is left for the apiserver to reject and
+/// nothing is added beside it. Every resource is decided from the values as submitted, then
+/// the limits are filled and then the requests.
+fn fill_resources(r: &mut ResourceRequirements, mutation: &Mutation, patch: &mut Patch) {
+    let mut limits: [Option<(ResourceName, Quantity)>; 2] = Default::default();
+    let mut requests: [Option<(ResourceName, Quantity)>; 2] = Default::default();
+    for (slot, (name, default)) in mutation.resources.iter().enumerate() {
+        let (limit, request) = missing(r, name.as_str(), default);
+        limits[slot] = limit.map(|q| (name, q));
+        requests[slot] = request.map(|q| (name, q));
+    }
+    for (field, map, values) in [
+        ("limits", &mut r.limits, limits),
+        ("requests", &mut r.requests, requests),
+    ] {
+        if values.iter().any(Option::is_some) {
+            patch.object(map, field, |map, patch| {
+                for (name, value) in values.into_iter().flatten() {
+                    patch.entry(map, name.as_str(), || {
+                        KubeQuantity(value.as_str().to_owned())
+                    });
+                }
+            });
+        }
+    }
+}
+
+/// The limit and the request to add for the resource `name`, where each is missing.
+fn missing(
+    r: &ResourceRequirements,
+    name: &str,
+    default: &ResourceDefault,
+) -> (Option<Quantity>, Option<Quantity>) {
     let existing = |map: &Option<BTreeMap<String, KubeQuantity>>| {
         map.as_ref()
             .and_then(|m| m.get(name))
@@ -149,86 +194,97 @@ fn fill_resource(r: &mut ResourceRequirements, name: &str, default: &ResourceDef
     };
     let (limit, request) = (existing(&r.limits), existing(&r.requests));
     if matches!(limit, Some(Err(_))) || matches!(request, Some(Err(_))) {
-        return;
+        return (None, None);
     }
     let (limit, request) = (limit.and_then(Result::ok), request.and_then(Result::ok));
-    if limit.is_none() {
-        let value = match &request {
-            Some(req) if *req > default.limit => req.clone(),
-            _ => default.limit.clone(),
-        };
-        insert(&mut r.limits, name, &value);
-    }
-    if request.is_none() {
-        let value = match &limit {
-            Some(lim) if *lim < default.request => lim.clone(),
-            _ => default.request.clone(),
-        };
-        insert(&mut r.requests, name, &value);
-    }
-}
-
-fn insert(map: &mut Option<BTreeMap<String, KubeQuantity>>, name: &str, value: &Quantity) {
-    map.get_or_insert_with(BTreeMap::new)
-        .insert(name.to_owned(), KubeQuantity(value.as_str().to_owned()));
+    let add_limit = limit.is_none().then(|| match &request {
+        Some(req) if *req > default.limit => req.clone(),
+        _ => default.limit.clone(),
+    });
+    let add_request = request.is_none().then(|| match &limit {
+        Some(lim) if *lim < default.request => lim.clone(),
+        _ => default.request.clone(),
+    });
+    (add_limit, add_request)
 }
 
 /// Patch operations under construction, with the JSON-pointer tokens of the current parent.
-/// When not `recording`, fields are filled and nothing is serialized or compared.
-struct Patch {
+/// When not `recording`, fields are filled and nothing is serialized.
+struct Patch<'a> {
     recording: bool,
+    /// Fields filled so far, recorded or not: how `object` tells whether a new object got
+    /// anything.
+    filled: usize,
     ops: Vec<PatchOperation>,
-    path: Vec<String>,
+    path: Vec<Token<'a>>,
 }
 
-impl Patch {
-    /// Runs `fill` on the field `name` of the current parent and records, as `add`
-    /// operations, whatever it added. Only the field itself is serialized, twice.
-    fn fill<T: Serialize>(
+impl<'a> Patch<'a> {
+    /// Fills the object field `name` of the current parent with `fill`. When the field was
+    /// absent it is created, and added whole only if `fill` put something in it, so no
+    /// operation needs a parent that does not exist yet. When it was present, `fill` records
+    /// its own operations beneath it.
+    fn object<T: Default + Serialize>(
         &mut self,
         field: &mut Option<T>,
-        name: &str,
-        fill: impl FnOnce(&mut Option<T>),
+        name: &'a str,
+        fill: impl FnOnce(&mut T, &mut Self),
     ) {
-        if !self.recording {
-            fill(field);
-            return;
-        }
-        let before = field.as_ref().map(to_value);
-        fill(field);
-        let Some(after) = field.as_ref().map(to_value) else {
-            return;
-        };
-        self.path.push(name.to_owned());
-        self.diff(before.as_ref(), &after);
-        self.path.pop();
-    }
-
-    /// Emits the smallest set of `add`s turning `before` into `after`, given that `after`
-    /// only adds members. A missing parent is added whole, so no operation needs a parent
-    /// that does not exist yet.
-    fn diff(&mut self, before: Option<&Value>, after: &Value) {
-        match (before, after) {
-            (Some(Value::Object(old)), Value::Object(new)) => {
-                for (key, value) in new {
-                    if old.get(key) != Some(value) {
-                        self.path.push(key.clone());
-                        self.diff(old.get(key), value);
-                        self.path.pop();
-                    }
+        match field {
+            Some(inner) => {
+                self.path.push(Token::new(name));
+                fill(inner, self);
+                self.path.pop();
+            }
+            None => {
+                let mut inner = T::default();
+                let (recording, filled) = (self.recording, self.filled);
+                self.recording = false;
+                fill(&mut inner, self);
+                self.recording = recording;
+                if self.filled > filled {
+                    self.add(name, &inner);
+                    *field = Some(inner);
                 }
             }
-            (old, new) if old != Some(new) => self.ops.push(PatchOperation::Add(AddOperation {
-                path: PointerBuf::from_tokens(self.path.iter().map(String::as_str)),
-                value: new.clone(),
-            })),
-            _ => {}
         }
     }
-}
 
-fn to_value<T: Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).expect("k8s-openapi types always serialize to JSON")
+    /// Sets the field `name` of the current parent to `value` when it is absent.
+    fn value<T: Serialize>(
+        &mut self,
+        field: &mut Option<T>,
+        name: &'a str,
+        value: impl FnOnce() -> T,
+    ) {
+        if field.is_none() {
+            self.add(name, field.insert(value()));
+        }
+    }
+
+    /// Sets the member `key` of a map to `value` when it is absent.
+    fn entry<T: Serialize>(
+        &mut self,
+        map: &mut BTreeMap<String, T>,
+        key: &'a str,
+        value: impl FnOnce() -> T,
+    ) {
+        if !map.contains_key(key) {
+            self.add(key, map.entry(key.to_owned()).or_insert_with(value));
+        }
+    }
+
+    fn add<T: Serialize>(&mut self, name: &str, value: &T) {
+        self.filled += 1;
+        if !self.recording {
+            return;
+        }
+        let path = PointerBuf::from_tokens(self.path.iter().chain([&Token::new(name)]));
+        let value =
+            serde_json::to_value(value).expect("k8s-openapi types always serialize to JSON");
+        self.ops
+            .push(PatchOperation::Add(AddOperation { path, value }));
+    }
 }
 
 #[cfg(test)]
@@ -237,41 +293,65 @@ mod tests {
 
     use super::*;
 
+    fn recording(path: &[&'static str]) -> Patch<'static> {
+        Patch {
+            recording: true,
+            filled: 0,
+            ops: Vec::new(),
+            path: path.iter().map(|t| Token::new(*t)).collect(),
+        }
+    }
+
     /// Keys holding `/` or `~` (extended resource names, annotation-like keys) must travel
     /// escaped as `~1` and `~0`, or the apiserver patches the wrong member.
     #[test]
     fn patch_paths_escape_json_pointer_tokens() {
-        let mut patch = Patch {
-            recording: true,
-            ops: Vec::new(),
-            path: vec!["spec".into(), "a/b".into()],
-        };
-        patch.diff(
-            Some(&json!({"kept": 1})),
-            &json!({"kept": 1, "example.com/gpu": "1", "til~de": {"x": true}}),
-        );
-        let paths: Vec<String> = serde_json::to_value(&patch.ops)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|op| op["path"].as_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(paths, ["/spec/a~1b/example.com~1gpu", "/spec/a~1b/til~0de"]);
-    }
-
-    #[test]
-    fn a_missing_parent_is_added_whole() {
-        let mut patch = Patch {
-            recording: true,
-            ops: Vec::new(),
-            path: vec!["spec".into()],
-        };
-        patch.diff(None, &json!({"runAsNonRoot": true}));
+        let mut patch = recording(&["spec", "a/b"]);
+        let mut map = BTreeMap::from([("kept".to_owned(), 1)]);
+        for key in ["kept", "example.com/gpu", "til~de"] {
+            patch.entry(&mut map, key, || 2);
+        }
         let ops = serde_json::to_value(&patch.ops).unwrap();
         assert_eq!(
             ops,
-            json!([{"op": "add", "path": "/spec", "value": {"runAsNonRoot": true}}])
+            json!([
+                {"op": "add", "path": "/spec/a~1b/example.com~1gpu", "value": 2},
+                {"op": "add", "path": "/spec/a~1b/til~0de", "value": 2},
+            ])
         );
+        assert_eq!(map["kept"], 1, "a present member is left as it is");
+    }
+
+    /// A missing parent is added whole, so no operation needs a parent that does not exist
+    /// yet; one that would stay empty is not added at all; a present one gets only what is
+    /// filled inside it.
+    #[test]
+    fn a_missing_parent_is_added_whole_and_an_empty_one_not_at_all() {
+        let mut patch = recording(&["spec"]);
+        let mut missing: Option<PodSecurityContext> = None;
+        patch.object(&mut missing, "securityContext", |sc, patch| {
+            patch.value(&mut sc.run_as_non_root, "runAsNonRoot", || true);
+        });
+        let mut untouched: Option<PodSecurityContext> = None;
+        patch.object(&mut untouched, "untouched", |_, _| {});
+        let mut present = Some(PodSecurityContext {
+            run_as_user: Some(1000),
+            ..PodSecurityContext::default()
+        });
+        patch.object(&mut present, "present", |sc, patch| {
+            patch.value(&mut sc.run_as_user, "runAsUser", || 0);
+            patch.value(&mut sc.run_as_non_root, "runAsNonRoot", || true);
+        });
+        let ops = serde_json::to_value(&patch.ops).unwrap();
+        assert_eq!(
+            ops,
+            json!([
+                {"op": "add", "path": "/spec/securityContext", "value": {"runAsNonRoot": true}},
+                {"op": "add", "path": "/spec/present/runAsNonRoot", "value": true},
+            ])
+        );
+        assert_eq!(missing.unwrap().run_as_non_root, Some(true));
+        assert_eq!(untouched, None);
+        assert_eq!(present.unwrap().run_as_user, Some(1000));
     }
 }
