@@ -106,7 +106,8 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
-        .with_state(state)
+        // axum clones the state for every request: one reference count, not one per field.
+        .with_state(Arc::new(state))
 }
 
 /// The plain-HTTP router of the metrics listener: Prometheus text, and the same health
@@ -117,10 +118,10 @@ pub fn metrics_router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { Error::NotFound })
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -158,7 +159,7 @@ async fn refuse_oversized(req: axum::extract::Request) -> Result<axum::extract::
     Ok(req)
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready").into_response()
     } else {
@@ -167,7 +168,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn validate(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
@@ -240,7 +241,7 @@ fn compare_shadow(metrics: &Metrics, req: &Request, current: &Verdict, candidate
 }
 
 async fn mutate(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
