@@ -130,16 +130,72 @@ impl Visit for Fields<'_> {
 
 /// Now, as RFC 3339 in UTC with microseconds, as tracing-subscriber writes it.
 fn timestamp(out: &mut String) {
-    let now = time::OffsetDateTime::now_utc();
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.microsecond()
-    );
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    write_timestamp(out, since_epoch);
+}
+
+/// The date and time down to the second change once a second, and a denial writes a line:
+/// each thread keeps the last second it wrote and formats only the microseconds anew.
+fn write_timestamp(out: &mut String, since_epoch: std::time::Duration) {
+    use std::cell::RefCell;
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let seconds = since_epoch.as_secs();
+    SECOND.with_borrow_mut(|(cached, text)| {
+        if *cached != seconds {
+            let at = i64::try_from(seconds)
+                .ok()
+                .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            text.clear();
+            let _ = write!(
+                text,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                at.year(),
+                u8::from(at.month()),
+                at.day(),
+                at.hour(),
+                at.minute(),
+                at.second()
+            );
+            *cached = seconds;
+        }
+        out.push_str(text);
+    });
+    let mut micros = since_epoch.subsec_micros();
+    let mut digits = *b".000000Z";
+    for digit in digits[1..7].iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out.push_str(std::str::from_utf8(&digits).expect("ASCII digits"));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The per-thread second must never leak into another second's line: every instant is
+    /// written as the calendar says, across second, day and year boundaries.
+    #[test]
+    fn timestamps_are_rfc3339_with_microseconds_whatever_second_came_before() {
+        let instants = [
+            (1_795_996_799, 999_999, "2026-11-29T23:59:59.999999Z"),
+            (1_795_996_800, 0, "2026-11-30T00:00:00.000000Z"),
+            (1_795_996_800, 42, "2026-11-30T00:00:00.000042Z"),
+            (1_798_761_600, 500_000, "2027-01-01T00:00:00.500000Z"),
+            (0, 1, "1970-01-01T00:00:00.000001Z"),
+            (1_795_996_799, 7_000, "2026-11-29T23:59:59.007000Z"),
+        ];
+        for (seconds, micros, expected) in instants {
+            let mut out = String::new();
+            write_timestamp(&mut out, Duration::new(seconds, micros * 1000));
+            assert_eq!(out, expected);
+        }
+    }
 }
