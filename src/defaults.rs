@@ -279,7 +279,16 @@ impl<'a> Patch<'a> {
         if !self.recording {
             return;
         }
-        let path = PointerBuf::from_tokens(self.path.iter().chain([&Token::new(name)]));
+        // Sized once: `PointerBuf::from_tokens` grows its string token by token.
+        let name = Token::new(name);
+        let tokens = self.path.iter().chain([&name]);
+        let mut pointer =
+            String::with_capacity(tokens.clone().map(|t| t.encoded().len() + 1).sum());
+        for token in tokens {
+            pointer.push('/');
+            pointer.push_str(token.encoded());
+        }
+        let path = PointerBuf::parse(pointer).expect("encoded tokens make a JSON pointer");
         let value =
             serde_json::to_value(value).expect("k8s-openapi types always serialize to JSON");
         self.ops
