@@ -74,10 +74,15 @@ fn run(mutation: &Mutation, spec: &mut PodSpec, patch: &mut Patch) {
         ("initContainers", spec.init_containers.as_mut()),
     ] {
         for (index, container) in list.into_iter().flatten().enumerate() {
-            patch.path.push(Token::new(field));
-            patch.path.push(Token::from(index));
+            // Only a recorded patch needs the index, which takes an allocation to spell.
+            if patch.recording {
+                patch.path.push(Token::new(field));
+                patch.path.push(Token::from(index));
+            }
             fill_container(mutation, container, windows, patch);
-            patch.path.truncate(patch.path.len() - 2);
+            if patch.recording {
+                patch.path.truncate(patch.path.len() - 2);
+            }
         }
     }
 }
@@ -107,13 +112,11 @@ fn fill_container(mutation: &Mutation, c: &mut Container, windows: bool, patch: 
             },
         );
     }
-    if mutation.resources.iter().next().is_some() {
-        patch.object(
-            &mut c.resources,
-            "resources",
-            |r: &mut ResourceRequirements, patch| fill_resources(r, mutation, patch),
-        );
-    }
+    patch.object(
+        &mut c.resources,
+        "resources",
+        |r: &mut ResourceRequirements, patch| fill_resources(r, mutation, patch),
+    );
 }
 
 /// A copy of just the fields `apply` reads or fills: enough to compute the patch without
@@ -158,35 +161,34 @@ fn needs_privilege_escalation(sc: &SecurityContext) -> bool {
 /// nothing is added beside it. Every resource is decided from the values as submitted, then
 /// the limits are filled and then the requests.
 fn fill_resources(r: &mut ResourceRequirements, mutation: &Mutation, patch: &mut Patch) {
-    let mut limits: [Option<(ResourceName, Quantity)>; 2] = Default::default();
-    let mut requests: [Option<(ResourceName, Quantity)>; 2] = Default::default();
-    for (slot, (name, default)) in mutation.resources.iter().enumerate() {
-        let (limit, request) = missing(r, name.as_str(), default);
-        limits[slot] = limit.map(|q| (name, q));
-        requests[slot] = request.map(|q| (name, q));
-    }
-    for (field, map, values) in [
-        ("limits", &mut r.limits, limits),
-        ("requests", &mut r.requests, requests),
+    let decided: Vec<(ResourceName, [Option<Quantity>; 2])> = mutation
+        .resources
+        .iter()
+        .map(|(name, default)| (name, missing(r, name.as_str(), default)))
+        .collect();
+    for (side, field, map) in [
+        (0, "limits", &mut r.limits),
+        (1, "requests", &mut r.requests),
     ] {
-        if values.iter().any(Option::is_some) {
-            patch.object(map, field, |map, patch| {
-                for (name, value) in values.into_iter().flatten() {
+        patch.object(map, field, |map, patch| {
+            for (name, adds) in &decided {
+                if let Some(value) = &adds[side] {
                     patch.entry(map, name.as_str(), || {
                         KubeQuantity(value.as_str().to_owned())
                     });
                 }
-            });
-        }
+            }
+        });
     }
 }
 
-/// The limit and the request to add for the resource `name`, where each is missing.
+/// The limit and the request to add for the resource `name`, in that order, where each is
+/// missing.
 fn missing(
     r: &ResourceRequirements,
     name: &str,
     default: &ResourceDefault,
-) -> (Option<Quantity>, Option<Quantity>) {
+) -> [Option<Quantity>; 2] {
     let existing = |map: &Option<BTreeMap<String, KubeQuantity>>| {
         map.as_ref()
             .and_then(|m| m.get(name))
@@ -194,7 +196,7 @@ fn missing(
     };
     let (limit, request) = (existing(&r.limits), existing(&r.requests));
     if matches!(limit, Some(Err(_))) || matches!(request, Some(Err(_))) {
-        return (None, None);
+        return [None, None];
     }
     let (limit, request) = (limit.and_then(Result::ok), request.and_then(Result::ok));
     let add_limit = limit.is_none().then(|| match &request {
@@ -205,7 +207,7 @@ fn missing(
         Some(lim) if *lim < default.request => lim.clone(),
         _ => default.request.clone(),
     });
-    (add_limit, add_request)
+    [add_limit, add_request]
 }
 
 /// Patch operations under construction, with the JSON-pointer tokens of the current parent.
