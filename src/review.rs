@@ -515,17 +515,17 @@ pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
 
 /// The `/mutate` answer: always allowed, with a patch only when there is something to change.
 pub fn encode_mutation(req: &Request, ops: &[PatchOperation]) -> Vec<u8> {
-    let mut out = Json::head(&req.uid, true, 0);
-    if !ops.is_empty() {
-        // Base64 of the RFC 6902 JSON array: the JSON form of Go's `[]byte`.
-        // Sized for a typical add, and the answer for the base64 of it: neither grows twice.
-        let mut json = Vec::with_capacity(128 * ops.len());
-        serde_json::to_writer(&mut json, ops).expect("patch operations always serialize");
-        out.0.reserve(json.len().div_ceil(3) * 4 + 64);
-        out.raw(",\"patch\":\"");
-        base64::engine::general_purpose::STANDARD.encode_string(json, &mut out.0);
-        out.raw("\",\"patchType\":\"JSONPatch\"");
+    if ops.is_empty() {
+        return Json::head(&req.uid, true, 0).finish();
     }
+    // Sized for a typical add, and the answer for the base64 of it: neither grows twice.
+    let mut json = Vec::with_capacity(128 * ops.len());
+    serde_json::to_writer(&mut json, ops).expect("patch operations always serialize");
+    let mut out = Json::head(&req.uid, true, json.len().div_ceil(3) * 4 + 64);
+    // Base64 of the RFC 6902 JSON array: the JSON form of Go's `[]byte`.
+    out.raw(",\"patch\":\"");
+    base64::engine::general_purpose::STANDARD.encode_string(json, &mut out.0);
+    out.raw("\",\"patchType\":\"JSONPatch\"");
     out.finish()
 }
 
