@@ -358,6 +358,42 @@ async fn without_mutation_controllers_are_judged_as_written() {
     );
 }
 
+/// The resource-limits finding names everything a container lacks in one line, and its fix
+/// is the `resources:` block with an example value for each missing entry, limits first.
+#[tokio::test]
+async fn resource_limits_denial_lists_each_missing_entry_with_one_fix() {
+    let app = app_with(
+        "apiVersion: portcullis.dev/v1alpha1\nkind: Policy\nmetadata: {name: p}\nspec:\n  checks:\n    resource-limits: {limits: [cpu, memory], requests: [cpu, memory]}\n",
+    );
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+        "spec": {"containers": [
+            {"name": "app", "image": "nginx",
+             "resources": {"limits": {"memory": "128Mi"}, "requests": {"cpu": "50m"}}},
+            {"name": "sidecar", "image": "envoy",
+             "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
+    let response = answer(&app, "/validate", &create(&pod)).await;
+    assert_eq!(
+        response["status"]["message"],
+        json!(
+            "Pod \"web\" was denied by portcullis (2 violations):\n\
+- container \"app\" has no limits.cpu, requests.memory: set resources.limits.cpu and resources.requests.memory [resource-limits]\n\
+\x20 fix: at spec.containers[0] set:\n\
+\x20   resources:\n\
+\x20     limits:\n\
+\x20       cpu: 500m\n\
+\x20     requests:\n\
+\x20       memory: 256Mi\n\
+- container \"sidecar\" has no requests.cpu, requests.memory: set resources.requests.cpu and resources.requests.memory [resource-limits]\n\
+\x20 fix: at spec.containers[1] set:\n\
+\x20   resources:\n\
+\x20     requests:\n\
+\x20       cpu: 100m\n\
+\x20       memory: 256Mi"
+        ),
+        "{response}"
+    );
+}
+
 const MODES: &str = "apiVersion: portcullis.dev/v1alpha1
 kind: Policy
 metadata: {name: rollout}

@@ -18,59 +18,71 @@ pub fn check<'a>(
         .filter_map(|c| {
             let limits = c.resources.and_then(|r| r.limits.as_ref());
             let requests = c.resources.and_then(|r| r.requests.as_ref());
-            let missing: Vec<String> = lacking("limits", &params.limits, limits)
-                .chain(lacking("requests", &params.requests, requests))
-                .collect();
-            (!missing.is_empty()).then(|| Finding {
+            let mut texts = Texts::default();
+            texts.section("limits", lacking(&params.limits, limits));
+            texts.section("requests", lacking(&params.requests, requests));
+            (texts.missing > 0).then(|| Finding {
                 subject: c.subject(),
                 field: target.container_field(&c, "resources"),
-                problem: format!("has no {}", missing.join(", ")).into(),
-                fix: format!(
-                    "set {}",
-                    missing
-                        .iter()
-                        .map(|m| format!("resources.{m}"))
-                        .collect::<Vec<_>>()
-                        .join(" and ")
-                )
-                .into(),
-                add: target.add_to_container(&c, resources_yaml(&missing)),
+                problem: texts.problem.into(),
+                fix: texts.fix.into(),
+                add: target.add_to_container(&c, texts.yaml),
             })
         })
 }
 
 fn lacking<'a>(
-    section: &'a str,
     wanted: &'a [ResourceName],
     present: Option<&'a BTreeMap<String, Quantity>>,
-) -> impl Iterator<Item = String> + 'a {
+) -> impl Iterator<Item = ResourceName> + 'a {
     wanted
         .iter()
+        .copied()
         .filter(move |r| present.is_none_or(|p| !p.contains_key(r.as_str())))
-        .map(move |r| format!("{section}.{}", r.as_str()))
 }
 
-/// `resources:` with each missing entry filled with an example value to adjust.
-fn resources_yaml(missing: &[String]) -> String {
-    let mut yaml = String::from("resources:");
-    for section in ["limits", "requests"] {
-        let entries: Vec<&str> = missing
-            .iter()
-            .filter_map(|m| m.strip_prefix(section)?.strip_prefix('.'))
-            .collect();
-        if entries.is_empty() {
-            continue;
+/// A container's finding, written as each missing entry is found: the problem
+/// (`has no limits.cpu, requests.memory`), the fix (`set resources.limits.cpu and …`) and
+/// `resources:` YAML with each missing entry filled with an example value to adjust. A
+/// denial carries these for every container it names, so they are built without
+/// intermediate strings.
+#[derive(Default)]
+struct Texts {
+    missing: usize,
+    problem: String,
+    fix: String,
+    yaml: String,
+}
+
+impl Texts {
+    fn section(&mut self, section: &'static str, names: impl Iterator<Item = ResourceName>) {
+        let mut names = names.peekable();
+        if names.peek().is_none() {
+            return;
         }
-        yaml.push_str(&format!("\n  {section}:"));
-        for name in entries {
+        if self.missing == 0 {
+            self.problem.push_str("has no ");
+            self.fix.push_str("set ");
+            self.yaml.push_str("resources:");
+        }
+        self.yaml.extend(["\n  ", section, ":"]);
+        for name in names {
+            let (problem_sep, fix_sep) = if self.missing == 0 {
+                ("", "")
+            } else {
+                (", ", " and ")
+            };
+            self.missing += 1;
+            let name = name.as_str();
+            self.problem.extend([problem_sep, section, ".", name]);
+            self.fix.extend([fix_sep, "resources.", section, ".", name]);
             let example = match (section, name) {
                 ("limits", "cpu") => "500m",
                 ("limits", "memory") | ("requests", "memory") => "256Mi",
                 ("requests", "cpu") => "100m",
                 _ => "1Gi",
             };
-            yaml.push_str(&format!("\n    {name}: {example}"));
+            self.yaml.extend(["\n    ", name, ": ", example]);
         }
     }
-    yaml
 }
