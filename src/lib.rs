@@ -13,6 +13,7 @@ pub mod defaults;
 pub mod http;
 pub mod json_string;
 pub mod logline;
+pub mod logwriter;
 pub mod metrics;
 pub mod namespaces;
 pub mod offline;

@@ -97,20 +97,11 @@ fn verdict_exit(
     }
 }
 
-/// The returned guard flushes buffered log lines when main returns.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// The returned guard writes the log lines still waiting when main returns.
+fn init_logging(format: LogFormat) -> portcullis::logwriter::Flush {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Lossless: under a log flood requests slow down rather than decisions go unrecorded.
-    // The appender thread drains every queued line and then flushes, so a buffer around
-    // stderr turns a burst of decision lines into one write, not one write per line; no line
-    // waits longer than the burst it came in.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+    let (writer, guard) = portcullis::logwriter::spawn(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
