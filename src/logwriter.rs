@@ -54,7 +54,8 @@ pub struct Lines {
     shared: Arc<Shared>,
 }
 
-/// Writes what is waiting and stops the writer thread when dropped.
+/// Writes what is waiting and stops the writer thread when dropped. Hold it until the
+/// process is done logging: lines logged after it is dropped are not written.
 pub struct Flush {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,

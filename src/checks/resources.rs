@@ -73,15 +73,15 @@ impl Texts {
                 (", ", " and ")
             };
             self.missing += 1;
+            let example = match (section, name) {
+                ("limits", ResourceName::Cpu) => "500m",
+                ("requests", ResourceName::Cpu) => "100m",
+                (_, ResourceName::Memory) => "256Mi",
+                _ => "1Gi",
+            };
             let name = name.as_str();
             self.problem.extend([problem_sep, section, ".", name]);
             self.fix.extend([fix_sep, "resources.", section, ".", name]);
-            let example = match (section, name) {
-                ("limits", "cpu") => "500m",
-                ("limits", "memory") | ("requests", "memory") => "256Mi",
-                ("requests", "cpu") => "100m",
-                _ => "1Gi",
-            };
             self.yaml.extend(["\n    ", name, ": ", example]);
         }
     }
