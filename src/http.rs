@@ -19,8 +19,8 @@ use std::collections::BTreeSet;
 
 use crate::admission;
 use crate::metrics::{
-    EndpointLabels, ExemptionLabels, Metrics, RequestLabels, RuleLabels, ShadowLabels,
-    ViolationLabels,
+    Endpoint, EndpointLabels, ExemptionLabels, Metrics, Outcome, RequestKey, RuleLabels,
+    ShadowLabels, ViolationLabels,
 };
 use crate::namespaces::NamespaceCache;
 use crate::params::ParamCache;
@@ -184,7 +184,7 @@ async fn validate(
     } else {
         review::Reading::Checks
     };
-    let req = read_review(&state, "validate", &headers, body, reading)?;
+    let req = read_review(&state, Endpoint::Validate, &headers, body, reading)?;
     let started = Instant::now();
     let span = tracing::debug_span!("review", uid = %req.uid);
     let body = span.in_scope(|| {
@@ -204,7 +204,7 @@ async fn validate(
         }
         review::encode_validation(&req, &verdict)
     });
-    observe(&state.metrics, "validate", started);
+    observe(&state.metrics, Endpoint::Validate, started);
     Ok(json(&state, body))
 }
 
@@ -245,7 +245,13 @@ async fn mutate(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
-    let req = read_review(&state, "mutate", &headers, body, review::Reading::Full)?;
+    let req = read_review(
+        &state,
+        Endpoint::Mutate,
+        &headers,
+        body,
+        review::Reading::Full,
+    )?;
     let started = Instant::now();
     let span = tracing::debug_span!("review", uid = %req.uid);
     let body = span.in_scope(|| {
@@ -258,51 +264,38 @@ async fn mutate(
             "mutated"
         );
         let outcome = if ops.is_empty() {
-            "unchanged"
+            Outcome::Unchanged
         } else {
-            "patched"
+            Outcome::Patched
         };
-        state
-            .metrics
-            .requests
-            .get_or_create(&request_labels("mutate", &req, outcome))
-            .inc();
+        state.metrics.count_request(request_key(&req, outcome));
         review::encode_mutation(&req, &ops)
     });
-    observe(&state.metrics, "mutate", started);
+    observe(&state.metrics, Endpoint::Mutate, started);
     Ok(json(&state, body))
 }
 
-fn observe(metrics: &Metrics, endpoint: &'static str, started: Instant) {
-    metrics
-        .latency
-        .get_or_create(&EndpointLabels { endpoint })
-        .observe(started.elapsed().as_secs_f64());
+fn observe(metrics: &Metrics, endpoint: Endpoint, started: Instant) {
+    metrics.observe_latency(endpoint, started.elapsed().as_secs_f64());
 }
 
-/// Labels from closed sets only: a kind portcullis does not judge counts as `other`, so no
-/// caller can grow the label space.
-fn request_labels(endpoint: &'static str, req: &Request, outcome: &'static str) -> RequestLabels {
-    RequestLabels {
-        endpoint,
-        kind: req.workload.map_or("other", |k| k.as_str()),
-        operation: operation_name(&req.operation),
+fn request_key(req: &Request, outcome: Outcome) -> RequestKey<'_> {
+    RequestKey {
         outcome,
-        dry_run: if req.dry_run { "true" } else { "false" },
+        kind: req.workload,
+        operation: &req.operation,
+        dry_run: req.dry_run,
     }
 }
 
 fn record_validation(metrics: &Metrics, req: &Request, verdict: &Verdict) {
     let outcome = match verdict {
-        Verdict::Skipped(_) => "skipped",
-        Verdict::Unjudgeable(_) => "unjudgeable",
-        Verdict::Judged(_) if !verdict.is_allowed() => "denied",
-        Verdict::Judged(_) => "allowed",
+        Verdict::Skipped(_) => Outcome::Skipped,
+        Verdict::Unjudgeable(_) => Outcome::Unjudgeable,
+        Verdict::Judged(_) if !verdict.is_allowed() => Outcome::Denied,
+        Verdict::Judged(_) => Outcome::Allowed,
     };
-    metrics
-        .requests
-        .get_or_create(&request_labels("validate", req, outcome))
-        .inc();
+    metrics.count_request(request_key(req, outcome));
     let dry_run = if req.dry_run { "true" } else { "false" };
     if let Verdict::Judged(found) = verdict {
         for rule in &found.ignored {
@@ -335,7 +328,7 @@ fn record_validation(metrics: &Metrics, req: &Request, verdict: &Verdict) {
 /// counted, since the apiserver then applies the webhook's failurePolicy.
 fn read_review(
     state: &AppState,
-    endpoint: &'static str,
+    endpoint: Endpoint,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     reading: review::Reading,
@@ -345,7 +338,9 @@ fn read_review(
         state
             .metrics
             .refused
-            .get_or_create(&EndpointLabels { endpoint })
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.as_str(),
+            })
             .inc();
     }
     read

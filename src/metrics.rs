@@ -5,7 +5,11 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 
+use std::sync::OnceLock;
+
 use crate::policy::RuleId;
+use crate::request::{Operation, operation_name};
+use crate::workload::WorkloadKind;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -77,10 +81,123 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// The endpoint a review arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Validate,
+    Mutate,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Validate => "validate",
+            Self::Mutate => "mutate",
+        }
+    }
+}
+
+/// How a review was answered: the `outcome` label of `portcullis_requests`. The first four
+/// are `/validate`'s, the last two `/mutate`'s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Skipped,
+    Unjudgeable,
+    Denied,
+    Allowed,
+    Unchanged,
+    Patched,
+}
+
+impl Outcome {
+    const COUNT: usize = 6;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Skipped => "skipped",
+            Self::Unjudgeable => "unjudgeable",
+            Self::Denied => "denied",
+            Self::Allowed => "allowed",
+            Self::Unchanged => "unchanged",
+            Self::Patched => "patched",
+        }
+    }
+
+    fn endpoint(self) -> Endpoint {
+        match self {
+            Self::Unchanged | Self::Patched => Endpoint::Mutate,
+            _ => Endpoint::Validate,
+        }
+    }
+}
+
+/// Every label set of `portcullis_requests` is a combination of closed sets, so each has a
+/// slot here, holding the family's counter once the first such request made it. A request
+/// then bumps that counter: no label hashing and no family lock, which were a measurable
+/// share of a decision (BENCHMARKS.md, session 15). Label sets no request had stay out of
+/// the exposition, as they did before.
+struct RequestCounters {
+    family: Family<RequestLabels, Counter>,
+    slots: Box<[OnceLock<Counter>]>,
+}
+
+const KINDS: usize = WorkloadKind::ALL.len() + 1;
+const OPERATIONS: usize = 4;
+
+impl RequestCounters {
+    fn new(family: Family<RequestLabels, Counter>) -> Self {
+        let slots = (0..Outcome::COUNT * KINDS * OPERATIONS * 2)
+            .map(|_| OnceLock::new())
+            .collect();
+        Self { family, slots }
+    }
+
+    fn get(&self, key: RequestKey<'_>) -> &Counter {
+        self.slots[key.slot()].get_or_init(|| self.family.get_or_create(&key.labels()).clone())
+    }
+}
+
+/// The labels of one answered review, as the handlers know them.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestKey<'a> {
+    pub outcome: Outcome,
+    /// `None` for a kind portcullis does not judge: counted as `other`, so no caller can grow
+    /// the label space.
+    pub kind: Option<WorkloadKind>,
+    pub operation: &'a Operation,
+    pub dry_run: bool,
+}
+
+impl RequestKey<'_> {
+    fn slot(self) -> usize {
+        let kind = self.kind.map_or(0, |k| k as usize + 1);
+        let operation = match self.operation {
+            Operation::Create => 0,
+            Operation::Update => 1,
+            Operation::Delete => 2,
+            Operation::Connect => 3,
+        };
+        ((self.outcome as usize * KINDS + kind) * OPERATIONS + operation) * 2
+            + usize::from(self.dry_run)
+    }
+
+    fn labels(self) -> RequestLabels {
+        RequestLabels {
+            endpoint: self.outcome.endpoint().as_str(),
+            kind: self.kind.map_or("other", WorkloadKind::as_str),
+            operation: operation_name(self.operation),
+            outcome: self.outcome.as_str(),
+            dry_run: if self.dry_run { "true" } else { "false" },
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
-    pub latency: Family<EndpointLabels, Histogram>,
+    requests: RequestCounters,
+    latency: Family<EndpointLabels, Histogram>,
+    /// The latency histogram of each endpoint, once it has one: as for `requests`.
+    latency_slots: [OnceLock<Histogram>; 2],
     pub violations: Family<ViolationLabels, Counter>,
     pub policy_reloads: Family<ResultLabels, Counter>,
     pub certificate_reloads: Family<ResultLabels, Counter>,
@@ -213,8 +330,9 @@ impl Default for Metrics {
         }
         Self {
             registry,
-            requests,
+            requests: RequestCounters::new(requests),
             latency,
+            latency_slots: Default::default(),
             violations,
             policy_reloads,
             certificate_reloads,
@@ -233,6 +351,23 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts an answered review.
+    pub fn count_request(&self, key: RequestKey<'_>) {
+        self.requests.get(key).inc();
+    }
+
+    /// Records how long an endpoint took from a decoded body to an encoded answer.
+    pub fn observe_latency(&self, endpoint: Endpoint, seconds: f64) {
+        self.latency_slots[endpoint as usize]
+            .get_or_init(|| {
+                let endpoint = endpoint.as_str();
+                self.latency
+                    .get_or_create(&EndpointLabels { endpoint })
+                    .clone()
+            })
+            .observe(seconds);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -282,5 +417,46 @@ impl prometheus_client::encoding::EncodeLabelValue for RuleId {
         encoder: &mut prometheus_client::encoding::LabelValueEncoder,
     ) -> Result<(), std::fmt::Error> {
         std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// Each label set has a slot of its own: two sharing one would count on each other's
+    /// series.
+    #[test]
+    fn every_request_label_set_has_its_own_slot() {
+        use Outcome::*;
+        let operations = [
+            Operation::Create,
+            Operation::Update,
+            Operation::Delete,
+            Operation::Connect,
+        ];
+        let kinds = std::iter::once(None).chain(WorkloadKind::ALL.map(Some));
+        let mut seen = HashMap::new();
+        for outcome in [Skipped, Unjudgeable, Denied, Allowed, Unchanged, Patched] {
+            for kind in kinds.clone() {
+                for operation in &operations {
+                    for dry_run in [false, true] {
+                        let key = RequestKey {
+                            outcome,
+                            kind,
+                            operation,
+                            dry_run,
+                        };
+                        assert!(key.slot() < Outcome::COUNT * KINDS * OPERATIONS * 2);
+                        if let Some(other) = seen.insert(key.slot(), key.labels()) {
+                            panic!("{:?} and {other:?} share a slot", key.labels());
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(seen.len(), Outcome::COUNT * KINDS * OPERATIONS * 2);
     }
 }

@@ -278,7 +278,8 @@ async fn wire_form_of_every_response_is_pinned() {
 
 /// After real requests, /metrics on the metrics router reports them: requests by endpoint,
 /// kind, operation and outcome, violations by check, mode and namespace, and the latency
-/// histogram with sub-millisecond buckets.
+/// histogram with sub-millisecond buckets. Repeated label sets add up on the same series, and
+/// label sets no request had are not listed.
 #[tokio::test]
 async fn metrics_report_real_requests() {
     let state = AppState::new(PolicySet::embedded());
@@ -287,7 +288,13 @@ async fn metrics_report_real_requests() {
         .store(true, std::sync::atomic::Ordering::Release);
     let app = router(state.clone(), Duration::from_secs(4));
     let metrics_app = portcullis::http::metrics_router(state.clone());
-    for file in ["create-pod-2.json", "create-pod.json", "delete-pod.json"] {
+    for file in [
+        "create-pod-2.json",
+        "create-pod.json",
+        "delete-pod.json",
+        "create-pod-2.json",
+        "create-deployment.json",
+    ] {
         answer(&app, "/validate", &captured(file)).await;
     }
     answer(&app, "/mutate", &captured("create-pod-2.json")).await;
@@ -299,13 +306,15 @@ async fn metrics_report_real_requests() {
     assert_eq!(res.0, StatusCode::OK);
     let text = res.1.as_str().unwrap().to_owned();
     for line in [
-        r#"portcullis_requests_total{endpoint="validate",kind="Pod",operation="CREATE",outcome="denied",dry_run="false"} 1"#,
+        r#"portcullis_requests_total{endpoint="validate",kind="Pod",operation="CREATE",outcome="denied",dry_run="false"} 2"#,
+        r#"portcullis_requests_total{endpoint="validate",kind="Deployment",operation="CREATE",outcome="denied",dry_run="false"} 1"#,
         r#"portcullis_requests_total{endpoint="validate",kind="Pod",operation="CREATE",outcome="allowed",dry_run="false"} 1"#,
         r#"portcullis_requests_total{endpoint="validate",kind="Pod",operation="DELETE",outcome="skipped",dry_run="false"} 1"#,
         r#"portcullis_requests_total{endpoint="mutate",kind="Pod",operation="CREATE",outcome="patched",dry_run="false"} 1"#,
-        r#"portcullis_violations_total{check="run-as-non-root",mode="enforce",namespace="team-a",dry_run="false"} 1"#,
-        r#"portcullis_violations_total{check="liveness-probe",mode="enforce",namespace="team-a",dry_run="false"} 1"#,
-        r#"portcullis_request_duration_seconds_count{endpoint="validate"} 3"#,
+        r#"portcullis_violations_total{check="run-as-non-root",mode="enforce",namespace="team-a",dry_run="false"} 2"#,
+        r#"portcullis_violations_total{check="liveness-probe",mode="enforce",namespace="team-a",dry_run="false"} 3"#,
+        r#"portcullis_request_duration_seconds_count{endpoint="validate"} 5"#,
+        r#"portcullis_request_duration_seconds_count{endpoint="mutate"} 1"#,
         r#"portcullis_request_duration_seconds_bucket{le="0.0001",endpoint="validate"}"#,
         "# TYPE portcullis_certificate_expiry_timestamp_seconds gauge",
         "# TYPE portcullis_certificate_reloads counter",
@@ -313,6 +322,11 @@ async fn metrics_report_real_requests() {
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
+    assert_eq!(
+        text.matches("portcullis_requests_total{").count(),
+        5,
+        "one series per label set seen:\n{text}"
+    );
     for path in ["/healthz", "/readyz"] {
         let res = send(
             &metrics_app,
