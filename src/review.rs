@@ -477,8 +477,15 @@ fn read_whole(kind: WorkloadKind, raw: &RawValue) -> Result<Workload, serde_json
 /// that returns one.
 pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
     let texts = verdict.texts();
+    // Each text goes into the message and an audit annotation; each fix, indented, into the
+    // message: sized so the answer is written without regrowing.
     let text_bytes: usize = texts.iter().map(String::len).sum();
-    let mut out = Json::head(&req.uid, verdict.is_allowed(), 2 * text_bytes);
+    let fix_bytes: usize = verdict
+        .denials()
+        .filter_map(|v| v.add.as_ref())
+        .map(|fix| fix.at.len() + 2 * fix.yaml.len() + 24)
+        .sum();
+    let mut out = Json::head(&req.uid, verdict.is_allowed(), 2 * text_bytes + fix_bytes);
     match verdict {
         Verdict::Unjudgeable(reason) => {
             out.status(400, "BadRequest", |m| {

@@ -209,7 +209,10 @@ impl Verdict {
             }
         }
         for (v, text) in self.violations().zip(texts) {
-            let entry = out.entry(v.rule.as_str()).or_default();
+            // Sized for one violation's entry, the usual case, so it is written without regrowing.
+            let entry = out
+                .entry(v.rule.as_str())
+                .or_insert_with(|| String::with_capacity(text.len() + 16));
             if !entry.is_empty() {
                 entry.push_str("; ");
             }
@@ -361,14 +364,19 @@ impl fmt::Display for Exempted {
 impl fmt::Display for Violation {
     /// `container "app" may run as root: set securityContext.runAsNonRoot: true or a non-zero runAsUser [run-as-non-root]`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Pieces, not `write!` with arguments: every denied review renders each violation.
         // A CEL rule's message speaks for itself, and it offers no fix of its own.
-        match self.subject {
-            Subject::Object => f.write_str(&self.problem)?,
-            _ => write!(f, "{} {}", self.subject, self.problem)?,
+        if self.subject != Subject::Object {
+            fmt::Display::fmt(&self.subject, f)?;
+            f.write_str(" ")?;
         }
+        f.write_str(&self.problem)?;
         if !self.fix.is_empty() {
-            write!(f, ": {}", self.fix)?;
+            f.write_str(": ")?;
+            f.write_str(&self.fix)?;
         }
-        write!(f, " [{}]", self.rule.as_str())
+        f.write_str(" [")?;
+        f.write_str(self.rule.as_str())?;
+        f.write_str("]")
     }
 }
