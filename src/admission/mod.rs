@@ -7,6 +7,7 @@ mod cel;
 pub use cel::{matched as cel_rule_matched, object_labels, selects};
 
 use std::borrow::Cow;
+use std::cell::Cell;
 
 use json_patch::PatchOperation;
 
@@ -14,7 +15,7 @@ use crate::checks::{self, Target};
 use crate::defaults;
 use k8s_openapi::api::core::v1::PodSpec;
 
-use crate::policy::{Mode, MutationTarget, PolicySet};
+use crate::policy::{Mode, Mutation, MutationTarget, PolicySet};
 use crate::request::{Decoded, Operation, Request};
 use crate::rollout::{self, Context};
 use crate::verdict::{Findings, Skip, Verdict, Violation};
@@ -115,22 +116,33 @@ fn validate_checks(set: &PolicySet, req: &Request, ctx: &Context) -> Verdict {
         return Verdict::Skipped(Skip::SpecUnchanged);
     }
     let spec = defaulted_template(set, req, kind, spec);
-    let mut violations = judge(set, req, ctx, kind, workload, &spec);
+    let judge = |spec: &PodSpec, modes: &dyn Fn(Mode) -> bool| {
+        judge(set, req, ctx, kind, workload, spec, modes)
+    };
+    let Some(mutation) = patched_on_create(set, req, kind) else {
+        return Verdict::Judged(judge(&spec, &|_| true).into());
+    };
     // Audit and warn predict what enforce would deny, and the enforcing install patches a new
-    // Pod before judging it. So a finding the pod defaults would fix is no would-be denial,
-    // even where no mutating webhook ran (the audit install has none). Enforced findings stay
-    // judged on the Pod as it arrived: without the mutating webhook it really is unpatched.
-    if violations.iter().any(|v| v.mode != Mode::Enforce)
-        && let Some(patched) = pod_as_patched(set, req, kind, &spec)
-    {
-        let predicted = judge(set, req, ctx, kind, workload, &patched);
-        violations.retain(|v| v.mode == Mode::Enforce);
-        violations.extend(predicted.into_iter().filter(|v| v.mode != Mode::Enforce));
+    // Pod before judging it. So audit and warn judge the Pod as the pod defaults would patch
+    // it, even where no mutating webhook ran (the audit install has none). Enforced findings
+    // are judged on the Pod as it arrived: without the mutating webhook it really is
+    // unpatched. Each check runs once, on one of the two; the patched copy is made only when
+    // a check is in audit or warn mode for this request.
+    let predicting = Cell::new(false);
+    let mut violations = judge(&spec, &|mode| {
+        predicting.set(predicting.get() || mode != Mode::Enforce);
+        mode == Mode::Enforce
+    });
+    if predicting.get() {
+        let mut patched = spec.into_owned();
+        defaults::fill(mutation, &mut patched);
+        violations.extend(judge(&patched, &|mode| mode != Mode::Enforce));
     }
     Verdict::Judged(violations.into())
 }
 
-/// Every violation of `spec` under each policy that applies to the request's namespace.
+/// Every violation of `spec` under each policy that applies to the request's namespace, from
+/// the checks whose effective mode `modes` accepts (a check it refuses is not run).
 fn judge(
     set: &PolicySet,
     req: &Request,
@@ -138,6 +150,7 @@ fn judge(
     kind: WorkloadKind,
     workload: &Workload,
     spec: &PodSpec,
+    modes: &dyn Fn(Mode) -> bool,
 ) -> Vec<Violation> {
     let target = Target {
         kind,
@@ -152,7 +165,12 @@ fn judge(
     {
         let start = violations.len();
         let mode_of = |rule: &_, configured| {
-            rollout::effective_mode(policy, rule, configured, &req.namespace, ctx)
+            let mut effective =
+                rollout::effective_mode(policy, rule, configured, &req.namespace, ctx);
+            if effective.mode != Mode::Off && !modes(effective.mode) {
+                effective.mode = Mode::Off;
+            }
+            effective
         };
         checks::run(policy, &target, mode_of, &mut violations);
         let found = &mut violations[start..];
@@ -161,25 +179,19 @@ fn judge(
     violations
 }
 
-/// The Pod as `/mutate` would patch it on CREATE, when that changes anything.
-fn pod_as_patched(
-    set: &PolicySet,
+/// The pod defaults `/mutate` patches into this request's Pod on CREATE, if it does.
+fn patched_on_create<'a>(
+    set: &'a PolicySet,
     req: &Request,
     kind: WorkloadKind,
-    spec: &PodSpec,
-) -> Option<PodSpec> {
+) -> Option<&'a Mutation> {
     let (policy, mutation) = set.mutation()?;
-    let patched_on_create = kind == WorkloadKind::Pod
+    let patched = kind == WorkloadKind::Pod
         && req.operation == Operation::Create
         && req.sub_resource.is_none()
         && mutation.targets.contains(&MutationTarget::Pods)
         && !policy.exempts_namespace(&req.namespace);
-    if !patched_on_create {
-        return None;
-    }
-    let mut filled = spec.clone();
-    defaults::fill(mutation, &mut filled);
-    (filled != *spec).then_some(filled)
+    patched.then_some(mutation)
 }
 
 /// A controller is judged by the pod it will create: with the pod defaults filled in when the
