@@ -2,9 +2,10 @@
 //! that make the same change to the submitted JSON are recorded as each field is filled: a
 //! field that was absent is added whole, a present one gets only what was filled inside it.
 //! Only added values are serialized, never the pod or the fields as they were.
-//! The same filling serves `/mutate` (`apply`: the operations) and `/validate` for controllers
-//! (`fill`: only the filled spec, as a controller is judged by the pod it will create after
-//! defaulting, so no operations are computed there).
+//! The same filling serves `/mutate` (`apply`: the operations) and `/validate` (`overlay`:
+//! only the filled fields, as a controller is judged by the pod it will create after
+//! defaulting, and a new Pod's audit and warn findings by the Pod `/mutate` would patch, so no
+//! operations are computed there).
 
 use std::collections::BTreeMap;
 
@@ -32,8 +33,7 @@ pub fn apply(mutation: &Mutation, spec: &mut PodSpec, spec_field: &str) -> Vec<P
     patch.ops
 }
 
-/// Fills `spec` with the defaults of `mutation`, computing no patch: how `/validate` sees the
-/// pod a controller will create.
+/// Fills `spec` with the defaults of `mutation`, computing no patch.
 pub fn fill(mutation: &Mutation, spec: &mut PodSpec) {
     let mut patch = Patch {
         recording: false,
@@ -117,6 +117,15 @@ fn fill_container(mutation: &Mutation, c: &mut Container, windows: bool, patch: 
         "resources",
         |r: &mut ResourceRequirements, patch| fill_resources(r, mutation, patch),
     );
+}
+
+/// The fields the defaults of `mutation` touch, filled: what `/validate` reads in place of
+/// `spec`'s own when it judges the pod as defaulted (`checks::Target::defaulted`). Only those
+/// fields are copied: images, env, probes and volumes are read where they are.
+pub fn overlay(mutation: &Mutation, spec: &PodSpec) -> PodSpec {
+    let mut touched = touched_fields(spec);
+    fill(mutation, &mut touched);
+    touched
 }
 
 /// A copy of just the fields `apply` reads or fills: enough to compute the patch without

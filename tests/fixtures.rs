@@ -117,8 +117,16 @@ async fn defaults_fixtures() {
         // The JSON patch and the in-memory defaulting used to judge controllers must agree.
         let mut typed = decode_pod(input);
         portcullis::defaults::fill(mutation, typed.pod_spec.as_mut().unwrap());
-        if typed.pod_spec != decode_pod(&patched).pod_spec {
+        let patched_spec = decode_pod(&patched).pod_spec.unwrap();
+        if typed.pod_spec.as_ref() != Some(&patched_spec) {
             failures.push(format!("{name}: in-memory defaults differ from the patch"));
+        }
+        // The overlay /validate judges by carries every field the patch filled.
+        let overlay = portcullis::defaults::overlay(mutation, &decode_pod(input).pod_spec.unwrap());
+        if overlay != portcullis::defaults::touched_fields(&patched_spec) {
+            failures.push(format!(
+                "{name}: the defaults overlay differs from the patch"
+            ));
         }
         // Defaults can always satisfy resource-limits.
         let denied = denied_checks(&answer(&app, "/validate", &create(&patched)).await);

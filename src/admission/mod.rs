@@ -6,7 +6,6 @@ mod cel;
 
 pub use cel::{matched as cel_rule_matched, object_labels, selects};
 
-use std::borrow::Cow;
 use std::cell::Cell;
 
 use json_patch::PatchOperation;
@@ -19,7 +18,7 @@ use crate::policy::{Mode, Mutation, MutationTarget, PolicySet};
 use crate::request::{Decoded, Operation, Request};
 use crate::rollout::{self, Context};
 use crate::verdict::{Findings, Skip, Verdict, Violation};
-use crate::workload::{Workload, WorkloadKind, pod_spec_field};
+use crate::workload::{WorkloadKind, pod_spec_field};
 
 /// Pod subresources that cannot change what runs in the pod. Any other one (`ephemeralcontainers`,
 /// `resize`, and whatever a later Kubernetes adds) is judged as the pod it produces: the same
@@ -115,48 +114,46 @@ fn validate_checks(set: &PolicySet, req: &Request, ctx: &Context) -> Verdict {
     if req.operation == Operation::Update && unchanged {
         return Verdict::Skipped(Skip::SpecUnchanged);
     }
-    let spec = defaulted_template(set, req, kind, spec);
-    let judge = |spec: &PodSpec, modes: &dyn Fn(Mode) -> bool| {
-        judge(set, req, ctx, kind, workload, spec, modes)
+    let template = template_defaults(set, req, kind, spec);
+    let judge = |defaulted: Option<&PodSpec>, modes: &dyn Fn(Mode) -> bool| {
+        let target = Target {
+            kind,
+            workload,
+            spec,
+            defaulted,
+        };
+        judge(set, req, ctx, &target, modes)
     };
     let Some(mutation) = patched_on_create(set, req, kind) else {
-        return Verdict::Judged(judge(&spec, &|_| true).into());
+        return Verdict::Judged(judge(template.as_ref(), &|_| true).into());
     };
     // Audit and warn predict what enforce would deny, and the enforcing install patches a new
     // Pod before judging it. So audit and warn judge the Pod as the pod defaults would patch
     // it, even where no mutating webhook ran (the audit install has none). Enforced findings
     // are judged on the Pod as it arrived: without the mutating webhook it really is
-    // unpatched. Each check runs once, on one of the two; the patched copy is made only when
+    // unpatched. Each check runs once, on one of the two; the defaults are filled only when
     // a check is in audit or warn mode for this request.
     let predicting = Cell::new(false);
-    let mut violations = judge(&spec, &|mode| {
+    let mut violations = judge(template.as_ref(), &|mode| {
         predicting.set(predicting.get() || mode != Mode::Enforce);
         mode == Mode::Enforce
     });
     if predicting.get() {
-        let mut patched = spec.into_owned();
-        defaults::fill(mutation, &mut patched);
-        violations.extend(judge(&patched, &|mode| mode != Mode::Enforce));
+        let patched = defaults::overlay(mutation, spec);
+        violations.extend(judge(Some(&patched), &|mode| mode != Mode::Enforce));
     }
     Verdict::Judged(violations.into())
 }
 
-/// Every violation of `spec` under each policy that applies to the request's namespace, from
-/// the checks whose effective mode `modes` accepts (a check it refuses is not run).
+/// Every violation of `target` under each policy that applies to the request's namespace,
+/// from the checks whose effective mode `modes` accepts (a check it refuses is not run).
 fn judge(
     set: &PolicySet,
     req: &Request,
     ctx: &Context,
-    kind: WorkloadKind,
-    workload: &Workload,
-    spec: &PodSpec,
+    target: &Target,
     modes: &dyn Fn(Mode) -> bool,
 ) -> Vec<Violation> {
-    let target = Target {
-        kind,
-        workload,
-        spec,
-    };
     let mut violations = Vec::new();
     for policy in set
         .policies
@@ -172,8 +169,9 @@ fn judge(
             }
             effective
         };
-        checks::run(policy, &target, mode_of, &mut violations);
+        checks::run(policy, target, mode_of, &mut violations);
         let found = &mut violations[start..];
+        let (workload, spec) = (target.workload, target.spec);
         rollout::apply_exemptions(policy, &req.namespace, workload, spec, ctx, found);
     }
     violations
@@ -195,25 +193,19 @@ fn patched_on_create<'a>(
 }
 
 /// A controller is judged by the pod it will create: with the pod defaults filled in when the
-/// mutating webhook patches pods in this namespace. A Pod reaches `/validate` already patched.
-fn defaulted_template<'a>(
+/// mutating webhook patches pods in this namespace (the overlay `Target::defaulted` reads). A
+/// Pod reaches `/validate` already patched.
+fn template_defaults(
     set: &PolicySet,
     req: &Request,
     kind: WorkloadKind,
-    spec: &'a PodSpec,
-) -> Cow<'a, PodSpec> {
-    match set.mutation() {
-        Some((policy, mutation))
-            if kind.is_controller()
-                && mutation.targets.contains(&MutationTarget::Pods)
-                && !policy.exempts_namespace(&req.namespace) =>
-        {
-            let mut filled = spec.clone();
-            defaults::fill(mutation, &mut filled);
-            Cow::Owned(filled)
-        }
-        _ => Cow::Borrowed(spec),
-    }
+    spec: &PodSpec,
+) -> Option<PodSpec> {
+    let (policy, mutation) = set.mutation()?;
+    let patched = kind.is_controller()
+        && mutation.targets.contains(&MutationTarget::Pods)
+        && !policy.exempts_namespace(&req.namespace);
+    patched.then(|| defaults::overlay(mutation, spec))
 }
 
 /// The JSON Patch that fills safe defaults into the request's object; empty when there is

@@ -10,7 +10,8 @@ mod run_as_non_root;
 use std::fmt::Write as _;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, Lifecycle, PodSpec, Probe, ResourceRequirements, SecurityContext,
+    Container, ContainerPort, Lifecycle, PodSecurityContext, PodSpec, Probe, ResourceRequirements,
+    SecurityContext,
 };
 
 use crate::policy::{CheckId, Mode, Policy, RuleId};
@@ -22,10 +23,76 @@ use crate::workload::{ContainerKind, Workload, WorkloadKind, pod_spec_field};
 pub struct Target<'a> {
     pub kind: WorkloadKind,
     pub workload: &'a Workload,
+    /// The pod spec as submitted. Read the pod's security context with
+    /// `pod_security_context` and containers with `containers`: those see the defaults.
     pub spec: &'a PodSpec,
+    /// When the pod is judged as the pod defaults would patch it, the fields they touch,
+    /// filled (`defaults::overlay`): its pod security context, and its containers' and init
+    /// containers' security contexts and resources, stand in for `spec`'s own.
+    pub defaulted: Option<&'a PodSpec>,
 }
 
-impl Target<'_> {
+impl<'a> Target<'a> {
+    pub fn pod_security_context(&self) -> Option<&'a PodSecurityContext> {
+        self.defaulted
+            .unwrap_or(self.spec)
+            .security_context
+            .as_ref()
+    }
+
+    /// Containers, then init containers, then ephemeral containers, each with its index.
+    pub fn containers(&self) -> impl Iterator<Item = ContainerRef<'a>> + use<'a> {
+        let (spec, defaulted) = (self.spec, self.defaulted);
+        // The overlay's container at the same place, whose touched fields are read instead.
+        let touched = move |kind: ContainerKind, index: usize| {
+            let overlay = defaulted?;
+            match kind {
+                ContainerKind::Containers => overlay.containers.get(index),
+                ContainerKind::InitContainers => overlay.init_containers.as_ref()?.get(index),
+                ContainerKind::EphemeralContainers => None,
+            }
+        };
+        let regular = move |kind: ContainerKind, (index, c): (usize, &'a Container)| {
+            let own = touched(kind, index).unwrap_or(c);
+            ContainerRef {
+                kind,
+                index,
+                name: &c.name,
+                security_context: own.security_context.as_ref(),
+                resources: own.resources.as_ref(),
+                liveness_probe: c.liveness_probe.as_ref(),
+                readiness_probe: c.readiness_probe.as_ref(),
+                startup_probe: c.startup_probe.as_ref(),
+                ports: c.ports.as_deref().unwrap_or_default(),
+                lifecycle: c.lifecycle.as_ref(),
+            }
+        };
+        let ephemeral = spec
+            .ephemeral_containers
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(index, c)| ContainerRef {
+                kind: ContainerKind::EphemeralContainers,
+                index,
+                name: &c.name,
+                security_context: c.security_context.as_ref(),
+                resources: c.resources.as_ref(),
+                liveness_probe: c.liveness_probe.as_ref(),
+                readiness_probe: c.readiness_probe.as_ref(),
+                startup_probe: c.startup_probe.as_ref(),
+                ports: c.ports.as_deref().unwrap_or_default(),
+                lifecycle: c.lifecycle.as_ref(),
+            });
+        let init = spec.init_containers.iter().flatten().enumerate();
+        spec.containers
+            .iter()
+            .enumerate()
+            .map(move |c| regular(ContainerKind::Containers, c))
+            .chain(init.map(move |c| regular(ContainerKind::InitContainers, c)))
+            .chain(ephemeral)
+    }
+
     /// Dotted path of a field in a container, as written in the submitted manifest.
     fn container_field(&self, c: &ContainerRef, suffix: &str) -> String {
         let mut path = self.container_path(c);
@@ -151,48 +218,5 @@ impl<'a> ContainerRef<'a> {
             index: self.index,
             name: self.name.to_owned(),
         }
-    }
-}
-
-/// Containers, then init containers, then ephemeral containers, each with its index.
-pub fn containers(spec: &PodSpec) -> impl Iterator<Item = ContainerRef<'_>> {
-    let init = spec.init_containers.iter().flatten().enumerate();
-    let ephemeral = spec
-        .ephemeral_containers
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(index, c)| ContainerRef {
-            kind: ContainerKind::EphemeralContainers,
-            index,
-            name: &c.name,
-            security_context: c.security_context.as_ref(),
-            resources: c.resources.as_ref(),
-            liveness_probe: c.liveness_probe.as_ref(),
-            readiness_probe: c.readiness_probe.as_ref(),
-            startup_probe: c.startup_probe.as_ref(),
-            ports: c.ports.as_deref().unwrap_or_default(),
-            lifecycle: c.lifecycle.as_ref(),
-        });
-    spec.containers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| regular(ContainerKind::Containers, i, c))
-        .chain(init.map(|(i, c)| regular(ContainerKind::InitContainers, i, c)))
-        .chain(ephemeral)
-}
-
-fn regular(kind: ContainerKind, index: usize, c: &Container) -> ContainerRef<'_> {
-    ContainerRef {
-        kind,
-        index,
-        name: &c.name,
-        security_context: c.security_context.as_ref(),
-        resources: c.resources.as_ref(),
-        liveness_probe: c.liveness_probe.as_ref(),
-        readiness_probe: c.readiness_probe.as_ref(),
-        startup_probe: c.startup_probe.as_ref(),
-        ports: c.ports.as_deref().unwrap_or_default(),
-        lifecycle: c.lifecycle.as_ref(),
     }
 }

@@ -3,7 +3,7 @@
 //! workloads run to completion and are exempt by default; the exemption trusts
 //! ownerReferences, which is acceptable only because probes guard reliability, not security.
 
-use super::{Finding, Target, containers};
+use super::{Finding, Target};
 use crate::policy::{ProbeCheck, ProbeField};
 use crate::verdict::Text;
 use crate::workload::ContainerKind;
@@ -20,7 +20,8 @@ pub fn check(params: &ProbeCheck, own: ProbeField, target: &Target) -> Vec<Findi
         .satisfied_by
         .as_deref()
         .unwrap_or(std::slice::from_ref(&own));
-    containers(target.spec)
+    target
+        .containers()
         .filter(|c| c.kind == ContainerKind::Containers)
         .filter(|c| {
             !accepted.iter().any(|p| match p {

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
     LifecycleHandler, PodSpec, Probe, SELinuxOptions, SeccompProfile, Volume,
 };
 
-use super::{ContainerRef, Finding, Target, containers};
+use super::{ContainerRef, Finding, Target};
 use crate::policy::{CheckId, Checks, PssLevel, PssLeveledCheck};
 use crate::verdict::{Fix, Subject, Text};
 use crate::workload::pod_spec_field;
@@ -120,7 +120,7 @@ fn is_windows(spec: &PodSpec) -> bool {
 }
 
 fn privileged(t: &Target, out: &mut Vec<Finding>) {
-    for c in containers(t.spec) {
+    for c in t.containers() {
         if c.security_context.and_then(|s| s.privileged) == Some(true) {
             out.push(on_container(
                 t,
@@ -165,7 +165,7 @@ fn host_path_volumes(t: &Target, out: &mut Vec<Finding>) {
 }
 
 fn host_ports(t: &Target, out: &mut Vec<Finding>) {
-    for c in containers(t.spec) {
+    for c in t.containers() {
         let ports: Vec<String> = c
             .ports
             .iter()
@@ -209,7 +209,7 @@ fn added_capabilities<'a>(c: &ContainerRef<'a>) -> &'a [String] {
 }
 
 fn capabilities_baseline(t: &Target, out: &mut Vec<Finding>) {
-    for c in containers(t.spec) {
+    for c in t.containers() {
         let extra: Vec<&str> = added_capabilities(&c)
             .iter()
             .map(String::as_str)
@@ -227,7 +227,7 @@ fn capabilities_restricted(t: &Target, out: &mut Vec<Finding>) {
     if is_windows(t.spec) {
         return;
     }
-    for c in containers(t.spec) {
+    for c in t.containers() {
         let caps = c.security_context.and_then(|s| s.capabilities.as_ref());
         let drops_all = caps
             .and_then(|c| c.drop.as_ref())
@@ -264,9 +264,7 @@ fn seccomp_type(p: Option<&SeccompProfile>) -> Option<&str> {
 
 fn seccomp(t: &Target, level: PssLevel, out: &mut Vec<Finding>) {
     let pod = seccomp_type(
-        t.spec
-            .security_context
-            .as_ref()
+        t.pod_security_context()
             .and_then(|s| s.seccomp_profile.as_ref()),
     );
     let restricted = level == PssLevel::Restricted;
@@ -289,7 +287,7 @@ fn seccomp(t: &Target, level: PssLevel, out: &mut Vec<Finding>) {
             fix,
         ));
     }
-    for c in containers(t.spec) {
+    for c in t.containers() {
         match seccomp_type(c.security_context.and_then(|s| s.seccomp_profile.as_ref())) {
             Some(ty) if !allowed(ty) => out.push(on_container(t, &c, "securityContext.seccompProfile.type",
                 format!("sets seccompProfile.type: {ty}").into(), fix)),
@@ -306,7 +304,7 @@ fn proc_mount(t: &Target, level: PssLevel, out: &mut Vec<Finding>) {
     if level == PssLevel::Baseline && t.spec.host_users == Some(false) {
         return;
     }
-    for c in containers(t.spec) {
+    for c in t.containers() {
         if let Some(mount) = c
             .security_context
             .and_then(|s| s.proc_mount.as_deref())
@@ -347,9 +345,7 @@ fn selinux_problems(o: &SELinuxOptions) -> Vec<String> {
 fn selinux(t: &Target, out: &mut Vec<Finding>) {
     let fix = "use seLinuxOptions.type container_t, container_init_t, container_kvm_t or container_engine_t, and leave user and role unset";
     if let Some(o) = t
-        .spec
-        .security_context
-        .as_ref()
+        .pod_security_context()
         .and_then(|s| s.se_linux_options.as_ref())
     {
         let problems = selinux_problems(o);
@@ -362,7 +358,7 @@ fn selinux(t: &Target, out: &mut Vec<Finding>) {
             ));
         }
     }
-    for c in containers(t.spec) {
+    for c in t.containers() {
         if let Some(o) = c.security_context.and_then(|s| s.se_linux_options.as_ref()) {
             let problems = selinux_problems(o);
             if !problems.is_empty() {
@@ -384,9 +380,7 @@ fn apparmor(t: &Target, out: &mut Vec<Finding>) {
     let fix = "use an AppArmor profile of type RuntimeDefault or Localhost";
     let bad = |ty: &str| ty != "RuntimeDefault" && ty != "Localhost";
     if let Some(ty) = t
-        .spec
-        .security_context
-        .as_ref()
+        .pod_security_context()
         .and_then(|s| s.app_armor_profile.as_ref())
         .map(|p| p.type_.as_str())
         .filter(|ty| bad(ty))
@@ -398,7 +392,7 @@ fn apparmor(t: &Target, out: &mut Vec<Finding>) {
             fix,
         ));
     }
-    for c in containers(t.spec) {
+    for c in t.containers() {
         if let Some(ty) = c
             .security_context
             .and_then(|s| s.app_armor_profile.as_ref())
@@ -450,9 +444,7 @@ const SAFE_SYSCTLS: &[&str] = &[
 
 fn sysctls(t: &Target, out: &mut Vec<Finding>) {
     let unsafe_ones: Vec<&str> = t
-        .spec
-        .security_context
-        .as_ref()
+        .pod_security_context()
         .and_then(|s| s.sysctls.as_ref())
         .into_iter()
         .flatten()
@@ -467,9 +459,7 @@ fn sysctls(t: &Target, out: &mut Vec<Finding>) {
 
 fn windows_host_process(t: &Target, out: &mut Vec<Finding>) {
     let fix = "remove windowsOptions.hostProcess or set it to false";
-    if t.spec
-        .security_context
-        .as_ref()
+    if t.pod_security_context()
         .and_then(|s| s.windows_options.as_ref())
         .and_then(|w| w.host_process)
         == Some(true)
@@ -481,7 +471,7 @@ fn windows_host_process(t: &Target, out: &mut Vec<Finding>) {
             fix,
         ));
     }
-    for c in containers(t.spec) {
+    for c in t.containers() {
         if c.security_context
             .and_then(|s| s.windows_options.as_ref())
             .and_then(|w| w.host_process)
@@ -515,7 +505,7 @@ fn handler_host(h: &LifecycleHandler) -> Option<&str> {
 }
 
 fn host_probes(t: &Target, out: &mut Vec<Finding>) {
-    for c in containers(t.spec) {
+    for c in t.containers() {
         let probes = [
             ("livenessProbe", c.liveness_probe),
             ("readinessProbe", c.readiness_probe),
@@ -592,7 +582,7 @@ fn privilege_escalation(t: &Target, out: &mut Vec<Finding>) {
     if is_windows(t.spec) {
         return;
     }
-    for c in containers(t.spec) {
+    for c in t.containers() {
         if c.security_context
             .and_then(|s| s.allow_privilege_escalation)
             != Some(false)
@@ -609,11 +599,7 @@ fn privilege_escalation(t: &Target, out: &mut Vec<Finding>) {
 }
 
 fn run_as_non_root(t: &Target, out: &mut Vec<Finding>) {
-    let pod = t
-        .spec
-        .security_context
-        .as_ref()
-        .and_then(|s| s.run_as_non_root);
+    let pod = t.pod_security_context().and_then(|s| s.run_as_non_root);
     if pod == Some(false) {
         out.push(on_pod(
             t,
@@ -622,7 +608,7 @@ fn run_as_non_root(t: &Target, out: &mut Vec<Finding>) {
             "set securityContext.runAsNonRoot: true",
         ));
     }
-    for c in containers(t.spec) {
+    for c in t.containers() {
         match c.security_context.and_then(|s| s.run_as_non_root) {
             Some(false) => out.push(on_container(
                 t,
@@ -645,7 +631,7 @@ fn run_as_non_root(t: &Target, out: &mut Vec<Finding>) {
 
 fn run_as_user(t: &Target, out: &mut Vec<Finding>) {
     let fix = "set runAsUser to a non-zero UID or remove it";
-    if t.spec.security_context.as_ref().and_then(|s| s.run_as_user) == Some(0) {
+    if t.pod_security_context().and_then(|s| s.run_as_user) == Some(0) {
         out.push(on_pod(
             t,
             "securityContext.runAsUser",
@@ -653,7 +639,7 @@ fn run_as_user(t: &Target, out: &mut Vec<Finding>) {
             fix,
         ));
     }
-    for c in containers(t.spec) {
+    for c in t.containers() {
         if c.security_context.and_then(|s| s.run_as_user) == Some(0) {
             out.push(on_container(
                 t,

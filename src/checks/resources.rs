@@ -6,14 +6,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::{Finding, Target, containers};
+use super::{Finding, Target};
 use crate::policy::{ResourceLimits, ResourceName};
 
 pub fn check<'a>(
     params: &'a ResourceLimits,
     target: &'a Target<'a>,
 ) -> impl Iterator<Item = Finding> + 'a {
-    containers(target.spec)
+    target
+        .containers()
         .filter(|c| params.container_types.contains(&c.kind))
         .filter_map(|c| {
             let limits = c.resources.and_then(|r| r.limits.as_ref());

@@ -2,15 +2,15 @@
 //! to run as a non-root user, from its effective security context (the container's fields
 //! override the pod's). An explicit `runAsUser: 0` is never acceptable.
 
-use super::{ContainerRef, Finding, Target, containers};
+use super::{ContainerRef, Finding, Target};
 use crate::policy::RunAsNonRoot;
 
 pub fn check<'a>(
     params: &'a RunAsNonRoot,
     target: &'a Target<'a>,
 ) -> impl Iterator<Item = Finding> + 'a {
-    let pod = target.spec.security_context.as_ref();
-    containers(target.spec).filter_map(move |c: ContainerRef| {
+    let pod = target.pod_security_context();
+    target.containers().filter_map(move |c: ContainerRef| {
         let own = c.security_context;
         let container_user = own.and_then(|s| s.run_as_user);
         let user = container_user.or(pod.and_then(|p| p.run_as_user));
