@@ -114,7 +114,7 @@ async fn defaults_fixtures() {
         if !again.is_empty() {
             failures.push(format!("{name}: not idempotent, second patch {again:?}"));
         }
-        // The JSON patch and the in-memory defaulting used to judge controllers must agree.
+        // The JSON patch and the in-memory defaulting must agree.
         let mut typed = decode_pod(input);
         portcullis::defaults::fill(mutation, typed.pod_spec.as_mut().unwrap());
         let patched_spec = decode_pod(&patched).pod_spec.unwrap();

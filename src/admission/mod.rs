@@ -114,8 +114,13 @@ fn validate_checks(set: &PolicySet, req: &Request, ctx: &Context) -> Verdict {
     if req.operation == Operation::Update && unchanged {
         return Verdict::Skipped(Skip::SpecUnchanged);
     }
-    let template = template_defaults(set, req, kind, spec);
-    let judge = |defaulted: Option<&PodSpec>, modes: &dyn Fn(Mode) -> bool| {
+    // A controller is judged by the pod it will create, with the pod defaults filled in. A
+    // Pod reaches `/validate` already patched.
+    let pod_defaults = pod_defaults(set, req);
+    let template = pod_defaults
+        .filter(|_| kind.is_controller())
+        .map(|mutation| defaults::overlay(mutation, spec));
+    let judge_with = |defaulted: Option<&PodSpec>, modes: &dyn Fn(Mode) -> bool| {
         let target = Target {
             kind,
             workload,
@@ -124,8 +129,11 @@ fn validate_checks(set: &PolicySet, req: &Request, ctx: &Context) -> Verdict {
         };
         judge(set, req, ctx, &target, modes)
     };
-    let Some(mutation) = patched_on_create(set, req, kind) else {
-        return Verdict::Judged(judge(template.as_ref(), &|_| true).into());
+    let patched_on_create = kind == WorkloadKind::Pod
+        && req.operation == Operation::Create
+        && req.sub_resource.is_none();
+    let Some(mutation) = pod_defaults.filter(|_| patched_on_create) else {
+        return Verdict::Judged(judge_with(template.as_ref(), &|_| true).into());
     };
     // Audit and warn predict what enforce would deny, and the enforcing install patches a new
     // Pod before judging it. So audit and warn judge the Pod as the pod defaults would patch
@@ -134,13 +142,13 @@ fn validate_checks(set: &PolicySet, req: &Request, ctx: &Context) -> Verdict {
     // unpatched. Each check runs once, on one of the two; the defaults are filled only when
     // a check is in audit or warn mode for this request.
     let predicting = Cell::new(false);
-    let mut violations = judge(template.as_ref(), &|mode| {
+    let mut violations = judge_with(None, &|mode| {
         predicting.set(predicting.get() || mode != Mode::Enforce);
         mode == Mode::Enforce
     });
     if predicting.get() {
         let patched = defaults::overlay(mutation, spec);
-        violations.extend(judge(Some(&patched), &|mode| mode != Mode::Enforce));
+        violations.extend(judge_with(Some(&patched), &|mode| mode != Mode::Enforce));
     }
     Verdict::Judged(violations.into())
 }
@@ -177,35 +185,12 @@ fn judge(
     violations
 }
 
-/// The pod defaults `/mutate` patches into this request's Pod on CREATE, if it does.
-fn patched_on_create<'a>(
-    set: &'a PolicySet,
-    req: &Request,
-    kind: WorkloadKind,
-) -> Option<&'a Mutation> {
+/// The pod defaults, when the mutating webhook patches pods in the request's namespace.
+fn pod_defaults<'a>(set: &'a PolicySet, req: &Request) -> Option<&'a Mutation> {
     let (policy, mutation) = set.mutation()?;
-    let patched = kind == WorkloadKind::Pod
-        && req.operation == Operation::Create
-        && req.sub_resource.is_none()
-        && mutation.targets.contains(&MutationTarget::Pods)
+    let patched = mutation.targets.contains(&MutationTarget::Pods)
         && !policy.exempts_namespace(&req.namespace);
     patched.then_some(mutation)
-}
-
-/// A controller is judged by the pod it will create: with the pod defaults filled in when the
-/// mutating webhook patches pods in this namespace (the overlay `Target::defaulted` reads). A
-/// Pod reaches `/validate` already patched.
-fn template_defaults(
-    set: &PolicySet,
-    req: &Request,
-    kind: WorkloadKind,
-    spec: &PodSpec,
-) -> Option<PodSpec> {
-    let (policy, mutation) = set.mutation()?;
-    let patched = kind.is_controller()
-        && mutation.targets.contains(&MutationTarget::Pods)
-        && !policy.exempts_namespace(&req.namespace);
-    patched.then(|| defaults::overlay(mutation, spec))
 }
 
 /// The JSON Patch that fills safe defaults into the request's object; empty when there is
