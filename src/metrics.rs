@@ -89,6 +89,8 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    const ALL: [Self; 2] = [Self::Validate, Self::Mutate];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Validate => "validate",
@@ -131,31 +133,35 @@ impl Outcome {
     }
 }
 
-/// Every label set of `portcullis_requests` is a combination of closed sets, so each has a
-/// slot here, holding the family's counter once the first such request made it. A request
-/// then bumps that counter: no label hashing and no family lock, which were a measurable
-/// share of a decision (BENCHMARKS.md, session 15). Label sets no request had stay out of
-/// the exposition, as they did before.
-struct RequestCounters {
-    family: Family<RequestLabels, Counter>,
-    slots: Box<[OnceLock<Counter>]>,
+/// A family whose label sets are all known in advance, each with a slot holding its metric
+/// once the first request that needed it made it. A request then uses that handle: no label
+/// hashing and no family lock, which were a measurable share of a decision (BENCHMARKS.md,
+/// session 15). Label sets no request had stay out of the exposition.
+struct Handles<L, M, C = fn() -> M> {
+    family: Family<L, M, C>,
+    slots: Box<[OnceLock<M>]>,
+}
+
+impl<L, M, C> Handles<L, M, C>
+where
+    L: Clone + std::hash::Hash + Eq,
+    M: Clone,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    fn new(family: Family<L, M, C>, slots: usize) -> Self {
+        let slots = (0..slots).map(|_| OnceLock::new()).collect();
+        Self { family, slots }
+    }
+
+    fn get(&self, slot: usize, labels: impl FnOnce() -> L) -> &M {
+        self.slots[slot].get_or_init(|| self.family.get_or_create(&labels()).clone())
+    }
 }
 
 const KINDS: usize = WorkloadKind::ALL.len() + 1;
 const OPERATIONS: usize = 4;
-
-impl RequestCounters {
-    fn new(family: Family<RequestLabels, Counter>) -> Self {
-        let slots = (0..Outcome::COUNT * KINDS * OPERATIONS * 2)
-            .map(|_| OnceLock::new())
-            .collect();
-        Self { family, slots }
-    }
-
-    fn get(&self, key: RequestKey<'_>) -> &Counter {
-        self.slots[key.slot()].get_or_init(|| self.family.get_or_create(&key.labels()).clone())
-    }
-}
+/// `portcullis_requests`'s label sets: outcome × kind × operation × dry run.
+const REQUEST_SLOTS: usize = Outcome::COUNT * KINDS * OPERATIONS * 2;
 
 /// The labels of one answered review, as the handlers know them.
 #[derive(Clone, Copy, Debug)]
@@ -194,10 +200,8 @@ impl RequestKey<'_> {
 
 pub struct Metrics {
     registry: Registry,
-    requests: RequestCounters,
-    latency: Family<EndpointLabels, Histogram>,
-    /// The latency histogram of each endpoint, once it has one: as for `requests`.
-    latency_slots: [OnceLock<Histogram>; 2],
+    requests: Handles<RequestLabels, Counter>,
+    latency: Handles<EndpointLabels, Histogram>,
     pub violations: Family<ViolationLabels, Counter>,
     pub policy_reloads: Family<ResultLabels, Counter>,
     pub certificate_reloads: Family<ResultLabels, Counter>,
@@ -320,7 +324,7 @@ impl Default for Metrics {
             let _ = policy_reloads.get_or_create(&ResultLabels { result });
             let _ = certificate_reloads.get_or_create(&ResultLabels { result });
         }
-        for endpoint in ["validate", "mutate"] {
+        for endpoint in Endpoint::ALL.map(Endpoint::as_str) {
             let _ = refused.get_or_create(&EndpointLabels { endpoint });
         }
         for operation in ["create", "update", "delete"] {
@@ -330,9 +334,8 @@ impl Default for Metrics {
         }
         Self {
             registry,
-            requests: RequestCounters::new(requests),
-            latency,
-            latency_slots: Default::default(),
+            requests: Handles::new(requests, REQUEST_SLOTS),
+            latency: Handles::new(latency, Endpoint::ALL.len()),
             violations,
             policy_reloads,
             certificate_reloads,
@@ -353,19 +356,15 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts an answered review.
     pub fn count_request(&self, key: RequestKey<'_>) {
-        self.requests.get(key).inc();
+        self.requests.get(key.slot(), || key.labels()).inc();
     }
 
     /// Records how long an endpoint took from a decoded body to an encoded answer.
     pub fn observe_latency(&self, endpoint: Endpoint, seconds: f64) {
-        self.latency_slots[endpoint as usize]
-            .get_or_init(|| {
-                let endpoint = endpoint.as_str();
-                self.latency
-                    .get_or_create(&EndpointLabels { endpoint })
-                    .clone()
-            })
-            .observe(seconds);
+        let labels = || EndpointLabels {
+            endpoint: endpoint.as_str(),
+        };
+        self.latency.get(endpoint as usize, labels).observe(seconds);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -449,7 +448,7 @@ mod tests {
                             operation,
                             dry_run,
                         };
-                        assert!(key.slot() < Outcome::COUNT * KINDS * OPERATIONS * 2);
+                        assert!(key.slot() < REQUEST_SLOTS);
                         if let Some(other) = seen.insert(key.slot(), key.labels()) {
                             panic!("{:?} and {other:?} share a slot", key.labels());
                         }
@@ -457,6 +456,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen.len(), Outcome::COUNT * KINDS * OPERATIONS * 2);
+        assert_eq!(seen.len(), REQUEST_SLOTS);
     }
 }
