@@ -384,7 +384,7 @@ impl Metrics {
         for policy in &set.policies {
             for e in policy.spec.exemptions.iter().filter(|e| today < e.expires) {
                 let expiry = ExpiryLabels {
-                    policy: policy.name.clone(),
+                    policy: policy.name.to_string(),
                     exemption: e.name.clone(),
                 };
                 let expires = e.expires.0.midnight().assume_utc().unix_timestamp();

@@ -102,7 +102,7 @@ fn to_json(j: &Judged) -> Value {
                 }
             };
             json!({
-                "policy": v.policy,
+                "policy": &*v.policy,
                 "check": v.rule.as_str(),
                 "mode": v.mode.as_str(),
                 "outcome": v.outcome(),

@@ -496,11 +496,13 @@ pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
             });
         }
         _ if verdict.denials().next().is_some() => {
-            let name = subject_name(req);
-            out.status(403, "Forbidden", |m| {
-                // Writing into a string cannot fail.
-                let _ = verdict.write_denial_message(&req.kind, name, &texts, m);
-            });
+            // Written plain, then escaped in one pass: escaping each of its few dozen pieces
+            // as it was written cost more than the copy.
+            let mut message = String::with_capacity(text_bytes + fix_bytes + 128);
+            // Writing into a string cannot fail.
+            let _ =
+                verdict.write_denial_message(&req.kind, subject_name(req), &texts, &mut message);
+            out.status(403, "Forbidden", |m| m.push_str(&message));
         }
         _ => {}
     }

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 /// A violation's words: most are the same for every object (a check's problem and fix), so
 /// they are borrowed from the program, not built per request.
@@ -115,11 +115,17 @@ impl Verdict {
         if count == 0 {
             return Ok(());
         }
-        let plural = if count == 1 { "" } else { "s" };
-        write!(
-            out,
-            "{kind} {name:?} was denied by portcullis ({count} violation{plural}):"
-        )?;
+        // Pieces, not `write!` with arguments: every denied review writes this.
+        out.write_str(kind)?;
+        out.write_str(" ")?;
+        write_quoted(out, name)?;
+        out.write_str(" was denied by portcullis (")?;
+        out.write_str(itoa::Buffer::new().format(count))?;
+        out.write_str(if count == 1 {
+            " violation):"
+        } else {
+            " violations):"
+        })?;
         for (v, text) in denials() {
             out.write_str("\n- ")?;
             out.write_str(text)?;
@@ -145,7 +151,8 @@ impl Verdict {
                 let mut text = String::with_capacity(
                     v.problem.len() + v.fix.len() + v.rule.as_str().len() + 48,
                 );
-                let _ = write!(text, "{v}");
+                // Writing into a string cannot fail.
+                let _ = v.write_text(&mut text);
                 text
             })
             .collect()
@@ -273,13 +280,37 @@ pub enum Subject {
     },
 }
 
+impl Subject {
+    /// What `Display` writes, into any writer: a `String` gets it without `fmt`'s dispatch.
+    fn write_to(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        match self {
+            Self::Object => out.write_str("object"),
+            Self::Pod => out.write_str("pod"),
+            Self::Container { kind, name, .. } => {
+                out.write_str(kind.noun())?;
+                out.write_str(" ")?;
+                write_quoted(out, name)
+            }
+        }
+    }
+}
+
 impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Object => f.write_str("object"),
-            Self::Pod => f.write_str("pod"),
-            Self::Container { kind, name, .. } => write!(f, "{} {:?}", kind.noun(), name),
-        }
+        self.write_to(f)
+    }
+}
+
+/// `text` as `{:?}` writes it. Names are nearly always plain printable ASCII, which `{:?}`
+/// only quotes: that is written directly, and anything else goes through `Debug`.
+fn write_quoted(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
+    let plain = |b: &u8| (b' '..=b'~').contains(b) && *b != b'"' && *b != b'\\';
+    if text.bytes().all(|b| plain(&b)) {
+        out.write_str("\"")?;
+        out.write_str(text)?;
+        out.write_str("\"")
+    } else {
+        write!(out, "{text:?}")
     }
 }
 
@@ -289,7 +320,7 @@ impl fmt::Display for Subject {
 pub struct Violation {
     pub rule: RuleId,
     pub mode: Mode,
-    pub policy: String,
+    pub policy: std::sync::Arc<str>,
     pub subject: Subject,
     /// Dotted path of the offending field inside the submitted object, so the owner knows
     /// where to edit (for a controller it points into the pod template).
@@ -361,22 +392,59 @@ impl fmt::Display for Exempted {
     }
 }
 
+impl Violation {
+    /// The violation's one line, into any writer: a `String` gets it without `fmt`'s
+    /// dispatch, which every denied review would pay for each violation.
+    pub fn write_text(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        // A CEL rule's message speaks for itself, and it offers no fix of its own.
+        if self.subject != Subject::Object {
+            self.subject.write_to(out)?;
+            out.write_str(" ")?;
+        }
+        out.write_str(&self.problem)?;
+        if !self.fix.is_empty() {
+            out.write_str(": ")?;
+            out.write_str(&self.fix)?;
+        }
+        out.write_str(" [")?;
+        out.write_str(self.rule.as_str())?;
+        out.write_str("]")
+    }
+}
+
 impl fmt::Display for Violation {
     /// `container "app" may run as root: set securityContext.runAsNonRoot: true or a non-zero runAsUser [run-as-non-root]`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Pieces, not `write!` with arguments: every denied review renders each violation.
-        // A CEL rule's message speaks for itself, and it offers no fix of its own.
-        if self.subject != Subject::Object {
-            fmt::Display::fmt(&self.subject, f)?;
-            f.write_str(" ")?;
+        self.write_text(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_quoted;
+
+    /// Names are written as `{:?}` writes them, whatever they hold: the fast path for plain
+    /// names must not change a byte.
+    #[test]
+    fn quoted_names_are_what_debug_writes() {
+        let names = [
+            "app",
+            "",
+            "web-1.example",
+            "with space ~",
+            "quote\"inside",
+            "back\\slash",
+            "tab\there",
+            "line\nbreak",
+            "é-unicode",
+            "zero\u{200b}width",
+            "\u{7f}del",
+            "emoji🚀",
+        ];
+        for name in names {
+            let mut ours = String::new();
+            write_quoted(&mut ours, name).unwrap();
+            assert_eq!(ours, format!("{name:?}"), "{name:?}");
         }
-        f.write_str(&self.problem)?;
-        if !self.fix.is_empty() {
-            f.write_str(": ")?;
-            f.write_str(&self.fix)?;
-        }
-        f.write_str(" [")?;
-        f.write_str(self.rule.as_str())?;
-        f.write_str("]")
     }
 }

@@ -34,11 +34,11 @@ fn result(set: &PolicySet, name: &str, object: &Value, operation: Operation) -> 
         return "skip";
     };
     let verdict = admission::validate(set, &req, &ctx);
-    if verdict.violations().any(|v| v.policy == name) {
+    if verdict.violations().any(|v| *v.policy == *name) {
         return "fail";
     }
     let json = req.json.as_deref().unwrap();
-    let policy = set.policies.iter().find(|p| p.name == name).unwrap();
+    let policy = set.policies.iter().find(|p| *p.name == *name).unwrap();
     if policy
         .cel
         .iter()

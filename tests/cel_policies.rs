@@ -504,7 +504,7 @@ async fn an_adopted_policy_follows_the_adopters_rollout() {
     ]);
     let set = policy::load_dir(dir.path()).unwrap();
     // Adopted, so judged once, under the adopter's name.
-    let names: Vec<&str> = set.policies.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<&str> = set.policies.iter().map(|p| &*p.name).collect();
     assert_eq!(names, ["rollout"]);
     let app = app(set);
     let review = read_json(&apiserver_fixtures().join("create-pod-2.json"));

@@ -58,7 +58,7 @@ fn every_yaml_example_in_the_policy_readme_loads() {
     }
     assert_eq!(examples, 7, "the README's policy examples");
     let set = policy::load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-    let names: Vec<&str> = set.policies.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<&str> = set.policies.iter().map(|p| &*p.name).collect();
     assert_eq!(
         names,
         [

@@ -7,8 +7,6 @@ mod pss;
 mod resources;
 mod run_as_non_root;
 
-use std::fmt::Write as _;
-
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, Lifecycle, PodSecurityContext, PodSpec, Probe, ResourceRequirements,
     SecurityContext,
@@ -102,7 +100,7 @@ impl<'a> Target<'a> {
     }
 
     /// Dotted path of a container itself: where a fix's YAML goes. Built in one allocation,
-    /// not `format!`: it is made for every violation of every denied request.
+    /// and without `fmt`: it is made for every violation of every denied request.
     pub(crate) fn container_path(&self, c: &ContainerRef) -> String {
         let spec = pod_spec_field(self.kind);
         let field = c.kind.field();
@@ -110,7 +108,9 @@ impl<'a> Target<'a> {
         path.push_str(spec);
         path.push('.');
         path.push_str(field);
-        let _ = write!(path, "[{}]", c.index);
+        path.push('[');
+        path.push_str(itoa::Buffer::new().format(c.index));
+        path.push(']');
         path
     }
 

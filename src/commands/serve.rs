@@ -226,7 +226,8 @@ pub(crate) async fn reload_policies(
             }) {
                 Ok(set) => {
                     state.params.watch(&set.param_kinds());
-                    let names: Vec<String> = set.policies.iter().map(|p| p.name.clone()).collect();
+                    let names: Vec<String> =
+                        set.policies.iter().map(|p| p.name.to_string()).collect();
                     // In force before it is reported: whoever reads the line sees the new set.
                     target.replace(set);
                     if let Some(changed) = &changed {

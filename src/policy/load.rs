@@ -52,7 +52,7 @@ pub fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
         .map_err(|e| cel_invalid(source, &doc.metadata.name, e))?;
     let (category, severity) = report_hints(&doc.metadata.annotations);
     let policy = Policy {
-        name: doc.metadata.name,
+        name: doc.metadata.name.into(),
         source: source.to_owned(),
         spec: doc.spec,
         cel,
@@ -66,7 +66,7 @@ pub fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
 /// Moves each adopted CEL policy's rules into the portcullis policy that adopts it, so the
 /// adopter's rollout applies to them and they are judged once.
 fn adopt(policies: &mut Vec<Policy>) -> Result<(), PolicyError> {
-    let adopters: Vec<(String, Vec<String>)> = policies
+    let adopters: Vec<(Arc<str>, Vec<String>)> = policies
         .iter()
         .filter(|p| !p.spec.adopt.is_empty())
         .map(|p| (p.name.clone(), p.spec.adopt.clone()))
@@ -75,7 +75,7 @@ fn adopt(policies: &mut Vec<Policy>) -> Result<(), PolicyError> {
         for (j, name) in names.iter().enumerate() {
             // A CEL document, not yet adopted (adopting removes it from the set).
             let found = policies.iter().position(|p| {
-                p.name == *name
+                *p.name == **name
                     && p.spec.rules.is_empty()
                     && p.spec.adopt.is_empty()
                     && !p.cel.is_empty()
@@ -215,7 +215,7 @@ fn kyverno_policy(source: &str, doc: serde_json::Value) -> Result<Policy, Policy
         serde_json::from_value(doc["metadata"]["annotations"].clone()).unwrap_or_default();
     let (category, severity) = report_hints(&annotations);
     let policy = Policy {
-        name,
+        name: name.into(),
         source: source.to_owned(),
         spec: cel_spec(),
         cel: vec![Arc::new(rule)],
@@ -274,7 +274,7 @@ fn pair_bindings(docs: &mut Documents) -> Result<(), PolicyError> {
                 .unwrap_or(&BTreeMap::new()),
         );
         let policy = Policy {
-            name,
+            name: name.into(),
             source: source.clone(),
             spec: cel_spec(),
             cel: rules,

@@ -92,7 +92,7 @@ impl PolicySet {
                 p.spec.namespace_labels
                     || p.spec.namespace_modes.iter().any(|m| m.selector.is_some())
             })
-            .map(|p| p.name.as_str())
+            .map(|p| &*p.name)
             .collect()
     }
 
@@ -106,7 +106,8 @@ impl PolicySet {
 
 #[derive(Clone, Debug)]
 pub struct Policy {
-    pub name: String,
+    /// Shared, not copied, into each of its violations.
+    pub name: std::sync::Arc<str>,
     /// Where it was read from (a path, or `<embedded>`), for errors and logs.
     pub source: String,
     pub spec: PolicySpec,
