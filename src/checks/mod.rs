@@ -172,13 +172,13 @@ pub fn run(
             CheckId::LivenessProbe => {
                 if let Some(c) = &checks.liveness_probe {
                     let own = crate::policy::ProbeField::LivenessProbe;
-                    out.extend(probes::check(c, own, target).into_iter().map(wrap));
+                    out.extend(probes::check(c, own, target).map(wrap));
                 }
             }
             CheckId::ReadinessProbe => {
                 if let Some(c) = &checks.readiness_probe {
                     let own = crate::policy::ProbeField::ReadinessProbe;
-                    out.extend(probes::check(c, own, target).into_iter().map(wrap));
+                    out.extend(probes::check(c, own, target).map(wrap));
                 }
             }
             CheckId::ResourceLimits => {

@@ -8,29 +8,28 @@ use crate::policy::{ProbeCheck, ProbeField};
 use crate::verdict::Text;
 use crate::workload::ContainerKind;
 
-pub fn check(params: &ProbeCheck, own: ProbeField, target: &Target) -> Vec<Finding> {
+pub fn check<'a>(
+    params: &'a ProbeCheck,
+    own: ProbeField,
+    target: &'a Target<'a>,
+) -> impl Iterator<Item = Finding> + 'a {
     let exempt = params
         .exempt_kinds
         .iter()
         .any(|&k| k == target.kind || target.workload.is_owned_by(k));
-    if exempt {
-        return Vec::new();
-    }
-    let accepted = params
-        .satisfied_by
-        .as_deref()
-        .unwrap_or(std::slice::from_ref(&own));
+    let accepted = params.satisfied_by.as_deref().unwrap_or(own.alone());
+    // An iterator, not a list: the runner appends the findings straight to the verdict.
     target
         .containers()
-        .filter(|c| c.kind == ContainerKind::Containers)
-        .filter(|c| {
+        .filter(move |c| !exempt && c.kind == ContainerKind::Containers)
+        .filter(move |c| {
             !accepted.iter().any(|p| match p {
                 ProbeField::LivenessProbe => c.liveness_probe.is_some(),
                 ProbeField::ReadinessProbe => c.readiness_probe.is_some(),
                 ProbeField::StartupProbe => c.startup_probe.is_some(),
             })
         })
-        .map(|c| {
+        .map(move |c| {
             // One probe accepted (the usual case): every word is the same for every object.
             let first = accepted[0].texts();
             let problem: Text = match accepted {
@@ -48,7 +47,6 @@ pub fn check(params: &ProbeCheck, own: ProbeField, target: &Target) -> Vec<Findi
                 add: target.add_to_container(&c, first.yaml),
             }
         })
-        .collect()
 }
 
 /// A probe's problem, fix and fix YAML, spelt out at compile time from its field name.
@@ -72,6 +70,15 @@ struct ProbeTexts {
 }
 
 impl ProbeField {
+    /// The probe alone, as the list of probes that satisfy the check.
+    fn alone(self) -> &'static [Self] {
+        match self {
+            Self::LivenessProbe => &[Self::LivenessProbe],
+            Self::ReadinessProbe => &[Self::ReadinessProbe],
+            Self::StartupProbe => &[Self::StartupProbe],
+        }
+    }
+
     fn texts(self) -> ProbeTexts {
         match self {
             Self::LivenessProbe => probe_texts!("livenessProbe"),

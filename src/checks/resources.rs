@@ -62,6 +62,10 @@ impl Texts {
             return;
         }
         if self.missing == 0 {
+            // Sized for all four entries, so no text regrows; allocated only for a finding.
+            self.problem.reserve(64);
+            self.fix.reserve(128);
+            self.yaml.reserve(128);
             self.problem.push_str("has no ");
             self.fix.push_str("set ");
             self.yaml.push_str("resources:");
