@@ -18,10 +18,13 @@ pub fn check<'a>(
         .iter()
         .any(|&k| k == target.kind || target.workload.is_owned_by(k));
     let accepted = params.satisfied_by.as_deref().unwrap_or(own.alone());
-    // An iterator, not a list: the runner appends the findings straight to the verdict.
-    target
-        .containers()
-        .filter(move |c| !exempt && c.kind == ContainerKind::Containers)
+    // An iterator, not a list: the runner appends the findings straight to the verdict. An
+    // exempt workload's containers are not walked at all.
+    (!exempt)
+        .then(|| target.containers())
+        .into_iter()
+        .flatten()
+        .filter(|c| c.kind == ContainerKind::Containers)
         .filter(move |c| {
             !accepted.iter().any(|p| match p {
                 ProbeField::LivenessProbe => c.liveness_probe.is_some(),
