@@ -11,8 +11,6 @@
 //! in the envelope's one pass, and decoded only when their kind is judged. Tests pin every response
 //! field and cross-check decoding against kube's own type on the captured reviews.
 
-use std::fmt::Write as _;
-
 use base64::Engine as _;
 use json_patch::PatchOperation;
 use k8s_openapi::api::authentication::v1::UserInfo;
@@ -566,7 +564,7 @@ impl Json {
     /// `message`, which `write` produces.
     fn status(&mut self, code: u16, reason: &str, write: impl FnOnce(&mut Escaped<'_>)) {
         self.raw(",\"status\":{\"code\":");
-        let _ = write!(self.0, "{code}");
+        self.raw(itoa::Buffer::new().format(code));
         self.raw(",\"reason\":");
         self.string(reason);
         self.raw(",\"message\":\"");

@@ -395,7 +395,7 @@ impl fmt::Display for Exempted {
 impl Violation {
     /// The violation's one line, into any writer: a `String` gets it without `fmt`'s
     /// dispatch, which every denied review would pay for each violation.
-    pub fn write_text(&self, out: &mut impl fmt::Write) -> fmt::Result {
+    fn write_text(&self, out: &mut impl fmt::Write) -> fmt::Result {
         // A CEL rule's message speaks for itself, and it offers no fix of its own.
         if self.subject != Subject::Object {
             self.subject.write_to(out)?;
