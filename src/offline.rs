@@ -111,7 +111,7 @@ pub fn judge(set: &PolicySet, ctx: &Context, object: &Value, namespace: &str) ->
     let ops = admission::mutate(set, &req);
     if !ops.is_empty() {
         let mut patched = object.clone();
-        if json_patch::patch(&mut patched, &ops).is_ok() {
+        if json_patch::patch(&mut patched, &ops.operations()).is_ok() {
             req = request(&patched, Operation::Create, namespace, for_cel)?;
         }
     }

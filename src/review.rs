@@ -12,13 +12,13 @@
 //! field and cross-check decoding against kube's own type on the captured reviews.
 
 use base64::Engine as _;
-use json_patch::PatchOperation;
 use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::gvk::GroupVersionKind;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::cel::ObjectReads;
+use crate::defaults::JsonPatch;
 use crate::json_string::{self, Escaped};
 use crate::request::{Decoded, LazyJson, Operation, Request, RequestJson};
 use crate::verdict::Verdict;
@@ -521,13 +521,12 @@ pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
 }
 
 /// The `/mutate` answer: always allowed, with a patch only when there is something to change.
-pub fn encode_mutation(req: &Request, ops: &[PatchOperation]) -> Vec<u8> {
-    if ops.is_empty() {
+pub fn encode_mutation(req: &Request, patch: &JsonPatch) -> Vec<u8> {
+    if patch.is_empty() {
         return Json::head(&req.uid, true, 0).finish();
     }
-    // Sized for a typical add, and the answer for the base64 of it: neither grows twice.
-    let mut json = Vec::with_capacity(128 * ops.len());
-    serde_json::to_writer(&mut json, ops).expect("patch operations always serialize");
+    let json = patch.as_json();
+    // Sized for the base64 of the patch: the answer is written without regrowing.
     let mut out = Json::head(&req.uid, true, json.len().div_ceil(3) * 4 + 64);
     // Base64 of the RFC 6902 JSON array: the JSON form of Go's `[]byte`.
     out.raw(",\"patch\":\"");

@@ -137,10 +137,8 @@ fn pod() -> impl Strategy<Value = Value> {
 
 fn mutate(set: &PolicySet, object: &Value) -> Vec<Value> {
     let req = review::decode(&serde_json::to_vec(&create(object)).unwrap()).unwrap();
-    let ops = admission::mutate(set, &req);
-    ops.iter()
-        .map(|op| serde_json::to_value(op).unwrap())
-        .collect()
+    let patch = admission::mutate(set, &req);
+    serde_json::from_slice(patch.as_json()).unwrap()
 }
 
 fn denied(set: &PolicySet, object: &Value) -> Vec<String> {

@@ -8,10 +8,8 @@ pub use cel::{matched as cel_rule_matched, object_labels, selects};
 
 use std::cell::Cell;
 
-use json_patch::PatchOperation;
-
 use crate::checks::{self, Target};
-use crate::defaults;
+use crate::defaults::{self, JsonPatch};
 use k8s_openapi::api::core::v1::PodSpec;
 
 use crate::policy::{Mode, Mutation, MutationTarget, PolicySet};
@@ -195,12 +193,12 @@ fn pod_defaults<'a>(set: &'a PolicySet, req: &Request) -> Option<&'a Mutation> {
 
 /// The JSON Patch that fills safe defaults into the request's object; empty when there is
 /// nothing to change or nothing to patch. Never denies: `/validate` has the last word.
-pub fn mutate(set: &PolicySet, req: &Request) -> Vec<PatchOperation> {
+pub fn mutate(set: &PolicySet, req: &Request) -> JsonPatch {
     let Ok(kind) = gate(req) else {
-        return Vec::new();
+        return JsonPatch::default();
     };
     let Some((policy, mutation)) = set.mutation() else {
-        return Vec::new();
+        return JsonPatch::default();
     };
     // Subresources and Pod UPDATEs are left alone: a pod's spec is immutable after creation,
     // so a patch there would turn a harmless update into a rejected one.
@@ -211,10 +209,10 @@ pub fn mutate(set: &PolicySet, req: &Request) -> Vec<PatchOperation> {
         _ => mutation.targets.contains(&MutationTarget::Controllers),
     };
     if !patchable || req.sub_resource.is_some() || policy.exempts_namespace(&req.namespace) {
-        return Vec::new();
+        return JsonPatch::default();
     }
     let Some(spec) = req.object.workload().and_then(|w| w.pod_spec.as_ref()) else {
-        return Vec::new();
+        return JsonPatch::default();
     };
     let mut touched = defaults::touched_fields(spec);
     defaults::apply(mutation, &mut touched, pod_spec_field(kind))
