@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use crate::admission;
 use crate::metrics::{
     Endpoint, EndpointLabels, ExemptionLabels, Metrics, Outcome, RequestKey, RuleLabels,
-    ShadowLabels, ViolationLabels,
+    ShadowLabels,
 };
 use crate::namespaces::NamespaceCache;
 use crate::params::ParamCache;
@@ -296,7 +296,6 @@ fn record_validation(metrics: &Metrics, req: &Request, verdict: &Verdict) {
         Verdict::Judged(_) => Outcome::Allowed,
     };
     metrics.count_request(request_key(req, outcome));
-    let dry_run = if req.dry_run { "true" } else { "false" };
     if let Verdict::Judged(found) = verdict {
         for rule in &found.ignored {
             let labels = RuleLabels {
@@ -305,14 +304,12 @@ fn record_validation(metrics: &Metrics, req: &Request, verdict: &Verdict) {
             metrics.cel_errors_ignored.get_or_create(&labels).inc();
         }
     }
+    metrics.count_violations(
+        &req.namespace,
+        req.dry_run,
+        verdict.violations().map(|v| (&v.rule, v.outcome())),
+    );
     for v in verdict.violations() {
-        let labels = ViolationLabels {
-            check: v.rule.clone(),
-            mode: v.outcome(),
-            namespace: req.namespace.clone(),
-            dry_run,
-        };
-        metrics.violations.get_or_create(&labels).inc();
         if let Some(e) = &v.exemption {
             let labels = ExemptionLabels {
                 check: v.rule.clone(),

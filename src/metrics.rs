@@ -5,7 +5,8 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, PoisonError, RwLock};
 
 use crate::policy::RuleId;
 use crate::request::{Operation, operation_name};
@@ -158,6 +159,96 @@ where
     }
 }
 
+/// `portcullis_violations`'s handles, found by namespace and then by check, mode and dry run:
+/// its label sets are not known in advance, and building and hashing each violation's label
+/// set (a namespace copied into it) was most of counting it (BENCHMARKS.md, session 18). A
+/// request takes the lock once and hashes its namespace once. Both levels are bounded as the
+/// family's series are: namespaces by the cluster, entries by the rules.
+struct ViolationHandles {
+    family: Family<ViolationLabels, Counter>,
+    by_namespace: RwLock<HashMap<String, Vec<ViolationHandle>>>,
+}
+
+struct ViolationHandle {
+    check: RuleId,
+    mode: &'static str,
+    dry_run: bool,
+    counter: Counter,
+}
+
+/// One violation to count: its check and how it was treated (`Violation::outcome`).
+pub type ViolationKey<'a> = (&'a RuleId, &'static str);
+
+impl ViolationHandles {
+    fn count<'a>(
+        &self,
+        namespace: &str,
+        dry_run: bool,
+        found: impl Iterator<Item = ViolationKey<'a>>,
+    ) {
+        let mut found = found.peekable();
+        if found.peek().is_none() {
+            return;
+        }
+        let mut missed: Vec<ViolationKey<'a>> = Vec::new();
+        {
+            let map = self
+                .by_namespace
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let list = map.get(namespace).map_or(&[][..], Vec::as_slice);
+            for key in found {
+                match find_handle(list, key.0, key.1, dry_run) {
+                    Some(counter) => {
+                        counter.inc();
+                    }
+                    None => missed.push(key),
+                }
+            }
+        }
+        if missed.is_empty() {
+            return;
+        }
+        // Label sets this namespace had not seen (or another request is adding right now).
+        let mut map = self
+            .by_namespace
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let list = map.entry(namespace.to_owned()).or_default();
+        for (check, mode) in missed {
+            if let Some(counter) = find_handle(list, check, mode, dry_run) {
+                counter.inc();
+                continue;
+            }
+            let labels = ViolationLabels {
+                check: check.clone(),
+                mode,
+                namespace: namespace.to_owned(),
+                dry_run: if dry_run { "true" } else { "false" },
+            };
+            let counter = self.family.get_or_create(&labels).clone();
+            counter.inc();
+            list.push(ViolationHandle {
+                check: check.clone(),
+                mode,
+                dry_run,
+                counter,
+            });
+        }
+    }
+}
+
+fn find_handle<'l>(
+    list: &'l [ViolationHandle],
+    check: &RuleId,
+    mode: &str,
+    dry_run: bool,
+) -> Option<&'l Counter> {
+    list.iter()
+        .find(|h| h.mode == mode && h.dry_run == dry_run && h.check == *check)
+        .map(|h| &h.counter)
+}
+
 const KINDS: usize = WorkloadKind::ALL.len() + 1;
 const OPERATIONS: usize = 4;
 /// `portcullis_requests`'s label sets: outcome × kind × operation × dry run.
@@ -202,7 +293,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Handles<RequestLabels, Counter>,
     latency: Handles<EndpointLabels, Histogram>,
-    pub violations: Family<ViolationLabels, Counter>,
+    violations: ViolationHandles,
     pub policy_reloads: Family<ResultLabels, Counter>,
     pub certificate_reloads: Family<ResultLabels, Counter>,
     pub certificate_expiry: Gauge<i64, AtomicI64>,
@@ -336,7 +427,10 @@ impl Default for Metrics {
             registry,
             requests: Handles::new(requests, REQUEST_SLOTS),
             latency: Handles::new(latency, Endpoint::ALL.len()),
-            violations,
+            violations: ViolationHandles {
+                family: violations,
+                by_namespace: RwLock::default(),
+            },
             policy_reloads,
             certificate_reloads,
             certificate_expiry,
@@ -357,6 +451,17 @@ impl Metrics {
     /// Counts an answered review.
     pub fn count_request(&self, key: RequestKey<'_>) {
         self.requests.get(key.slot(), || key.labels()).inc();
+    }
+
+    /// Counts each of a request's violations in `portcullis_violations`, by check, how it
+    /// was treated, the request's namespace and whether it was a dry run.
+    pub fn count_violations<'a>(
+        &self,
+        namespace: &str,
+        dry_run: bool,
+        found: impl Iterator<Item = ViolationKey<'a>>,
+    ) {
+        self.violations.count(namespace, dry_run, found);
     }
 
     /// Records how long an endpoint took from a decoded body to an encoded answer.
@@ -457,5 +562,38 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), REQUEST_SLOTS);
+    }
+
+    /// Every violation counts once in its own series, whether its label set was new (taken
+    /// under the write lock), already known (the read lock), repeated within one request or
+    /// known in another namespace only.
+    #[test]
+    fn violations_count_once_each_in_their_own_series() {
+        let metrics = Metrics::default();
+        let (probe, root) = (
+            RuleId::new("liveness-probe"),
+            RuleId::new("run-as-non-root"),
+        );
+        let request = [(&probe, "enforce"), (&probe, "enforce"), (&root, "audit")];
+        metrics.count_violations("team-a", false, request.into_iter());
+        metrics.count_violations("team-a", false, request.into_iter());
+        metrics.count_violations("team-a", true, [(&probe, "enforce")].into_iter());
+        metrics.count_violations("team-b", false, [(&root, "exempt")].into_iter());
+        metrics.count_violations("team-c", false, std::iter::empty());
+        let text = metrics.encode();
+        let mut series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("portcullis_violations_total{"))
+            .collect();
+        series.sort_unstable();
+        assert_eq!(
+            series,
+            [
+                r#"portcullis_violations_total{check="liveness-probe",mode="enforce",namespace="team-a",dry_run="false"} 4"#,
+                r#"portcullis_violations_total{check="liveness-probe",mode="enforce",namespace="team-a",dry_run="true"} 1"#,
+                r#"portcullis_violations_total{check="run-as-non-root",mode="audit",namespace="team-a",dry_run="false"} 2"#,
+                r#"portcullis_violations_total{check="run-as-non-root",mode="exempt",namespace="team-b",dry_run="false"} 1"#,
+            ]
+        );
     }
 }
