@@ -474,10 +474,11 @@ fn read_whole(kind: WorkloadKind, raw: &RawValue) -> Result<Workload, serde_json
 /// The `/validate` answer. It never carries a patch: the apiserver fails a validating webhook
 /// that returns one.
 pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
-    let texts = verdict.texts();
+    let escape = |out: &mut String, text: &str| Escaped(out).push_str(text);
+    let texts = verdict.texts(escape);
     // Each text goes into the message and an audit annotation; each fix, indented, into the
     // message: sized so the answer is written without regrowing.
-    let text_bytes: usize = texts.iter().map(String::len).sum();
+    let text_bytes = texts.byte_len();
     let fix_bytes: usize = verdict
         .denials()
         .filter_map(|v| v.add.as_ref())
@@ -494,24 +495,22 @@ pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
             });
         }
         _ if verdict.denials().next().is_some() => {
-            // Written plain, then escaped in one pass: escaping each of its few dozen pieces
-            // as it was written cost more than the copy.
-            let mut message = String::with_capacity(text_bytes + fix_bytes + 128);
-            // Writing into a string cannot fail.
-            let _ =
-                verdict.write_denial_message(&req.kind, subject_name(req), &texts, &mut message);
-            out.status(403, "Forbidden", |m| m.push_str(&message));
+            out.status(403, "Forbidden", |m| {
+                verdict.write_denial_message(&req.kind, subject_name(req), &texts, escape, m.0);
+            });
         }
         _ => {}
     }
     out.field(
         ",\"auditAnnotations\":{",
-        verdict.audit_annotations(&texts),
+        verdict.audit_annotations(&texts, escape),
         "}",
         |out, (key, value)| {
             out.string(key);
-            out.raw(":");
-            out.string(&value);
+            // The value is escaped already.
+            out.raw(":\"");
+            out.raw(&value);
+            out.raw("\"");
         },
     );
     out.field(",\"warnings\":[", verdict.warnings(), "]", |out, w| {

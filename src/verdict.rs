@@ -85,7 +85,7 @@ impl Verdict {
         self.violations().filter(|v| v.denies())
     }
 
-    pub fn violations(&self) -> impl Iterator<Item = &Violation> {
+    pub fn violations(&self) -> std::slice::Iter<'_, Violation> {
         let all: &[Violation] = match self {
             Self::Judged(v) => v,
             _ => &[],
@@ -102,60 +102,70 @@ impl Verdict {
     }
 
     /// The denial shown to the user: every enforced violation with the YAML that fixes it,
-    /// so all can be fixed in one pass. Writes nothing when nothing is enforced.
+    /// so all can be fixed in one pass, appended to `out` in the answer's encoding (`encode`
+    /// appends plain text encoded; `texts` are already encoded). Writes nothing when nothing
+    /// is enforced.
     pub fn write_denial_message(
         &self,
         kind: &str,
         name: &str,
-        texts: &[String],
-        out: &mut impl fmt::Write,
-    ) -> fmt::Result {
-        let denials = || self.violations().zip(texts).filter(|(v, _)| v.denies());
+        texts: &Texts,
+        encode: impl Fn(&mut String, &str),
+        out: &mut String,
+    ) {
+        let denials = || self.violations().enumerate().filter(|(_, v)| v.denies());
         let count = denials().count();
         if count == 0 {
-            return Ok(());
+            return;
         }
-        // Pieces, not `write!` with arguments: every denied review writes this.
-        out.write_str(kind)?;
-        out.write_str(" ")?;
-        write_quoted(out, name)?;
-        out.write_str(" was denied by portcullis (")?;
-        out.write_str(itoa::Buffer::new().format(count))?;
-        out.write_str(if count == 1 {
+        // The message's own words are gathered plain and encoded a run at a time: encoding
+        // each of its few dozen pieces on its own cost more than the copy.
+        let mut plain = String::with_capacity(128);
+        plain.push_str(kind);
+        plain.push(' ');
+        // Writing into a string cannot fail.
+        let _ = write_quoted(&mut plain, name);
+        plain.push_str(" was denied by portcullis (");
+        plain.push_str(itoa::Buffer::new().format(count));
+        plain.push_str(if count == 1 {
             " violation):"
         } else {
             " violations):"
-        })?;
-        for (v, text) in denials() {
-            out.write_str("\n- ")?;
-            out.write_str(text)?;
+        });
+        for (i, v) in denials() {
+            plain.push_str("\n- ");
+            encode(out, &plain);
+            out.push_str(texts.get(i));
+            plain.clear();
             if let Some(add) = &v.add {
-                out.write_str("\n  fix: at ")?;
-                out.write_str(&add.at)?;
-                out.write_str(" set:")?;
+                plain.push_str("\n  fix: at ");
+                plain.push_str(&add.at);
+                plain.push_str(" set:");
                 for line in add.yaml.lines() {
-                    out.write_str("\n    ")?;
-                    out.write_str(line)?;
+                    plain.push_str("\n    ");
+                    plain.push_str(line);
                 }
             }
         }
-        Ok(())
+        encode(out, &plain);
     }
 
-    /// Each violation as its one line of text (what `Display` writes), rendered once for the
-    /// denial message and the audit annotations alike.
-    pub fn texts(&self) -> Vec<String> {
-        self.violations()
-            .map(|v| {
-                // Sized for the whole line, so it is written without regrowing.
-                let mut text = String::with_capacity(
-                    v.problem.len() + v.fix.len() + v.rule.as_str().len() + 48,
-                );
-                // Writing into a string cannot fail.
-                let _ = v.write_text(&mut text);
-                text
-            })
-            .collect()
+    /// Each violation as its one line of text (what `Display` writes), encoded by `encode`
+    /// once for the denial message and the audit annotations alike.
+    pub fn texts(&self, encode: impl Fn(&mut String, &str)) -> Texts {
+        let mut texts = Texts {
+            all: String::with_capacity(160 * self.violations().len()),
+            ends: Vec::with_capacity(self.violations().len()),
+        };
+        let mut plain = String::with_capacity(160);
+        for v in self.violations() {
+            plain.clear();
+            // Writing into a string cannot fail.
+            let _ = v.write_text(&mut plain);
+            encode(&mut texts.all, &plain);
+            texts.ends.push(texts.all.len());
+        }
+        texts
     }
 
     pub fn warnings(&self) -> Vec<String> {
@@ -205,17 +215,27 @@ impl Verdict {
     /// ids are valid keys), recording every violation that is not `off` with its mode, or
     /// `exempt` and the exemption, so the audit log holds would-be denials and exceptions too.
     /// An object that cannot be read is recorded under `unjudgeable`.
-    pub fn audit_annotations<'a>(&'a self, texts: &[String]) -> BTreeMap<&'a str, String> {
+    pub fn audit_annotations<'a>(
+        &'a self,
+        texts: &Texts,
+        encode: impl Fn(&mut String, &str),
+    ) -> BTreeMap<&'a str, String> {
         let mut out: BTreeMap<&str, String> = BTreeMap::new();
+        let encoded = |text: &str| {
+            let mut value = String::with_capacity(text.len());
+            encode(&mut value, text);
+            value
+        };
         if let Self::Unjudgeable(reason) = self {
-            out.insert("unjudgeable", reason.clone());
+            out.insert("unjudgeable", encoded(reason));
         }
         if let Self::Judged(found) = self {
             for (key, value) in &found.annotations {
-                out.insert(key, value.clone());
+                out.insert(key, encoded(value));
             }
         }
-        for (v, text) in self.violations().zip(texts) {
+        for (i, v) in self.violations().enumerate() {
+            let text = texts.get(i);
             // Sized for one violation's entry, the usual case, so it is written without regrowing.
             let entry = out
                 .entry(v.rule.as_str())
@@ -224,11 +244,7 @@ impl Verdict {
                 entry.push_str("; ");
             }
             match &v.exemption {
-                Some(e) => {
-                    entry.push_str("exempt (");
-                    entry.push_str(&e.to_string());
-                    entry.push_str("): ");
-                }
+                Some(e) => encode(entry, &format!("exempt ({e}): ")),
                 None => {
                     entry.push_str(v.mode.as_str());
                     entry.push_str(": ");
@@ -237,6 +253,27 @@ impl Verdict {
             entry.push_str(text);
         }
         out
+    }
+}
+
+/// Every violation's text in a verdict, in the order of its violations, each encoded once
+/// for the answer that carries it.
+pub struct Texts {
+    all: String,
+    /// Where each text ends in `all`.
+    ends: Vec<usize>,
+}
+
+impl Texts {
+    /// Their bytes, all together.
+    pub fn byte_len(&self) -> usize {
+        self.all.len()
+    }
+
+    /// The `i`th violation's text.
+    pub fn get(&self, i: usize) -> &str {
+        let start = i.checked_sub(1).map_or(0, |j| self.ends[j]);
+        &self.all[start..self.ends[i]]
     }
 }
 

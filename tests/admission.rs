@@ -628,7 +628,8 @@ fn a_volume_source_this_build_does_not_know_is_named_by_every_reading() {
             let req = decode_with(&body, reading).unwrap();
             let verdict =
                 portcullis::admission::validate(&set, &req, &portcullis::rollout::Context::now());
-            let texts = verdict.texts().join("\n");
+            let texts: Vec<String> = verdict.violations().map(|v| v.to_string()).collect();
+            let texts = texts.join("\n");
             assert!(
                 texts.contains("futureDisk (a type this portcullis build does not know)"),
                 "{} {reading:?}: {texts}",
