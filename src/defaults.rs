@@ -8,6 +8,7 @@
 //! defaulting, and a new Pod's audit and warn findings by the Pod `/mutate` would patch, so no
 //! operations are computed there).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use json_patch::jsonptr::Token;
@@ -17,7 +18,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
 use serde::Serialize;
 
-use crate::policy::{Mutation, ResourceDefault, ResourceName};
+use crate::policy::{FilledDefaults, Mutation, ResourceDefault, ResourceName};
 use crate::quantity::Quantity;
 
 /// Fills `spec` with the defaults of `mutation` and returns the JSON Patch that does the same
@@ -102,27 +103,8 @@ pub fn fill(mutation: &Mutation, spec: &mut PodSpec) {
 // Fields are filled in the order of their JSON names within each object, so the operations
 // come out in the order a diff of the serialized objects would list them.
 fn run(mutation: &Mutation, spec: &mut PodSpec, patch: &mut Patch) {
-    // Windows pods may not set seccomp, privilege escalation or capabilities: the apiserver
-    // rejects them, so a default there would turn an admitted pod into a rejected one.
-    let windows = spec.os.as_ref().is_some_and(|os| os.name == "windows");
-
-    patch.object(
-        &mut spec.security_context,
-        "securityContext",
-        |sc: &mut PodSecurityContext, patch| {
-            if mutation.run_as_non_root {
-                patch.value(&mut sc.run_as_non_root, "runAsNonRoot", || true);
-            }
-            if mutation.seccomp_runtime_default && !windows {
-                patch.value(&mut sc.seccomp_profile, "seccompProfile", || {
-                    SeccompProfile {
-                        type_: "RuntimeDefault".into(),
-                        localhost_profile: None,
-                    }
-                });
-            }
-        },
-    );
+    let windows = is_windows(spec);
+    fill_pod_security_context(mutation, &mut spec.security_context, windows, patch);
 
     for (field, list) in [
         ("containers", Some(&mut spec.containers)),
@@ -142,45 +124,176 @@ fn run(mutation: &Mutation, spec: &mut PodSpec, patch: &mut Patch) {
     }
 }
 
-fn fill_container(mutation: &Mutation, c: &mut Container, windows: bool, patch: &mut Patch) {
-    if !windows {
-        let needs_escalation = c
-            .security_context
-            .as_ref()
-            .is_some_and(needs_privilege_escalation);
-        patch.object(
-            &mut c.security_context,
-            "securityContext",
-            |sc: &mut SecurityContext, patch| {
-                if mutation.disallow_privilege_escalation && !needs_escalation {
-                    patch.value(
-                        &mut sc.allow_privilege_escalation,
-                        "allowPrivilegeEscalation",
-                        || false,
-                    );
-                }
-                if mutation.drop_all_capabilities {
-                    patch.object(&mut sc.capabilities, "capabilities", |caps, patch| {
-                        patch.value(&mut caps.drop, "drop", || vec!["ALL".into()]);
-                    });
-                }
-            },
-        );
-    }
+/// Windows pods may not set seccomp, privilege escalation or capabilities: the apiserver
+/// rejects them, so a default there would turn an admitted pod into a rejected one.
+fn is_windows(spec: &PodSpec) -> bool {
+    spec.os.as_ref().is_some_and(|os| os.name == "windows")
+}
+
+fn fill_pod_security_context(
+    mutation: &Mutation,
+    sc: &mut Option<PodSecurityContext>,
+    windows: bool,
+    patch: &mut Patch,
+) {
     patch.object(
-        &mut c.resources,
-        "resources",
-        |r: &mut ResourceRequirements, patch| fill_resources(r, mutation, patch),
+        sc,
+        "securityContext",
+        |sc: &mut PodSecurityContext, patch| {
+            if mutation.run_as_non_root {
+                patch.value(&mut sc.run_as_non_root, "runAsNonRoot", || true);
+            }
+            if mutation.seccomp_runtime_default && !windows {
+                patch.value(&mut sc.seccomp_profile, "seccompProfile", || {
+                    SeccompProfile {
+                        type_: "RuntimeDefault".into(),
+                        localhost_profile: None,
+                    }
+                });
+            }
+        },
     );
 }
 
-/// The fields the defaults of `mutation` touch, filled: what `/validate` reads in place of
-/// `spec`'s own when it judges the pod as defaulted (`checks::Target::defaulted`). Only those
-/// fields are copied: images, env, probes and volumes are read where they are.
-pub fn overlay(mutation: &Mutation, spec: &PodSpec) -> PodSpec {
-    let mut touched = touched_fields(spec);
-    fill(mutation, &mut touched);
-    touched
+fn fill_container(mutation: &Mutation, c: &mut Container, windows: bool, patch: &mut Patch) {
+    if !windows {
+        fill_container_security_context(mutation, &mut c.security_context, patch);
+    }
+    fill_container_resources(mutation, &mut c.resources, patch);
+}
+
+fn fill_container_security_context(
+    mutation: &Mutation,
+    sc: &mut Option<SecurityContext>,
+    patch: &mut Patch,
+) {
+    let needs_escalation = sc.as_ref().is_some_and(needs_privilege_escalation);
+    patch.object(sc, "securityContext", |sc: &mut SecurityContext, patch| {
+        if mutation.disallow_privilege_escalation && !needs_escalation {
+            patch.value(
+                &mut sc.allow_privilege_escalation,
+                "allowPrivilegeEscalation",
+                || false,
+            );
+        }
+        if mutation.drop_all_capabilities {
+            patch.object(&mut sc.capabilities, "capabilities", |caps, patch| {
+                patch.value(&mut caps.drop, "drop", || vec!["ALL".into()]);
+            });
+        }
+    });
+}
+
+fn fill_container_resources(
+    mutation: &Mutation,
+    r: &mut Option<ResourceRequirements>,
+    patch: &mut Patch,
+) {
+    patch.object(r, "resources", |r: &mut ResourceRequirements, patch| {
+        fill_resources(r, mutation, patch)
+    });
+}
+
+/// The fields the defaults of `mutation` touch, as the defaulted pod has them: what
+/// `/validate` reads in place of `spec`'s own when it judges the pod as defaulted
+/// (`checks::Target::defaulted`). Images, env, probes and volumes are read where they are.
+/// A field the pod leaves out is filled the same way in every pod, so it borrows the value
+/// filled once per policy set (`Mutation::filled`); only a field the pod sets is copied and
+/// filled around what it holds.
+pub fn overlay<'a>(mutation: &'a Mutation, spec: &'a PodSpec) -> Overlay<'a> {
+    let windows = is_windows(spec);
+    let absent = mutation
+        .filled
+        .get_or_init(|| filled_from_nothing(mutation));
+    let mut patch = Patch {
+        recording: false,
+        filled: 0,
+        ops: JsonPatch::default(),
+        path: Vec::new(),
+    };
+    let security_context = if windows {
+        let mut sc = spec.security_context.clone();
+        fill_pod_security_context(mutation, &mut sc, windows, &mut patch);
+        sc.map(Cow::Owned)
+    } else {
+        filled_as(&spec.security_context, &absent.pod_security_context, |sc| {
+            fill_pod_security_context(mutation, sc, windows, &mut patch)
+        })
+    };
+    let mut touched = |c: &'a Container| Touched {
+        security_context: if windows {
+            c.security_context.as_ref().map(Cow::Borrowed)
+        } else {
+            filled_as(
+                &c.security_context,
+                &absent.container_security_context,
+                |sc| fill_container_security_context(mutation, sc, &mut patch),
+            )
+        },
+        resources: filled_as(&c.resources, &absent.resources, |r| {
+            fill_container_resources(mutation, r, &mut patch)
+        }),
+    };
+    let containers = spec.containers.iter().map(&mut touched).collect();
+    let init_containers = spec.init_containers.iter().flatten().map(touched).collect();
+    Overlay {
+        security_context,
+        containers,
+        init_containers,
+    }
+}
+
+/// `given` once filled by `fill`. A field left out or set empty (the apiserver sends
+/// `resources: {}` and `securityContext: {}` for most pods) fills the same way in every pod:
+/// it borrows `absent`, what the defaults make of nothing, or stays as it is when they
+/// fill nothing into it. Only a field holding something is copied and filled.
+fn filled_as<'a, T: Clone + Default + PartialEq>(
+    given: &'a Option<T>,
+    absent: &'a Option<T>,
+    fill: impl FnOnce(&mut Option<T>),
+) -> Option<Cow<'a, T>> {
+    match given {
+        None => absent.as_ref().map(Cow::Borrowed),
+        Some(empty) if *empty == T::default() => {
+            Some(Cow::Borrowed(absent.as_ref().unwrap_or(empty)))
+        }
+        Some(_) => {
+            let mut own = given.clone();
+            fill(&mut own);
+            own.map(Cow::Owned)
+        }
+    }
+}
+
+/// What the defaults make of a pod that sets none of the fields they touch (not a Windows
+/// pod, whose containers they leave alone).
+fn filled_from_nothing(mutation: &Mutation) -> FilledDefaults {
+    let mut spec = PodSpec {
+        containers: vec![Container::default()],
+        ..PodSpec::default()
+    };
+    fill(mutation, &mut spec);
+    let container = spec.containers.swap_remove(0);
+    FilledDefaults {
+        pod_security_context: spec.security_context,
+        container_security_context: container.security_context,
+        resources: container.resources,
+    }
+}
+
+/// The fields the defaults touch, as a defaulted pod has them (`overlay`).
+#[derive(Debug, PartialEq)]
+pub struct Overlay<'a> {
+    pub security_context: Option<Cow<'a, PodSecurityContext>>,
+    pub containers: Vec<Touched<'a>>,
+    pub init_containers: Vec<Touched<'a>>,
+}
+
+/// A container's fields the defaults touch, as the defaulted container has them.
+#[derive(Debug, PartialEq)]
+pub struct Touched<'a> {
+    pub security_context: Option<Cow<'a, SecurityContext>>,
+    pub resources: Option<Cow<'a, ResourceRequirements>>,
 }
 
 /// A copy of just the fields `apply` reads or fills: enough to compute the patch without

@@ -88,7 +88,7 @@ async fn defaults_fixtures() {
     let mut failures = Vec::new();
     let files = sorted_files(&repo().join("tests/fixtures/defaults"));
     // Exact: an empty or shrunken directory must not pass.
-    assert_eq!(files.len(), 10, "defaults fixtures");
+    assert_eq!(files.len(), 11, "defaults fixtures");
     for file in files {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let docs = yaml_docs(&file);
@@ -122,8 +122,13 @@ async fn defaults_fixtures() {
             failures.push(format!("{name}: in-memory defaults differ from the patch"));
         }
         // The overlay /validate judges by carries every field the patch filled.
-        let overlay = portcullis::defaults::overlay(mutation, &decode_pod(input).pod_spec.unwrap());
-        if overlay != portcullis::defaults::touched_fields(&patched_spec) {
+        let input_spec = decode_pod(input).pod_spec.unwrap();
+        let overlay = portcullis::defaults::overlay(mutation, &input_spec);
+        let init = patched_spec.init_containers.as_deref().unwrap_or_default();
+        if overlay.security_context.as_deref() != patched_spec.security_context.as_ref()
+            || !touched_as_patched(&overlay.containers, &patched_spec.containers)
+            || !touched_as_patched(&overlay.init_containers, init)
+        {
             failures.push(format!(
                 "{name}: the defaults overlay differs from the patch"
             ));
@@ -139,4 +144,17 @@ async fn defaults_fixtures() {
 
 fn decode_pod(object: &Value) -> workload::Workload {
     workload::decode(WorkloadKind::Pod, object).expect("fixture pod decodes")
+}
+
+/// Whether the overlay's containers hold the patched containers' security contexts and
+/// resources, one for one.
+fn touched_as_patched(
+    touched: &[portcullis::defaults::Touched],
+    patched: &[k8s_openapi::api::core::v1::Container],
+) -> bool {
+    touched.len() == patched.len()
+        && touched.iter().zip(patched).all(|(t, c)| {
+            t.security_context.as_deref() == c.security_context.as_ref()
+                && t.resources.as_deref() == c.resources.as_ref()
+        })
 }

@@ -9,8 +9,7 @@ pub use cel::{matched as cel_rule_matched, object_labels, selects};
 use std::cell::Cell;
 
 use crate::checks::{self, Target};
-use crate::defaults::{self, JsonPatch};
-use k8s_openapi::api::core::v1::PodSpec;
+use crate::defaults::{self, JsonPatch, Overlay};
 
 use crate::policy::{Mode, Mutation, MutationTarget, PolicySet};
 use crate::request::{Decoded, Operation, Request};
@@ -118,7 +117,7 @@ fn validate_checks(set: &PolicySet, req: &Request, ctx: &Context) -> Verdict {
     let template = pod_defaults
         .filter(|_| kind.is_controller())
         .map(|mutation| defaults::overlay(mutation, spec));
-    let judge_with = |defaulted: Option<&PodSpec>, modes: &dyn Fn(Mode) -> bool| {
+    let judge_with = |defaulted: Option<&Overlay>, modes: &dyn Fn(Mode) -> bool| {
         let target = Target {
             kind,
             workload,

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
     SecurityContext,
 };
 
+use crate::defaults::Overlay;
 use crate::policy::{CheckId, Mode, Policy, RuleId};
 use crate::rollout::Effective;
 use crate::verdict::{Fix, Subject, Text, Violation};
@@ -27,15 +28,15 @@ pub struct Target<'a> {
     /// When the pod is judged as the pod defaults would patch it, the fields they touch,
     /// filled (`defaults::overlay`): its pod security context, and its containers' and init
     /// containers' security contexts and resources, stand in for `spec`'s own.
-    pub defaulted: Option<&'a PodSpec>,
+    pub defaulted: Option<&'a Overlay<'a>>,
 }
 
 impl<'a> Target<'a> {
     pub fn pod_security_context(&self) -> Option<&'a PodSecurityContext> {
-        self.defaulted
-            .unwrap_or(self.spec)
-            .security_context
-            .as_ref()
+        match self.defaulted {
+            Some(overlay) => overlay.security_context.as_deref(),
+            None => self.spec.security_context.as_ref(),
+        }
     }
 
     /// Containers, then init containers, then ephemeral containers, each with its index.
@@ -46,18 +47,21 @@ impl<'a> Target<'a> {
             let overlay = defaulted?;
             match kind {
                 ContainerKind::Containers => overlay.containers.get(index),
-                ContainerKind::InitContainers => overlay.init_containers.as_ref()?.get(index),
+                ContainerKind::InitContainers => overlay.init_containers.get(index),
                 ContainerKind::EphemeralContainers => None,
             }
         };
         let regular = move |kind: ContainerKind, (index, c): (usize, &'a Container)| {
-            let own = touched(kind, index).unwrap_or(c);
+            let (security_context, resources) = match touched(kind, index) {
+                Some(t) => (t.security_context.as_deref(), t.resources.as_deref()),
+                None => (c.security_context.as_ref(), c.resources.as_ref()),
+            };
             ContainerRef {
                 kind,
                 index,
                 name: &c.name,
-                security_context: own.security_context.as_ref(),
-                resources: own.resources.as_ref(),
+                security_context,
+                resources,
                 liveness_probe: c.liveness_probe.as_ref(),
                 readiness_probe: c.readiness_probe.as_ref(),
                 startup_probe: c.startup_probe.as_ref(),

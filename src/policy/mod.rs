@@ -617,6 +617,20 @@ pub struct Mutation {
     /// Requests and limits for containers and init containers that lack them.
     #[serde(default)]
     pub resources: ResourceDefaults,
+    /// What these defaults make of the fields when a pod leaves them out, filled once by
+    /// `defaults::overlay` on first use: the same for every such pod, so `/validate` borrows
+    /// them instead of filling a copy per request.
+    #[serde(skip)]
+    pub filled: std::sync::OnceLock<FilledDefaults>,
+}
+
+/// The pod security context, a container's security context and its resources, each as the
+/// pod defaults fill it when the pod leaves it out (`None` where they fill nothing).
+#[derive(Clone, Debug, Default)]
+pub struct FilledDefaults {
+    pub pod_security_context: Option<k8s_openapi::api::core::v1::PodSecurityContext>,
+    pub container_security_context: Option<k8s_openapi::api::core::v1::SecurityContext>,
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
 }
 
 fn pods_only() -> Vec<MutationTarget> {
