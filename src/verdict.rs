@@ -214,7 +214,9 @@ impl Verdict {
     /// auditAnnotations, keyed by check id (the apiserver prefixes the webhook name, and the
     /// ids are valid keys), recording every violation that is not `off` with its mode, or
     /// `exempt` and the exemption, so the audit log holds would-be denials and exceptions too.
-    /// An object that cannot be read is recorded under `unjudgeable`.
+    /// An object that cannot be read is recorded under `unjudgeable`. Values come encoded by
+    /// `encode`, as `texts` are; mode names and separators are plain ASCII words that no
+    /// encoding changes, so they are appended as they are.
     pub fn audit_annotations<'a>(
         &'a self,
         texts: &Texts,
