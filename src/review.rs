@@ -474,8 +474,7 @@ fn read_whole(kind: WorkloadKind, raw: &RawValue) -> Result<Workload, serde_json
 /// The `/validate` answer. It never carries a patch: the apiserver fails a validating webhook
 /// that returns one.
 pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
-    let escape = |out: &mut String, text: &str| Escaped(out).push_str(text);
-    let texts = verdict.texts(escape);
+    let texts = verdict.texts(|out: &mut String, text: &str| Escaped(out).push_str(text));
     // Each text goes into the message and an audit annotation; each fix, indented, into the
     // message: sized so the answer is written without regrowing.
     let text_bytes = texts.byte_len();
@@ -488,6 +487,7 @@ pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
     match verdict {
         Verdict::Unjudgeable(reason) => {
             out.status(400, "BadRequest", |m| {
+                let mut m = Escaped(m);
                 m.push_str("portcullis cannot judge this ");
                 m.push_str(&req.kind);
                 m.push_str(": ");
@@ -496,14 +496,14 @@ pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
         }
         _ if verdict.denials().next().is_some() => {
             out.status(403, "Forbidden", |m| {
-                verdict.write_denial_message(&req.kind, subject_name(req), &texts, escape, m.0);
+                verdict.write_denial_message(&req.kind, subject_name(req), &texts, m);
             });
         }
         _ => {}
     }
     out.field(
         ",\"auditAnnotations\":{",
-        verdict.audit_annotations(&texts, escape),
+        verdict.audit_annotations(&texts),
         "}",
         |out, (key, value)| {
             out.string(key);
@@ -559,14 +559,14 @@ impl Json {
     }
 
     /// The metav1.Status of a refusal; kubectl shows `reason` in parentheses and then
-    /// `message`, which `write` produces.
-    fn status(&mut self, code: u16, reason: &str, write: impl FnOnce(&mut Escaped<'_>)) {
+    /// `message`, which `write` appends already escaped for a JSON string.
+    fn status(&mut self, code: u16, reason: &str, write: impl FnOnce(&mut String)) {
         self.raw(",\"status\":{\"code\":");
         self.raw(itoa::Buffer::new().format(code));
         self.raw(",\"reason\":");
         self.string(reason);
         self.raw(",\"message\":\"");
-        write(&mut Escaped(&mut self.0));
+        write(&mut self.0);
         self.raw("\"}");
     }
 

@@ -102,15 +102,13 @@ impl Verdict {
     }
 
     /// The denial shown to the user: every enforced violation with the YAML that fixes it,
-    /// so all can be fixed in one pass, appended to `out` in the answer's encoding (`encode`
-    /// appends plain text encoded; `texts` are already encoded). Writes nothing when nothing
-    /// is enforced.
+    /// so all can be fixed in one pass, appended to `out` in the encoding of `texts`. Writes
+    /// nothing when nothing is enforced.
     pub fn write_denial_message(
         &self,
         kind: &str,
         name: &str,
-        texts: &Texts,
-        encode: impl Fn(&mut String, &str),
+        texts: &Texts<impl Fn(&mut String, &str)>,
         out: &mut String,
     ) {
         let denials = || self.violations().enumerate().filter(|(_, v)| v.denies());
@@ -134,7 +132,7 @@ impl Verdict {
         });
         for (i, v) in denials() {
             plain.push_str("\n- ");
-            encode(out, &plain);
+            (texts.encode)(out, &plain);
             out.push_str(texts.get(i));
             plain.clear();
             if let Some(add) = &v.add {
@@ -147,22 +145,24 @@ impl Verdict {
                 }
             }
         }
-        encode(out, &plain);
+        (texts.encode)(out, &plain);
     }
 
     /// Each violation as its one line of text (what `Display` writes), encoded by `encode`
-    /// once for the denial message and the audit annotations alike.
-    pub fn texts(&self, encode: impl Fn(&mut String, &str)) -> Texts {
+    /// (the answer's own: JSON string escaping) once for the denial message and the audit
+    /// annotations alike, which encode their other words with it too.
+    pub fn texts<E: Fn(&mut String, &str)>(&self, encode: E) -> Texts<E> {
         let mut texts = Texts {
             all: String::with_capacity(160 * self.violations().len()),
             ends: Vec::with_capacity(self.violations().len()),
+            encode,
         };
         let mut plain = String::with_capacity(160);
         for v in self.violations() {
             plain.clear();
             // Writing into a string cannot fail.
             let _ = v.write_text(&mut plain);
-            encode(&mut texts.all, &plain);
+            (texts.encode)(&mut texts.all, &plain);
             texts.ends.push(texts.all.len());
         }
         texts
@@ -214,14 +214,14 @@ impl Verdict {
     /// auditAnnotations, keyed by check id (the apiserver prefixes the webhook name, and the
     /// ids are valid keys), recording every violation that is not `off` with its mode, or
     /// `exempt` and the exemption, so the audit log holds would-be denials and exceptions too.
-    /// An object that cannot be read is recorded under `unjudgeable`. Values come encoded by
-    /// `encode`, as `texts` are; mode names and separators are plain ASCII words that no
-    /// encoding changes, so they are appended as they are.
+    /// An object that cannot be read is recorded under `unjudgeable`. Values come in the
+    /// encoding of `texts`; mode names and separators are plain ASCII words that no encoding
+    /// changes, so they are appended as they are.
     pub fn audit_annotations<'a>(
         &'a self,
-        texts: &Texts,
-        encode: impl Fn(&mut String, &str),
+        texts: &Texts<impl Fn(&mut String, &str)>,
     ) -> BTreeMap<&'a str, String> {
+        let encode = &texts.encode;
         let mut out: BTreeMap<&str, String> = BTreeMap::new();
         let encoded = |text: &str| {
             let mut value = String::with_capacity(text.len());
@@ -259,14 +259,16 @@ impl Verdict {
 }
 
 /// Every violation's text in a verdict, in the order of its violations, each encoded once
-/// for the answer that carries it.
-pub struct Texts {
+/// for the answer that carries it, with the encoding, so whatever is written around them is
+/// encoded alike.
+pub struct Texts<E> {
     all: String,
     /// Where each text ends in `all`.
     ends: Vec<usize>,
+    encode: E,
 }
 
-impl Texts {
+impl<E> Texts<E> {
     /// Their bytes, all together.
     pub fn byte_len(&self) -> usize {
         self.all.len()
