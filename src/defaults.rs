@@ -24,12 +24,7 @@ use crate::quantity::Quantity;
 /// Fills `spec` with the defaults of `mutation` and returns the JSON Patch that does the same
 /// to the object whose pod spec sits at `spec_field` (e.g. `spec.template.spec`).
 pub fn apply(mutation: &Mutation, spec: &mut PodSpec, spec_field: &str) -> JsonPatch {
-    let mut patch = Patch {
-        recording: true,
-        filled: 0,
-        ops: JsonPatch::default(),
-        path: spec_field.split('.').map(Token::new).collect(),
-    };
+    let mut patch = Patch::new(true, spec_field.split('.').map(Token::new).collect());
     run(mutation, spec, &mut patch);
     patch.ops
 }
@@ -91,12 +86,7 @@ impl JsonPatch {
 
 /// Fills `spec` with the defaults of `mutation`, computing no patch.
 pub fn fill(mutation: &Mutation, spec: &mut PodSpec) {
-    let mut patch = Patch {
-        recording: false,
-        filled: 0,
-        ops: JsonPatch::default(),
-        path: Vec::new(),
-    };
+    let mut patch = Patch::new(false, Vec::new());
     run(mutation, spec, &mut patch);
 }
 
@@ -205,12 +195,7 @@ pub fn overlay<'a>(mutation: &'a Mutation, spec: &'a PodSpec) -> Overlay<'a> {
     let absent = mutation
         .filled
         .get_or_init(|| filled_from_nothing(mutation));
-    let mut patch = Patch {
-        recording: false,
-        filled: 0,
-        ops: JsonPatch::default(),
-        path: Vec::new(),
-    };
+    let mut patch = Patch::new(false, Vec::new());
     let security_context = if windows {
         let mut sc = spec.security_context.clone();
         fill_pod_security_context(mutation, &mut sc, windows, &mut patch);
@@ -399,6 +384,16 @@ struct Patch<'a> {
 }
 
 impl<'a> Patch<'a> {
+    /// Nothing filled yet; operations recorded under `path` when `recording`.
+    fn new(recording: bool, path: Vec<Token<'a>>) -> Self {
+        Self {
+            recording,
+            filled: 0,
+            ops: JsonPatch::default(),
+            path,
+        }
+    }
+
     /// Fills the object field `name` of the current parent with `fill`. When the field was
     /// absent it is created, and added whole only if `fill` put something in it, so no
     /// operation needs a parent that does not exist yet. When it was present, `fill` records
@@ -478,12 +473,7 @@ mod tests {
     use super::*;
 
     fn recording(path: &[&'static str]) -> Patch<'static> {
-        Patch {
-            recording: true,
-            filled: 0,
-            ops: JsonPatch::default(),
-            path: path.iter().map(|t| Token::new(*t)).collect(),
-        }
+        Patch::new(true, path.iter().map(|t| Token::new(*t)).collect())
     }
 
     /// Keys holding `/` or `~` (extended resource names, annotation-like keys) must travel
