@@ -387,20 +387,22 @@ fn log_validation(req: &Request, verdict: &Verdict) {
         Verdict::Judged(_) => "allowed-with-violations",
     };
     // Plain `&str` values: recorded as they are, where `%` and `?` would format each first.
+    // The message too: given as a field, first as the macros place it, it is a `&str` where
+    // a format string is `fmt::Arguments` formatted through `Debug`; every formatter writes
+    // both alike.
     let operation = operation_name(&req.operation);
     macro_rules! line {
         ($level:expr, $($field:tt)*) => {
-            tracing::event!($level, uid = req.uid.as_str(), namespace = req.namespace.as_str(),
-                kind = req.kind.as_str(), name = req.name.as_str(), operation,
-                user = req.user.as_str(), dry_run = req.dry_run, outcome, $($field)*)
+            tracing::event!($level, message = "validated", uid = req.uid.as_str(),
+                namespace = req.namespace.as_str(), kind = req.kind.as_str(),
+                name = req.name.as_str(), operation, user = req.user.as_str(),
+                dry_run = req.dry_run, outcome, $($field)*)
         };
     }
     match verdict {
-        Verdict::Skipped(_) => line!(tracing::Level::DEBUG, "validated"),
-        Verdict::Judged(v) if v.is_empty() => line!(tracing::Level::DEBUG, "validated"),
-        Verdict::Unjudgeable(reason) => {
-            line!(tracing::Level::INFO, reason = reason.as_str(), "validated")
-        }
+        Verdict::Skipped(_) => line!(tracing::Level::DEBUG,),
+        Verdict::Judged(v) if v.is_empty() => line!(tracing::Level::DEBUG,),
+        Verdict::Unjudgeable(reason) => line!(tracing::Level::INFO, reason = reason.as_str()),
         Verdict::Judged(violations) => {
             let mut list = String::with_capacity(violations.len() * 40);
             for v in violations {
@@ -413,11 +415,7 @@ fn log_validation(req: &Request, verdict: &Verdict) {
                 list.push(':');
                 list.push_str(v.outcome());
             }
-            line!(
-                tracing::Level::INFO,
-                violations = list.as_str(),
-                "validated"
-            );
+            line!(tracing::Level::INFO, violations = list.as_str());
         }
     }
 }
