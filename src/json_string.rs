@@ -16,57 +16,70 @@ pub struct Escaped<'a>(pub &'a mut String);
 
 impl Escaped<'_> {
     pub fn push_str(&mut self, s: &str) {
-        let bytes = s.as_bytes();
+        let out = &mut *self.0;
+        // Escaping only lengthens: one reservation for the text, and more only for escapes.
+        out.reserve(s.len());
         let mut start = 0;
-        loop {
-            let i = next_escape(bytes, start);
+        for_each_escape(s.as_bytes(), |i, b| {
             // Every byte escaped is ASCII, so `i` is on a character boundary.
-            self.0.push_str(&s[start..i]);
-            let Some(&b) = bytes.get(i) else { return };
+            out.push_str(&s[start..i]);
             match b {
-                b'"' => self.0.push_str("\\\""),
-                b'\\' => self.0.push_str("\\\\"),
-                b'\n' => self.0.push_str("\\n"),
-                b'\r' => self.0.push_str("\\r"),
-                b'\t' => self.0.push_str("\\t"),
-                0x08 => self.0.push_str("\\b"),
-                0x0c => self.0.push_str("\\f"),
+                b'"' => out.push_str("\\\""),
+                b'\\' => out.push_str("\\\\"),
+                b'\n' => out.push_str("\\n"),
+                b'\r' => out.push_str("\\r"),
+                b'\t' => out.push_str("\\t"),
+                0x08 => out.push_str("\\b"),
+                0x0c => out.push_str("\\f"),
                 _ => {
                     const HEX: &[u8; 16] = b"0123456789abcdef";
-                    self.0.push_str("\\u00");
-                    self.0.push(char::from(HEX[usize::from(b >> 4)]));
-                    self.0.push(char::from(HEX[usize::from(b & 0xf)]));
+                    out.push_str("\\u00");
+                    out.push(char::from(HEX[usize::from(b >> 4)]));
+                    out.push(char::from(HEX[usize::from(b & 0xf)]));
                 }
             }
             start = i + 1;
-        }
+        });
+        out.push_str(&s[start..]);
     }
 }
 
-/// The index of the first byte from `i` on that a JSON string must escape (`"`, `\\` or a
-/// control character), or the length. A denial's text is long runs of plain words between
-/// its line breaks, and escaping it was the largest share of writing the response: on
-/// x86_64 sixteen bytes are tested at a time with SSE2 (part of its baseline), elsewhere
-/// eight at a time in a `u64`. Most strings written are short (names, keys, log fields),
-/// so the bytes left after the last whole chunk are tested as the chunk that ends the
-/// text, overlapping bytes already tested, never one at a time.
-fn next_escape(bytes: &[u8], i: usize) -> usize {
+/// Calls `hit` with the index and value of every byte a JSON string must escape (`"`, `\\`
+/// or a control character), in order. A denial's text is long runs of plain words between
+/// its line breaks and quotes, and escaping it was the largest share of writing the
+/// response: on x86_64 sixteen bytes are tested at a time with SSE2 (part of its baseline),
+/// elsewhere eight at a time in a `u64`, and every hit in a chunk is taken from the one
+/// test, not by testing again from the byte after it. Most strings written are short
+/// (names, keys, log fields), so the bytes left after the last whole chunk are tested as the
+/// chunk that ends the text, overlapping bytes already tested, never one at a time.
+fn for_each_escape(bytes: &[u8], hit: impl FnMut(usize, u8)) {
     #[cfg(target_arch = "x86_64")]
     if bytes.len() >= 16 {
-        return next_escape_sse2(bytes, i);
+        return for_each_escape_sse2(bytes, hit);
     }
-    next_escape_swar(bytes, i)
+    for_each_escape_swar(bytes, hit)
 }
 
-/// As `next_escape`, for text of at least sixteen bytes.
+/// Calls `hit` for each set bit of `hits`, a mask of the chunk at `at` with `width` bits per
+/// byte.
+fn each_bit(bytes: &[u8], at: usize, mut hits: u64, width: u32, hit: &mut impl FnMut(usize, u8)) {
+    while hits != 0 {
+        let i = at + (hits.trailing_zeros() / width) as usize;
+        hit(i, bytes[i]);
+        // Clears the lowest set bit: a byte's hit is one bit in either width.
+        hits &= hits - 1;
+    }
+}
+
+/// As `for_each_escape`, for text of at least sixteen bytes.
 #[cfg(target_arch = "x86_64")]
-fn next_escape_sse2(bytes: &[u8], mut i: usize) -> usize {
+fn for_each_escape_sse2(bytes: &[u8], mut hit: impl FnMut(usize, u8)) {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
         _mm_set1_epi8,
     };
     // Bit `n` set where byte `n` of the sixteen must be escaped.
-    let mask = |chunk: &[u8]| -> u32 {
+    let mask = |chunk: &[u8]| -> u64 {
         assert!(chunk.len() >= 16, "a chunk is sixteen bytes");
         // SAFETY: SSE2 is part of the x86_64 baseline, so these intrinsics are always
         // available; the load reads sixteen bytes of `chunk`, which has at least that many
@@ -84,65 +97,58 @@ fn next_escape_sse2(bytes: &[u8], mut i: usize) -> usize {
             _mm_movemask_epi8(hits)
         };
         // Only the low sixteen bits can be set.
-        hits as u32
+        u64::from(hits as u16)
     };
+    let mut i = 0;
     while let Some(chunk) = bytes.get(i..i + 16) {
-        let hits = mask(chunk);
-        if hits != 0 {
-            return i + hits.trailing_zeros() as usize;
-        }
+        each_bit(bytes, i, mask(chunk), 1, &mut hit);
         i += 16;
     }
-    let last = bytes.len() - 16;
-    if i >= bytes.len() {
-        return bytes.len();
-    }
-    // The comparisons are exact per byte, so the bytes before `i` are simply masked off.
-    let hits = mask(&bytes[last..]) & (u32::MAX << (i - last));
-    if hits != 0 {
-        last + hits.trailing_zeros() as usize
-    } else {
-        bytes.len()
+    if i < bytes.len() {
+        let last = bytes.len() - 16;
+        // The comparisons are exact per byte, so the bytes before `i` are simply masked off.
+        each_bit(
+            bytes,
+            last,
+            mask(&bytes[last..]) & (u64::MAX << (i - last)),
+            1,
+            &mut hit,
+        );
     }
 }
 
-/// As `next_escape`, eight bytes at a time in a `u64`, the last eight overlapping; text
+/// As `for_each_escape`, eight bytes at a time in a `u64`, the last eight overlapping; text
 /// shorter than eight bytes byte by byte.
-fn next_escape_swar(bytes: &[u8], mut i: usize) -> usize {
+fn for_each_escape_swar(bytes: &[u8], mut hit: impl FnMut(usize, u8)) {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // The high bit of each byte of `w` below `n` (n <= 0x80), exactly: no byte's result
     // depends on another's, so bytes already tested can be masked off.
     let below = |w: u64, n: u8| !(((w & LOW7) + ONES * u64::from(0x80 - n)) | w) & HIGH;
-    let hits = |w: u64| {
+    let hits = |chunk: &[u8]| {
+        let w = u64::from_le_bytes(chunk[..8].try_into().expect("eight bytes"));
         below(w, 0x20)
             | below(w ^ (ONES * u64::from(b'"')), 1)
             | below(w ^ (ONES * u64::from(b'\\')), 1)
     };
-    let word = |chunk: &[u8]| u64::from_le_bytes(chunk[..8].try_into().expect("eight bytes"));
-    while let Some(chunk) = bytes.get(i..i + 8) {
-        let found = hits(word(chunk));
-        if found != 0 {
-            return i + (found.trailing_zeros() / 8) as usize;
+    let Some(last) = bytes.len().checked_sub(8) else {
+        for (i, &b) in bytes.iter().enumerate() {
+            if b < 0x20 || b == b'"' || b == b'\\' {
+                hit(i, b);
+            }
         }
+        return;
+    };
+    let mut i = 0;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        each_bit(bytes, i, hits(chunk), 8, &mut hit);
         i += 8;
     }
-    if i >= bytes.len() {
-        return bytes.len();
+    if i < bytes.len() {
+        let found = hits(&bytes[last..]) & (u64::MAX << (8 * (i - last)));
+        each_bit(bytes, last, found, 8, &mut hit);
     }
-    if let Some(last) = bytes.len().checked_sub(8) {
-        let found = hits(word(&bytes[last..])) & (u64::MAX << (8 * (i - last)));
-        return if found != 0 {
-            last + (found.trailing_zeros() / 8) as usize
-        } else {
-            bytes.len()
-        };
-    }
-    bytes[i..]
-        .iter()
-        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
-        .map_or(bytes.len(), |p| i + p)
 }
 
 impl std::fmt::Write for Escaped<'_> {
@@ -180,21 +186,23 @@ mod tests {
         }
     }
 
-    /// Both scanners find the first byte to escape at every offset of text longer than
-    /// their chunks, and the portable one is checked on x86_64 too, where `next_escape`
-    /// uses SSE2 first.
+    /// Every scanner hands out every byte to escape, once and in order, in text of every
+    /// length around its chunks, and the portable one is checked on x86_64 too, where
+    /// `for_each_escape` uses SSE2 first.
     #[test]
-    fn scanners_find_the_first_byte_to_escape() {
-        type Scanner = fn(&[u8], usize) -> usize;
+    fn scanners_find_every_byte_to_escape() {
+        type Scanner = fn(&[u8], &mut dyn FnMut(usize, u8));
         let scanners: &[(&str, Scanner)] = &[
-            ("next_escape", super::next_escape),
-            ("swar", super::next_escape_swar),
+            ("for_each_escape", |bytes, hit| {
+                super::for_each_escape(bytes, hit)
+            }),
+            ("swar", |bytes, hit| super::for_each_escape_swar(bytes, hit)),
             #[cfg(target_arch = "x86_64")]
-            ("sse2", |bytes, i| {
+            ("sse2", |bytes, hit| {
                 if bytes.len() >= 16 {
-                    super::next_escape_sse2(bytes, i)
+                    super::for_each_escape_sse2(bytes, hit)
                 } else {
-                    super::next_escape_swar(bytes, i)
+                    super::for_each_escape_swar(bytes, hit)
                 }
             }),
         ];
@@ -209,29 +217,38 @@ mod tests {
                 for shift in 0..plain.len() {
                     let filler: Vec<u8> =
                         (0..len).map(|i| plain[(i + shift) % plain.len()]).collect();
-                    // A byte to escape at `at`, and maybe a second one at `other`: the scan
-                    // from any start must find the first at or after it, whichever bytes
-                    // before the start were tested already.
+                    // A byte to escape at `at`, and maybe more: a second one before it, one
+                    // at the end, and one in each chunk, so that a chunk holds several hits
+                    // and the last chunk overlaps hits already handed out.
                     for at in 0..=len {
-                        for other in [None, Some(at / 2), Some(len.saturating_sub(1))] {
+                        let others = [
+                            None,
+                            Some(at / 2),
+                            Some(len.saturating_sub(1)),
+                            Some(at + 3),
+                        ];
+                        for other in others {
                             let mut text = filler.clone();
                             for p in [Some(at), other].into_iter().flatten() {
                                 if p < len {
                                     text[p] = special;
                                 }
                             }
-                            for start in 0..=len {
-                                let direct = text[start..]
-                                    .iter()
-                                    .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
-                                    .map_or(len, |p| start + p);
-                                for (name, scan) in scanners {
-                                    assert_eq!(
-                                        scan(&text, start),
-                                        direct,
-                                        "{name} on {text:?} from {start}"
-                                    );
+                            for p in (at % 5..len).step_by(7) {
+                                if other == Some(at / 2) {
+                                    text[p] = special;
                                 }
+                            }
+                            let direct: Vec<(usize, u8)> = text
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, b)| **b < 0x20 || **b == b'"' || **b == b'\\')
+                                .map(|(i, b)| (i, *b))
+                                .collect();
+                            for (name, scan) in scanners {
+                                let mut found = Vec::new();
+                                scan(&text, &mut |i, b| found.push((i, b)));
+                                assert_eq!(found, direct, "{name} on {text:?}");
                             }
                         }
                     }
