@@ -16,6 +16,12 @@ pub struct Escaped<'a>(pub &'a mut String);
 
 impl Escaped<'_> {
     pub fn push_str(&mut self, s: &str) {
+        self.push_indented(s, "");
+    }
+
+    /// As `push_str`, with `indent` after each escaped line break; `indent` is written as
+    /// it is, so it must need no escaping.
+    pub fn push_indented(&mut self, s: &str, indent: &str) {
         let out = &mut *self.0;
         // Escaping only lengthens: one reservation for the text, and more only for escapes.
         out.reserve(s.len());
@@ -26,7 +32,10 @@ impl Escaped<'_> {
             match b {
                 b'"' => out.push_str("\\\""),
                 b'\\' => out.push_str("\\\\"),
-                b'\n' => out.push_str("\\n"),
+                b'\n' => {
+                    out.push_str("\\n");
+                    out.push_str(indent);
+                }
                 b'\r' => out.push_str("\\r"),
                 b'\t' => out.push_str("\\t"),
                 0x08 => out.push_str("\\b"),
@@ -183,6 +192,27 @@ mod tests {
             Escaped(&mut ours).push_str(&s);
             ours.push('"');
             assert_eq!(ours, serde_json::to_string(&s).unwrap(), "{s:?}");
+        }
+    }
+
+    /// Indenting while escaping is escaping the indented text: after every line break,
+    /// wherever it falls in the chunks, and nowhere else.
+    #[test]
+    fn indenting_as_escaping_is_escaping_indented_text() {
+        let samples = [
+            "securityContext:\n  runAsNonRoot: true",
+            "livenessProbe:\n  httpGet:\n    path: /healthz  # an endpoint of your app\n    port: 8080",
+            "\n",
+            "a\n\nb\n",
+            "no line break at all, but \"quotes\" and \\ and \t",
+            "",
+        ];
+        for text in samples {
+            let mut ours = String::new();
+            Escaped(&mut ours).push_indented(text, "    ");
+            let mut expected = String::new();
+            Escaped(&mut expected).push_str(&text.replace('\n', "\n    "));
+            assert_eq!(ours, expected, "{text:?}");
         }
     }
 

@@ -21,7 +21,7 @@ use crate::cel::ObjectReads;
 use crate::defaults::JsonPatch;
 use crate::json_string::{self, Escaped};
 use crate::request::{Decoded, LazyJson, Operation, Request, RequestJson};
-use crate::verdict::Verdict;
+use crate::verdict::{Encoding, Verdict};
 use crate::workload::{self, Workload, WorkloadKind};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -474,7 +474,7 @@ fn read_whole(kind: WorkloadKind, raw: &RawValue) -> Result<Workload, serde_json
 /// The `/validate` answer. It never carries a patch: the apiserver fails a validating webhook
 /// that returns one.
 pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
-    let texts = verdict.texts(|out: &mut String, text: &str| Escaped(out).push_str(text));
+    let texts = verdict.texts(JsonText);
     // Each text goes into the message and an audit annotation; each fix, indented, into the
     // message: sized so the answer is written without regrowing.
     let text_bytes = texts.byte_len();
@@ -532,6 +532,19 @@ pub fn encode_mutation(req: &Request, patch: &JsonPatch) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.encode_string(json, &mut out.0);
     out.raw("\",\"patchType\":\"JSONPatch\"");
     out.finish()
+}
+
+/// The answer's texts are JSON string contents.
+struct JsonText;
+
+impl Encoding for JsonText {
+    fn encode(&self, out: &mut String, text: &str) {
+        Escaped(out).push_str(text);
+    }
+
+    fn encode_indented(&self, out: &mut String, text: &str, indent: &str) {
+        Escaped(out).push_indented(text, indent);
+    }
 }
 
 /// `admission.k8s.io/v1` AdmissionReview with its AdmissionResponse, written straight into

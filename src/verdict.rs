@@ -108,7 +108,7 @@ impl Verdict {
         &self,
         kind: &str,
         name: &str,
-        texts: &Texts<impl Fn(&mut String, &str)>,
+        texts: &Texts<impl Encoding>,
         out: &mut String,
     ) {
         let denials = || self.violations().enumerate().filter(|(_, v)| v.denies());
@@ -132,37 +132,39 @@ impl Verdict {
         });
         for (i, v) in denials() {
             plain.push_str("\n- ");
-            (texts.encode)(out, &plain);
+            texts.encoding.encode(out, &plain);
             out.push_str(texts.get(i));
             plain.clear();
             if let Some(add) = &v.add {
                 plain.push_str("\n  fix: at ");
                 plain.push_str(&add.at);
-                plain.push_str(" set:");
-                for line in add.yaml.lines() {
-                    plain.push_str("\n    ");
-                    plain.push_str(line);
-                }
+                plain.push_str(" set:\n    ");
+                texts.encoding.encode(out, &plain);
+                plain.clear();
+                // Each line of the YAML indented under the fix's line, as it is encoded:
+                // splitting it into lines first cost more than escaping it.
+                let yaml = add.yaml.trim_end_matches(['\n', '\r']);
+                texts.encoding.encode_indented(out, yaml, "    ");
             }
         }
-        (texts.encode)(out, &plain);
+        texts.encoding.encode(out, &plain);
     }
 
-    /// Each violation as its one line of text (what `Display` writes), encoded by `encode`
-    /// (the answer's own: JSON string escaping) once for the denial message and the audit
-    /// annotations alike, which encode their other words with it too.
-    pub fn texts<E: Fn(&mut String, &str)>(&self, encode: E) -> Texts<E> {
+    /// Each violation as its one line of text (what `Display` writes), encoded in
+    /// `encoding` (the answer's own: JSON string escaping) once for the denial message and
+    /// the audit annotations alike, which encode their other words in it too.
+    pub fn texts<E: Encoding>(&self, encoding: E) -> Texts<E> {
         let mut texts = Texts {
             all: String::with_capacity(160 * self.violations().len()),
             ends: Vec::with_capacity(self.violations().len()),
-            encode,
+            encoding,
         };
         let mut plain = String::with_capacity(160);
         for v in self.violations() {
             plain.clear();
             // Writing into a string cannot fail.
             let _ = v.write_text(&mut plain);
-            (texts.encode)(&mut texts.all, &plain);
+            texts.encoding.encode(&mut texts.all, &plain);
             texts.ends.push(texts.all.len());
         }
         texts
@@ -219,13 +221,13 @@ impl Verdict {
     /// changes, so they are appended as they are.
     pub fn audit_annotations<'a>(
         &'a self,
-        texts: &Texts<impl Fn(&mut String, &str)>,
+        texts: &Texts<impl Encoding>,
     ) -> BTreeMap<&'a str, String> {
-        let encode = &texts.encode;
+        let encoding = &texts.encoding;
         let mut out: BTreeMap<&str, String> = BTreeMap::new();
         let encoded = |text: &str| {
             let mut value = String::with_capacity(text.len());
-            encode(&mut value, text);
+            encoding.encode(&mut value, text);
             value
         };
         if let Self::Unjudgeable(reason) = self {
@@ -246,7 +248,7 @@ impl Verdict {
                 entry.push_str("; ");
             }
             match &v.exemption {
-                Some(e) => encode(entry, &format!("exempt ({e}): ")),
+                Some(e) => encoding.encode(entry, &format!("exempt ({e}): ")),
                 None => {
                     entry.push_str(v.mode.as_str());
                     entry.push_str(": ");
@@ -258,6 +260,16 @@ impl Verdict {
     }
 }
 
+/// How an answer carries text: `review` writes JSON string escaping. The verdict lays out
+/// the words; the encoding says how they are written.
+pub trait Encoding {
+    /// Appends `text`, encoded.
+    fn encode(&self, out: &mut String, text: &str);
+
+    /// Appends `text`, encoded, with `indent` (plain spaces) after each of its line breaks.
+    fn encode_indented(&self, out: &mut String, text: &str, indent: &str);
+}
+
 /// Every violation's text in a verdict, in the order of its violations, each encoded once
 /// for the answer that carries it, with the encoding, so whatever is written around them is
 /// encoded alike.
@@ -265,7 +277,7 @@ pub struct Texts<E> {
     all: String,
     /// Where each text ends in `all`.
     ends: Vec<usize>,
-    encode: E,
+    encoding: E,
 }
 
 impl<E> Texts<E> {
