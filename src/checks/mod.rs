@@ -126,6 +126,23 @@ impl<'a> Target<'a> {
         })
     }
 
+    /// The dotted path of `suffix` in the container, and a fix that adds `yaml` to the
+    /// container: what most findings carry, with the container's path built once for both.
+    fn container_fix(
+        &self,
+        c: &ContainerRef,
+        suffix: &str,
+        yaml: impl Into<Text>,
+    ) -> (String, Option<Fix>) {
+        let at = self.container_path(c);
+        let field = [at.as_str(), ".", suffix].concat();
+        let fix = Fix {
+            at,
+            yaml: yaml.into(),
+        };
+        (field, Some(fix))
+    }
+
     fn pod_field(&self, suffix: &str) -> String {
         [pod_spec_field(self.kind), ".", suffix].concat()
     }

@@ -42,12 +42,13 @@ pub fn check<'a>(
                     format!("has none of {}", names.join(", ")).into()
                 }
             };
+            let (field, add) = target.container_fix(&c, accepted[0].as_str(), first.yaml);
             Finding {
                 subject: c.subject(),
-                field: target.container_field(&c, accepted[0].as_str()),
+                field,
                 problem,
                 fix: first.fix.into(),
-                add: target.add_to_container(&c, first.yaml),
+                add,
             }
         })
 }

@@ -22,12 +22,15 @@ pub fn check<'a>(
             let mut texts = Texts::default();
             texts.section("limits", lacking(&params.limits, limits));
             texts.section("requests", lacking(&params.requests, requests));
-            (texts.missing > 0).then(|| Finding {
-                subject: c.subject(),
-                field: target.container_field(&c, "resources"),
-                problem: texts.problem.into(),
-                fix: texts.fix.into(),
-                add: target.add_to_container(&c, texts.yaml),
+            (texts.missing > 0).then(|| {
+                let (field, add) = target.container_fix(&c, "resources", texts.yaml);
+                Finding {
+                    subject: c.subject(),
+                    field,
+                    problem: texts.problem.into(),
+                    fix: texts.fix.into(),
+                    add,
+                }
             })
         })
 }

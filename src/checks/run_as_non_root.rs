@@ -36,16 +36,23 @@ pub fn check<'a>(
         }
         let proven =
             non_root == Some(true) || (params.accept_non_zero_run_as_user && user.is_some());
-        (!proven).then(|| Finding {
-            subject: c.subject(),
-            field: target.container_field(&c, "securityContext.runAsNonRoot"),
-            problem: "may run as root".into(),
-            fix: if params.accept_non_zero_run_as_user {
-                "set securityContext.runAsNonRoot: true or a non-zero runAsUser".into()
-            } else {
-                "set securityContext.runAsNonRoot: true".into()
-            },
-            add: target.add_to_container(&c, "securityContext:\n  runAsNonRoot: true"),
+        (!proven).then(|| {
+            let (field, add) = target.container_fix(
+                &c,
+                "securityContext.runAsNonRoot",
+                "securityContext:\n  runAsNonRoot: true",
+            );
+            Finding {
+                subject: c.subject(),
+                field,
+                problem: "may run as root".into(),
+                fix: if params.accept_non_zero_run_as_user {
+                    "set securityContext.runAsNonRoot: true or a non-zero runAsUser".into()
+                } else {
+                    "set securityContext.runAsNonRoot: true".into()
+                },
+                add,
+            }
         })
     })
 }
