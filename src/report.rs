@@ -107,9 +107,9 @@ fn to_json(j: &Judged) -> Value {
                 "mode": v.mode.as_str(),
                 "outcome": v.outcome(),
                 "container": container,
-                "field": v.field,
+                "field": v.field.to_string(),
                 "message": v.to_string(),
-                "fix": v.add.as_ref().map(|a| json!({"at": a.at, "yaml": a.yaml})),
+                "fix": v.add.as_ref().map(|a| json!({"at": a.at.to_string(), "yaml": a.yaml})),
                 "next": v.next.map(|(mode, date)| json!({"mode": mode.as_str(), "from": date.to_string()})),
                 "exemption": v.exemption.as_ref().map(|e| json!({
                     "name": e.name, "source": e.source.as_str(), "reason": e.reason,
@@ -211,7 +211,7 @@ pub fn results(set: &PolicySet, j: &Judged, timestamp: i64) -> Vec<Value> {
                     (None, Mode::Warn) => "warn",
                     (None, _) => "fail",
                 };
-                let mut props = json!({"mode": v.mode.as_str(), "field": v.field});
+                let mut props = json!({"mode": v.mode.as_str(), "field": v.field.to_string()});
                 if let Some(e) = &v.exemption {
                     props["exemption"] = Value::String(e.to_string());
                 }

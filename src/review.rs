@@ -473,6 +473,10 @@ fn read_whole(kind: WorkloadKind, raw: &RawValue) -> Result<Workload, serde_json
 
 /// The `/validate` answer. It never carries a patch: the apiserver fails a validating webhook
 /// that returns one.
+/// Room for a fix's path in a denial message, `spec.template.spec.initContainers[12]` and
+/// more: the answer is sized before the paths are spelt out.
+const FIX_PATH_BYTES: usize = 48;
+
 pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
     let texts = verdict.texts(JsonText);
     // Each text goes into the message and an audit annotation; each fix, indented, into the
@@ -481,7 +485,7 @@ pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
     let fix_bytes: usize = verdict
         .denials()
         .filter_map(|v| v.add.as_ref())
-        .map(|fix| fix.at.len() + 2 * fix.yaml.len() + 24)
+        .map(|fix| FIX_PATH_BYTES + 2 * fix.yaml.len() + 24)
         .sum();
     let mut out = Json::head(&req.uid, verdict.is_allowed(), 2 * text_bytes + fix_bytes);
     match verdict {

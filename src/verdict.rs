@@ -137,7 +137,7 @@ impl Verdict {
             plain.clear();
             if let Some(add) = &v.add {
                 plain.push_str("\n  fix: at ");
-                plain.push_str(&add.at);
+                add.at.write_to(&mut plain);
                 plain.push_str(" set:\n    ");
                 texts.encoding.encode(out, &plain);
                 plain.clear();
@@ -377,7 +377,7 @@ pub struct Violation {
     pub subject: Subject,
     /// Dotted path of the offending field inside the submitted object, so the owner knows
     /// where to edit (for a controller it points into the pod template).
-    pub field: String,
+    pub field: FieldPath,
     pub problem: Text,
     pub fix: Text,
     /// The YAML that fixes it, where one snippet does.
@@ -406,8 +406,55 @@ impl Violation {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fix {
     /// Dotted path of the mapping the snippet goes into, e.g. `spec.containers[0]`.
-    pub at: String,
+    pub at: FieldPath,
     pub yaml: Text,
+}
+
+/// A dotted path in the submitted object, e.g. `spec.template.spec.containers[0].resources`,
+/// kept as its parts and spelt out (`write_to`, `Display`) only where it is shown: reports,
+/// and a denial's fix lines. Every violation has one, and the webhook's answer shows few of
+/// them, so building each as text cost more than all the ones shown.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldPath {
+    /// Where the pod spec is in the object (`spec`, `spec.template.spec`, …); empty when
+    /// `leaf` is the whole path.
+    pub base: &'static str,
+    /// The container the path is in, by kind and index.
+    pub container: Option<(ContainerKind, usize)>,
+    /// The rest, below the container or the base; empty for the container or base itself.
+    pub leaf: Text,
+}
+
+impl FieldPath {
+    /// What `Display` writes, into a `String` without `fmt`'s dispatch.
+    pub fn write_to(&self, out: &mut String) {
+        out.push_str(self.base);
+        let mut first = self.base.is_empty();
+        let mut dot = |out: &mut String| {
+            if !std::mem::take(&mut first) {
+                out.push('.');
+            }
+        };
+        if let Some((kind, index)) = self.container {
+            dot(out);
+            out.push_str(kind.field());
+            out.push('[');
+            out.push_str(itoa::Buffer::new().format(index));
+            out.push(']');
+        }
+        if !self.leaf.is_empty() {
+            dot(out);
+            out.push_str(&self.leaf);
+        }
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut path = String::new();
+        self.write_to(&mut path);
+        f.write_str(&path)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -474,7 +521,62 @@ impl fmt::Display for Violation {
 
 #[cfg(test)]
 mod tests {
-    use super::write_quoted;
+    use super::{FieldPath, write_quoted};
+    use crate::workload::ContainerKind;
+
+    /// Each shape of path is spelt out with a dot between parts that are there and none
+    /// around parts that are not, whatever the text written before it.
+    #[test]
+    fn field_paths_are_dotted_between_the_parts_present() {
+        let container = Some((ContainerKind::InitContainers, 12));
+        let cases = [
+            (FieldPath::default(), ""),
+            (
+                FieldPath {
+                    base: "spec",
+                    ..FieldPath::default()
+                },
+                "spec",
+            ),
+            (
+                FieldPath {
+                    base: "spec.template.spec",
+                    container,
+                    ..FieldPath::default()
+                },
+                "spec.template.spec.initContainers[12]",
+            ),
+            (
+                FieldPath {
+                    base: "spec",
+                    container,
+                    leaf: "securityContext.runAsNonRoot".into(),
+                },
+                "spec.initContainers[12].securityContext.runAsNonRoot",
+            ),
+            (
+                FieldPath {
+                    base: "spec",
+                    leaf: "volumes[0].hostPath".into(),
+                    ..FieldPath::default()
+                },
+                "spec.volumes[0].hostPath",
+            ),
+            (
+                FieldPath {
+                    leaf: "metadata.annotations[\"a\"]".into(),
+                    ..FieldPath::default()
+                },
+                "metadata.annotations[\"a\"]",
+            ),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(path.to_string(), expected);
+            let mut after = String::from("at ");
+            path.write_to(&mut after);
+            assert_eq!(after, format!("at {expected}"));
+        }
+    }
 
     /// Names are written as `{:?}` writes them, whatever they hold: the fast path for plain
     /// names must not change a byte.

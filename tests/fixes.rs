@@ -64,7 +64,7 @@ fn try_fixes(
         let snippet: Value = serde_saphyr::from_str(&fix.yaml)
             .unwrap_or_else(|e| panic!("{name}: the snippet is not YAML: {e}\n{}", fix.yaml));
         let mut fixed = object.clone();
-        merge(at(&mut fixed, &fix.at), &snippet);
+        merge(at(&mut fixed, &fix.at.to_string()), &snippet);
         let still = violations(set, &fixed).into_iter().any(|after| {
             after.rule == v.rule && after.subject == v.subject && after.field == v.field
         });

@@ -18,7 +18,7 @@ use crate::policy::params::{ParamBinding, ParamObjects, Params};
 use crate::policy::{Mode, Policy, PolicySet};
 use crate::request::{LazyJson, Request, RequestJson, operation_name};
 use crate::rollout::{self, Context};
-use crate::verdict::{Findings, Subject, Violation};
+use crate::verdict::{FieldPath, Findings, Subject, Violation};
 
 /// What a rule is matched against: the request's resource, or the pod an autogen rule judges
 /// in a controller's place.
@@ -383,7 +383,7 @@ impl Run<'_> {
             mode: self.effective.mode,
             policy: self.policy.name.clone(),
             subject: Subject::Object,
-            field: String::new(),
+            field: FieldPath::default(),
             problem: problem.into(),
             fix: "".into(),
             add: None,

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{
 use crate::defaults::Overlay;
 use crate::policy::{CheckId, Mode, Policy, RuleId};
 use crate::rollout::Effective;
-use crate::verdict::{Fix, Subject, Text, Violation};
+use crate::verdict::{FieldPath, Fix, Subject, Text, Violation};
 use crate::workload::{ContainerKind, Workload, WorkloadKind, pod_spec_field};
 
 /// What a check is judging.
@@ -95,27 +95,21 @@ impl<'a> Target<'a> {
             .chain(ephemeral)
     }
 
-    /// Dotted path of a field in a container, as written in the submitted manifest.
-    fn container_field(&self, c: &ContainerRef, suffix: &str) -> String {
-        let mut path = self.container_path(c);
-        path.push('.');
-        path.push_str(suffix);
-        path
+    /// Path of a field in a container, as written in the submitted manifest.
+    fn container_field(&self, c: &ContainerRef, suffix: impl Into<Text>) -> FieldPath {
+        FieldPath {
+            leaf: suffix.into(),
+            ..self.container_path(c)
+        }
     }
 
-    /// Dotted path of a container itself: where a fix's YAML goes. Built in one allocation,
-    /// and without `fmt`: it is made for every violation of every denied request.
-    pub(crate) fn container_path(&self, c: &ContainerRef) -> String {
-        let spec = pod_spec_field(self.kind);
-        let field = c.kind.field();
-        let mut path = String::with_capacity(spec.len() + field.len() + 32);
-        path.push_str(spec);
-        path.push('.');
-        path.push_str(field);
-        path.push('[');
-        path.push_str(itoa::Buffer::new().format(c.index));
-        path.push(']');
-        path
+    /// Path of a container itself: where a fix's YAML goes.
+    pub(crate) fn container_path(&self, c: &ContainerRef) -> FieldPath {
+        FieldPath {
+            base: pod_spec_field(self.kind),
+            container: Some((c.kind, c.index)),
+            leaf: Text::Borrowed(""),
+        }
     }
 
     /// A fix that adds `yaml` to the container.
@@ -126,32 +120,33 @@ impl<'a> Target<'a> {
         })
     }
 
-    /// The dotted path of `suffix` in the container, and a fix that adds `yaml` to the
-    /// container: what most findings carry, with the container's path built once for both.
+    /// The path of `suffix` in the container, and a fix that adds `yaml` to the container:
+    /// what most findings carry.
     fn container_fix(
         &self,
         c: &ContainerRef,
-        suffix: &str,
+        suffix: &'static str,
         yaml: impl Into<Text>,
-    ) -> (String, Option<Fix>) {
-        let at = self.container_path(c);
-        let field = [at.as_str(), ".", suffix].concat();
-        let fix = Fix {
-            at,
-            yaml: yaml.into(),
-        };
-        (field, Some(fix))
+    ) -> (FieldPath, Option<Fix>) {
+        (
+            self.container_field(c, suffix),
+            self.add_to_container(c, yaml),
+        )
     }
 
-    fn pod_field(&self, suffix: &str) -> String {
-        [pod_spec_field(self.kind), ".", suffix].concat()
+    fn pod_field(&self, suffix: impl Into<Text>) -> FieldPath {
+        FieldPath {
+            base: pod_spec_field(self.kind),
+            container: None,
+            leaf: suffix.into(),
+        }
     }
 }
 
 /// One thing wrong, before the runner attaches check, mode and policy.
 pub struct Finding {
     pub subject: Subject,
-    pub field: String,
+    pub field: FieldPath,
     pub problem: Text,
     pub fix: Text,
     pub add: Option<Fix>,

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
 
 use super::{ContainerRef, Finding, Target};
 use crate::policy::{CheckId, Checks, PssLevel, PssLeveledCheck};
-use crate::verdict::{Fix, Subject, Text};
+use crate::verdict::{FieldPath, Fix, Subject, Text};
 use crate::workload::pod_spec_field;
 
 /// The level seccomp or procMount is configured at (the two controls that differ by level).
@@ -50,7 +50,7 @@ pub fn check(id: CheckId, checks: &Checks, t: &Target) -> Vec<Finding> {
 fn on_container(
     t: &Target,
     c: &ContainerRef,
-    field: &str,
+    field: &'static str,
     problem: Text,
     fix: impl Into<Text>,
 ) -> Finding {
@@ -66,16 +66,18 @@ fn on_container(
     }
 }
 
-fn on_pod(t: &Target, field: &str, problem: Text, fix: impl Into<Text>) -> Finding {
+fn on_pod(t: &Target, field: impl Into<Text>, problem: Text, fix: impl Into<Text>) -> Finding {
+    let field = field.into();
+    let add = compliant_value(&field).map(|(path, value)| Fix {
+        at: t.pod_field(""),
+        yaml: nested_yaml(path, value).into(),
+    });
     Finding {
         subject: Subject::Pod,
         field: t.pod_field(field),
         problem,
         fix: fix.into(),
-        add: compliant_value(field).map(|(path, value)| Fix {
-            at: pod_spec_field(t.kind).to_owned(),
-            yaml: nested_yaml(path, value).into(),
-        }),
+        add,
     }
 }
 
@@ -156,7 +158,7 @@ fn host_path_volumes(t: &Target, out: &mut Vec<Finding>) {
         if v.host_path.is_some() {
             out.push(on_pod(
                 t,
-                &format!("volumes[{i}].hostPath"),
+                format!("volumes[{i}].hostPath"),
                 format!("mounts the host path volume {:?}", v.name).into(),
                 "use a configMap, secret, emptyDir or persistentVolumeClaim volume instead",
             ));
@@ -418,7 +420,10 @@ fn apparmor(t: &Target, out: &mut Vec<Finding>) {
         {
             out.push(Finding {
                 subject: Subject::Pod,
-                field: format!("{meta}metadata.annotations[{key:?}]"),
+                field: FieldPath {
+                    leaf: format!("{meta}metadata.annotations[{key:?}]").into(),
+                    ..FieldPath::default()
+                },
                 problem: format!("sets AppArmor annotation {key}: {value:?}").into(),
                 fix: "set it to runtime/default or localhost/<profile>, or remove it".into(),
                 add: None,
@@ -571,7 +576,7 @@ fn volume_types(t: &Target, out: &mut Vec<Finding>) {
         };
         out.push(on_pod(
             t,
-            &format!("volumes[{i}]"),
+            format!("volumes[{i}]"),
             format!("uses volume {:?} of restricted type {kind}", v.name).into(),
             fix,
         ));
