@@ -507,13 +507,13 @@ pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
     }
     out.field(
         ",\"auditAnnotations\":{",
-        verdict.audit_annotations(&texts),
+        verdict.audit_annotations(&texts).iter(),
         "}",
-        |out, (key, value)| {
-            out.string(key);
+        |out, annotation| {
+            out.string(annotation.key());
             // The value is escaped already.
             out.raw(":\"");
-            out.raw(&value);
+            annotation.write_value(&mut out.0);
             out.raw("\"");
         },
     );

@@ -3,7 +3,6 @@
 //! the message texts are built here so `check`, logs and the webhook all say the same thing.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// A violation's words: most are the same for every object (a check's problem and fix), so
@@ -219,44 +218,108 @@ impl Verdict {
     /// An object that cannot be read is recorded under `unjudgeable`. Values come in the
     /// encoding of `texts`; mode names and separators are plain ASCII words that no encoding
     /// changes, so they are appended as they are.
-    pub fn audit_annotations<'a>(
-        &'a self,
-        texts: &Texts<impl Encoding>,
-    ) -> BTreeMap<&'a str, String> {
+    pub fn audit_annotations<'a>(&'a self, texts: &'a Texts<impl Encoding>) -> Annotations<'a> {
         let encoding = &texts.encoding;
-        let mut out: BTreeMap<&str, String> = BTreeMap::new();
         let encoded = |text: &str| {
             let mut value = String::with_capacity(text.len());
             encoding.encode(&mut value, text);
-            value
+            Cow::Owned(value)
         };
+        let mut entries: Vec<Entry> = Vec::with_capacity(self.violations().len() + 1);
         if let Self::Unjudgeable(reason) = self {
-            out.insert("unjudgeable", encoded(reason));
+            entries.push(Entry::whole("unjudgeable", encoded(reason)));
         }
         if let Self::Judged(found) = self {
             for (key, value) in &found.annotations {
-                out.insert(key, encoded(value));
+                // A key given twice keeps its last value.
+                entries.retain(|e| e.key != key.as_str());
+                entries.push(Entry::whole(key, encoded(value)));
             }
         }
         for (i, v) in self.violations().enumerate() {
-            let text = texts.get(i);
-            // Sized for one violation's entry, the usual case, so it is written without regrowing.
-            let entry = out
-                .entry(v.rule.as_str())
-                .or_insert_with(|| String::with_capacity(text.len() + 16));
-            if !entry.is_empty() {
-                entry.push_str("; ");
-            }
-            match &v.exemption {
-                Some(e) => encoding.encode(entry, &format!("exempt ({e}): ")),
-                None => {
-                    entry.push_str(v.mode.as_str());
-                    entry.push_str(": ");
-                }
-            }
-            entry.push_str(text);
+            let head = match &v.exemption {
+                Some(e) => Head::Encoded(encoded(&format!("exempt ({e}): ")).into_owned()),
+                None => Head::Mode(v.mode.as_str()),
+            };
+            entries.push(Entry {
+                key: v.rule.as_str(),
+                head,
+                text: Cow::Borrowed(texts.get(i)),
+            });
         }
-        out
+        // By key, as the apiserver lists them; a check's violations stay in their order.
+        entries.sort_by(|a, b| a.key.cmp(b.key));
+        Annotations { entries }
+    }
+}
+
+/// A verdict's auditAnnotations, in key order: each a key and its value's parts, already
+/// in the encoding of the texts they borrow, so the answer copies each text once.
+pub struct Annotations<'a> {
+    /// Sorted by key; the entries of one key make one annotation.
+    entries: Vec<Entry<'a>>,
+}
+
+struct Entry<'a> {
+    key: &'a str,
+    head: Head,
+    text: Cow<'a, str>,
+}
+
+impl<'a> Entry<'a> {
+    fn whole(key: &'a str, text: Cow<'a, str>) -> Self {
+        Self {
+            key,
+            head: Head::None,
+            text,
+        }
+    }
+}
+
+/// What a value says before its text: a violation's mode, or its exemption, encoded.
+enum Head {
+    None,
+    /// A mode name: plain ASCII, which no encoding changes.
+    Mode(&'static str),
+    Encoded(String),
+}
+
+impl<'a> Annotations<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = Annotation<'_, 'a>> {
+        self.entries
+            .chunk_by(|a, b| a.key == b.key)
+            .map(|entries| Annotation { entries })
+    }
+}
+
+/// One auditAnnotation: a check's violations, `; ` between them, or one value of its own.
+pub struct Annotation<'e, 'a> {
+    entries: &'e [Entry<'a>],
+}
+
+impl Annotation<'_, '_> {
+    pub fn key(&self) -> &str {
+        self.entries[0].key
+    }
+
+    /// Appends the value, in the texts' encoding (`; ` and the mode names are plain ASCII,
+    /// which no encoding changes).
+    pub fn write_value(&self, out: &mut String) {
+        let start = out.len();
+        for entry in self.entries {
+            if out.len() > start {
+                out.push_str("; ");
+            }
+            match &entry.head {
+                Head::None => {}
+                Head::Mode(mode) => {
+                    out.push_str(mode);
+                    out.push_str(": ");
+                }
+                Head::Encoded(head) => out.push_str(head),
+            }
+            out.push_str(&entry.text);
+        }
     }
 }
 
@@ -521,8 +584,105 @@ impl fmt::Display for Violation {
 
 #[cfg(test)]
 mod tests {
-    use super::{FieldPath, write_quoted};
-    use crate::workload::ContainerKind;
+    use super::*;
+
+    /// Marks what went through it, so a test sees each text encoded once and the plain
+    /// words not at all.
+    struct Marked;
+
+    impl Encoding for Marked {
+        fn encode(&self, out: &mut String, text: &str) {
+            out.push('<');
+            out.push_str(text);
+            out.push('>');
+        }
+        fn encode_indented(&self, out: &mut String, text: &str, indent: &str) {
+            self.encode(out, &text.replace('\n', &format!("\n{indent}")));
+        }
+    }
+
+    fn violation(rule: &str, mode: Mode, container: &str) -> Violation {
+        Violation {
+            rule: RuleId::new(rule),
+            mode,
+            policy: "default".into(),
+            subject: Subject::Container {
+                kind: ContainerKind::Containers,
+                index: 0,
+                name: container.into(),
+            },
+            field: FieldPath::default(),
+            problem: "has a problem".into(),
+            fix: "fix it".into(),
+            add: None,
+            next: None,
+            exemption: None,
+        }
+    }
+
+    /// Annotations come in key order, a check's violations joined by `; ` in their order,
+    /// a CEL value given twice keeps the last, and a violation whose key a CEL value already
+    /// holds is appended to it: as a map of keys to growing values would have it.
+    #[test]
+    fn audit_annotations_are_sorted_joined_and_encoded_once() {
+        let mut exempted = violation("run-as-non-root", Mode::Enforce, "b");
+        exempted.exemption = Some(Box::new(Exempted {
+            name: "legacy".into(),
+            source: ExemptionSource::Policy,
+            reason: "r".into(),
+            owner: "o".into(),
+            expires: None,
+            expiring_soon: false,
+        }));
+        let verdict = Verdict::Judged(Findings {
+            violations: vec![
+                violation("run-as-non-root", Mode::Enforce, "a"),
+                violation("liveness-probe", Mode::Audit, "a"),
+                exempted,
+                violation("p.k", Mode::Warn, "a"),
+            ],
+            annotations: vec![
+                ("p.k".into(), "first".into()),
+                ("a.b".into(), "x".into()),
+                ("p.k".into(), "last".into()),
+            ],
+            ignored: Vec::new(),
+        });
+        let texts = verdict.texts(Marked);
+        let annotations: Vec<(String, String)> = verdict
+            .audit_annotations(&texts)
+            .iter()
+            .map(|a| {
+                let mut value = String::new();
+                a.write_value(&mut value);
+                (a.key().to_owned(), value)
+            })
+            .collect();
+        let text = |mode: &str, name: &str, rule: &str| {
+            format!("{mode}: <container \"{name}\" has a problem: fix it [{rule}]>")
+        };
+        assert_eq!(
+            annotations,
+            [
+                ("a.b".to_owned(), "<x>".to_owned()),
+                (
+                    "liveness-probe".into(),
+                    text("audit", "a", "liveness-probe")
+                ),
+                (
+                    "p.k".into(),
+                    format!("<last>; {}", text("warn", "a", "p.k"))
+                ),
+                (
+                    "run-as-non-root".into(),
+                    format!(
+                        "{}; <exempt (\"legacy\", owner o: r): ><container \"b\" has a problem: fix it [run-as-non-root]>",
+                        text("enforce", "a", "run-as-non-root")
+                    )
+                ),
+            ]
+        );
+    }
 
     /// Each shape of path is spelt out with a dot between parts that are there and none
     /// around parts that are not, whatever the text written before it.
