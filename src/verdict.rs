@@ -223,7 +223,7 @@ impl Verdict {
         let encoded = |text: &str| {
             let mut value = String::with_capacity(text.len());
             encoding.encode(&mut value, text);
-            Cow::Owned(value)
+            value
         };
         let mut entries: Vec<Entry> = Vec::with_capacity(self.violations().len() + 1);
         if let Self::Unjudgeable(reason) = self {
@@ -238,7 +238,7 @@ impl Verdict {
         }
         for (i, v) in self.violations().enumerate() {
             let head = match &v.exemption {
-                Some(e) => Head::Encoded(encoded(&format!("exempt ({e}): ")).into_owned()),
+                Some(e) => Head::Encoded(encoded(&format!("exempt ({e}): "))),
                 None => Head::Mode(v.mode.as_str()),
             };
             entries.push(Entry {
@@ -247,7 +247,8 @@ impl Verdict {
                 text: Cow::Borrowed(texts.get(i)),
             });
         }
-        // By key, as the apiserver lists them; a check's violations stay in their order.
+        // In key order, the wire's order before these were entries; the sort is stable, so a
+        // check's violations keep theirs, after any CEL value of the same key.
         entries.sort_by(|a, b| a.key.cmp(b.key));
         Annotations { entries }
     }
@@ -267,11 +268,12 @@ struct Entry<'a> {
 }
 
 impl<'a> Entry<'a> {
-    fn whole(key: &'a str, text: Cow<'a, str>) -> Self {
+    /// A value of its own, encoded: a CEL rule's, or why the object cannot be read.
+    fn whole(key: &'a str, encoded: String) -> Self {
         Self {
             key,
             head: Head::None,
-            text,
+            text: Cow::Owned(encoded),
         }
     }
 }

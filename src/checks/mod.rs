@@ -125,7 +125,7 @@ impl<'a> Target<'a> {
     fn container_fix(
         &self,
         c: &ContainerRef,
-        suffix: &'static str,
+        suffix: impl Into<Text>,
         yaml: impl Into<Text>,
     ) -> (FieldPath, Option<Fix>) {
         (
