@@ -401,8 +401,14 @@ impl<'de> serde::de::Visitor<'de> for Tree {
 
 /// The review's request, once the envelope says it is a v1 AdmissionReview with a uid.
 fn request_in<'a, O: Deserialize<'a>>(body: &'a [u8]) -> Result<RequestIn<O>, ReviewError> {
+    // JSON is UTF-8 (RFC 8259). Checked once over the whole body, at the standard library's
+    // word-at-a-time pace, rather than string by string as serde_json checks a byte slice:
+    // each string and each captured raw text was validated on its own (6k of the 130k
+    // instructions a captured pod review took to decode).
+    let text =
+        std::str::from_utf8(body).map_err(|e| ReviewError::Json(format!("not UTF-8: {e}")))?;
     let envelope: Envelope<O> =
-        serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
+        serde_json::from_str(text).map_err(|e| ReviewError::Json(e.to_string()))?;
     if envelope.api_version != API_VERSION {
         return Err(ReviewError::ApiVersion(envelope.api_version));
     }

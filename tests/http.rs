@@ -37,6 +37,16 @@ async fn bodies_that_are_not_v1_reviews_get_400_with_a_reason() {
             "trailing",
         ),
         (
+            "a name that is not UTF-8",
+            good_text
+                .replacen("\"name\":\"", "\"name\":\"\u{1}", 1)
+                .into_bytes()
+                .into_iter()
+                .map(|b| if b == 1 { 0xff } else { b })
+                .collect(),
+            "UTF-8",
+        ),
+        (
             "v1beta1",
             with(&|v| v["apiVersion"] = json!("admission.k8s.io/v1beta1")),
             "apiVersion",
