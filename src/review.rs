@@ -477,12 +477,12 @@ fn read_whole(kind: WorkloadKind, raw: &RawValue) -> Result<Workload, serde_json
     workload::decode_json(kind, raw.get())
 }
 
-/// The `/validate` answer. It never carries a patch: the apiserver fails a validating webhook
-/// that returns one.
 /// Room for a fix's path in a denial message, `spec.template.spec.initContainers[12]` and
 /// more: the answer is sized before the paths are spelt out.
 const FIX_PATH_BYTES: usize = 48;
 
+/// The `/validate` answer. It never carries a patch: the apiserver fails a validating webhook
+/// that returns one.
 pub fn encode_validation(req: &Request, verdict: &Verdict) -> Vec<u8> {
     let texts = verdict.texts(JsonText);
     // Each text goes into the message and an audit annotation; each fix, indented, into the

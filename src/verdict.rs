@@ -136,7 +136,8 @@ impl Verdict {
             plain.clear();
             if let Some(add) = &v.add {
                 plain.push_str("\n  fix: at ");
-                add.at.write_to(&mut plain);
+                // Writing into a string cannot fail.
+                let _ = add.at.write_to(&mut plain);
                 plain.push_str(" set:\n    ");
                 texts.encoding.encode(out, &plain);
                 plain.clear();
@@ -491,34 +492,36 @@ pub struct FieldPath {
 }
 
 impl FieldPath {
-    /// What `Display` writes, into a `String` without `fmt`'s dispatch.
-    pub fn write_to(&self, out: &mut String) {
-        out.push_str(self.base);
+    /// What `Display` writes, into any writer: a `String` gets it without `fmt`'s dispatch
+    /// (as `Subject::write_to`).
+    pub fn write_to(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        out.write_str(self.base)?;
         let mut first = self.base.is_empty();
-        let mut dot = |out: &mut String| {
-            if !std::mem::take(&mut first) {
-                out.push('.');
+        let mut dot = |out: &mut dyn fmt::Write| {
+            if std::mem::take(&mut first) {
+                Ok(())
+            } else {
+                out.write_str(".")
             }
         };
         if let Some((kind, index)) = self.container {
-            dot(out);
-            out.push_str(kind.field());
-            out.push('[');
-            out.push_str(itoa::Buffer::new().format(index));
-            out.push(']');
+            dot(out)?;
+            out.write_str(kind.field())?;
+            out.write_str("[")?;
+            out.write_str(itoa::Buffer::new().format(index))?;
+            out.write_str("]")?;
         }
         if !self.leaf.is_empty() {
-            dot(out);
-            out.push_str(&self.leaf);
+            dot(out)?;
+            out.write_str(&self.leaf)?;
         }
+        Ok(())
     }
 }
 
 impl fmt::Display for FieldPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut path = String::new();
-        self.write_to(&mut path);
-        f.write_str(&path)
+        self.write_to(f)
     }
 }
 
@@ -735,7 +738,7 @@ mod tests {
         for (path, expected) in cases {
             assert_eq!(path.to_string(), expected);
             let mut after = String::from("at ");
-            path.write_to(&mut after);
+            path.write_to(&mut after).unwrap();
             assert_eq!(after, format!("at {expected}"));
         }
     }

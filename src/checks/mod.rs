@@ -104,7 +104,7 @@ impl<'a> Target<'a> {
     }
 
     /// Path of a container itself: where a fix's YAML goes.
-    pub(crate) fn container_path(&self, c: &ContainerRef) -> FieldPath {
+    fn container_path(&self, c: &ContainerRef) -> FieldPath {
         FieldPath {
             base: pod_spec_field(self.kind),
             container: Some((c.kind, c.index)),
