@@ -51,6 +51,30 @@ impl Escaped<'_> {
         });
         out.push_str(&s[start..]);
     }
+
+    /// As `push_indented`, for text fixed in the program (a check's fix YAML): each thread
+    /// escapes it once and copies it after that. Such texts are few and never change, so
+    /// the memo is keyed by the texts themselves (address and length) and stays small.
+    pub fn push_static_indented(&mut self, s: &'static str, indent: &'static str) {
+        type Memo = Vec<((&'static str, &'static str), Box<str>)>;
+        thread_local! {
+            static MEMO: std::cell::RefCell<Memo> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let same = |a: &'static str, b: &'static str| std::ptr::eq(a, b);
+        MEMO.with_borrow_mut(|memo| {
+            let known = memo
+                .iter()
+                .find(|((text, ind), _)| same(text, s) && same(ind, indent));
+            if let Some((_, escaped)) = known {
+                self.0.push_str(escaped);
+                return;
+            }
+            let mut escaped = String::new();
+            Escaped(&mut escaped).push_indented(s, indent);
+            self.0.push_str(&escaped);
+            memo.push(((s, indent), escaped.into_boxed_str()));
+        });
+    }
 }
 
 /// Calls `hit` with the index and value of every byte a JSON string must escape (`"`, `\\`
@@ -213,6 +237,29 @@ mod tests {
             let mut expected = String::new();
             Escaped(&mut expected).push_str(&text.replace('\n', "\n    "));
             assert_eq!(ours, expected, "{text:?}");
+        }
+    }
+
+    /// A static text comes out of the memo as it was escaped, however often it is asked
+    /// for, and never as another text that starts at the same place or another indent.
+    #[test]
+    fn static_text_is_escaped_once_and_copied_alike() {
+        const YAML: &str = "securityContext:\n  runAsNonRoot: \"yes\"\nother: 1";
+        // The same address as YAML, but shorter.
+        let head: &'static str = &YAML[..YAML.find('"').unwrap()];
+        let asked = [
+            (YAML, "    "),
+            (head, "    "),
+            (YAML, "  "),
+            (YAML, "    "),
+            (head, "    "),
+        ];
+        for (text, indent) in asked {
+            let mut ours = String::from("before ");
+            Escaped(&mut ours).push_static_indented(text, indent);
+            let mut expected = String::from("before ");
+            Escaped(&mut expected).push_indented(text, indent);
+            assert_eq!(ours, expected, "{text:?} indented by {indent:?}");
         }
     }
 

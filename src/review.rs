@@ -555,6 +555,10 @@ impl Encoding for JsonText {
     fn encode_indented(&self, out: &mut String, text: &str, indent: &str) {
         Escaped(out).push_indented(text, indent);
     }
+
+    fn encode_static_indented(&self, out: &mut String, text: &'static str, indent: &'static str) {
+        Escaped(out).push_static_indented(text, indent);
+    }
 }
 
 /// `admission.k8s.io/v1` AdmissionReview with its AdmissionResponse, written straight into

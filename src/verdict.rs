@@ -115,9 +115,9 @@ impl Verdict {
         if count == 0 {
             return;
         }
-        // The message's own words are gathered plain and encoded a run at a time: encoding
-        // each of its few dozen pieces on its own cost more than the copy.
-        let mut plain = String::with_capacity(128);
+        // The message's head is gathered plain and encoded at once: encoding each of its
+        // pieces on its own cost more than the copy.
+        let mut plain = String::with_capacity(64);
         plain.push_str(kind);
         plain.push(' ');
         // Writing into a string cannot fail.
@@ -129,25 +129,43 @@ impl Verdict {
         } else {
             " violations):"
         });
+        texts.encoding.encode(out, &plain);
+        // The words around each violation are the same for all of them, and each holds a
+        // line break to escape: encoded once per message, not once per violation.
+        let mut words = String::with_capacity(48);
+        let mut word = |text: &str| {
+            let start = words.len();
+            texts.encoding.encode(&mut words, text);
+            start..words.len()
+        };
+        let (item, fix_at, fix_set) = (word("\n- "), word("\n  fix: at "), word(" set:\n    "));
         for (i, v) in denials() {
-            plain.push_str("\n- ");
-            texts.encoding.encode(out, &plain);
+            out.push_str(&words[item.clone()]);
             out.push_str(texts.get(i));
-            plain.clear();
             if let Some(add) = &v.add {
-                plain.push_str("\n  fix: at ");
+                out.push_str(&words[fix_at.clone()]);
+                plain.clear();
                 // Writing into a string cannot fail.
                 let _ = add.at.write_to(&mut plain);
-                plain.push_str(" set:\n    ");
                 texts.encoding.encode(out, &plain);
-                plain.clear();
+                out.push_str(&words[fix_set.clone()]);
                 // Each line of the YAML indented under the fix's line, as it is encoded:
-                // splitting it into lines first cost more than escaping it.
-                let yaml = add.yaml.trim_end_matches(['\n', '\r']);
-                texts.encoding.encode_indented(out, yaml, "    ");
+                // splitting it into lines first cost more than escaping it. Most fixes'
+                // YAML is fixed in the program, and its encoding is kept.
+                let trim = |yaml: &str| yaml.trim_end_matches(['\n', '\r']).len();
+                match &add.yaml {
+                    Text::Borrowed(yaml) => {
+                        let yaml = &yaml[..trim(yaml)];
+                        texts.encoding.encode_static_indented(out, yaml, "    ");
+                    }
+                    Text::Owned(yaml) => {
+                        texts
+                            .encoding
+                            .encode_indented(out, &yaml[..trim(yaml)], "    ");
+                    }
+                }
             }
         }
-        texts.encoding.encode(out, &plain);
     }
 
     /// Each violation as its one line of text (what `Display` writes), encoded in
@@ -334,6 +352,12 @@ pub trait Encoding {
 
     /// Appends `text`, encoded, with `indent` (plain spaces) after each of its line breaks.
     fn encode_indented(&self, out: &mut String, text: &str, indent: &str);
+
+    /// As `encode_indented`, for text fixed in the program: an encoding may keep what it
+    /// made of it.
+    fn encode_static_indented(&self, out: &mut String, text: &'static str, indent: &'static str) {
+        self.encode_indented(out, text, indent);
+    }
 }
 
 /// Every violation's text in a verdict, in the order of its violations, each encoded once
