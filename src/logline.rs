@@ -35,11 +35,22 @@ where
         line.push_str("\",\"level\":\"");
         line.push_str(event.metadata().level().as_str());
         line.push_str("\",\"fields\":{");
-        let mut fields = Fields {
-            out: &mut line,
-            first: true,
-        };
-        event.record(&mut fields);
+        let metadata = event.metadata();
+        KEYS.with_borrow_mut(|known| {
+            let at = match known.iter().position(|(m, _)| std::ptr::eq(*m, metadata)) {
+                Some(at) => at,
+                None => {
+                    known.push((metadata, keys(metadata)));
+                    known.len() - 1
+                }
+            };
+            let mut fields = Fields {
+                out: &mut line,
+                first: true,
+                keys: (metadata.callsite(), &known[at].1),
+            };
+            event.record(&mut fields);
+        });
         line.push_str("},\"target\":");
         json_string::push(&mut line, event.metadata().target());
         if let Some(scope) = ctx.event_scope() {
@@ -74,32 +85,57 @@ where
     }
 }
 
+/// A callsite, by its metadata, with its member keys.
+type CallsiteKeys = (&'static tracing::Metadata<'static>, Vec<Box<str>>);
+
+thread_local! {
+    /// Each event callsite's member keys, as `keys` writes them. A callsite's field names are
+    /// fixed in the program and a decision line has ten: each thread writes them once per
+    /// callsite and copies them after that (the keys cost 1.5k instructions per line when
+    /// each was tested and written anew). One entry per callsite that logged on the thread.
+    static KEYS: std::cell::RefCell<Vec<CallsiteKeys>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `,"name":` for each field of a callsite, in the order of its field set.
+fn keys(metadata: &tracing::Metadata<'_>) -> Vec<Box<str>> {
+    metadata
+        .fields()
+        .iter()
+        .map(|field| {
+            let mut key = String::from(",");
+            json_string::push(&mut key, field.name());
+            key.push(':');
+            key.into_boxed_str()
+        })
+        .collect()
+}
+
 /// Event fields as JSON members; `message` and `%`/`?` fields become strings.
 struct Fields<'a> {
     out: &'a mut String,
     first: bool,
+    /// The event's callsite, and its keys by field index.
+    keys: (tracing::callsite::Identifier, &'a [Box<str>]),
 }
 
 impl Fields<'_> {
     fn key(&mut self, field: &Field) {
-        if !std::mem::take(&mut self.first) {
-            self.out.push(',');
-        }
-        let name = field.name();
-        // Field names nearly always need no escaping: a decision line has ten of them, and
-        // the escaper's setup cost more than the name (measured again in session 19: +0.5k
-        // instructions per line through `json_string::push`). Every byte is tested with no
-        // early exit, since names are short.
-        let plain = !name.bytes().fold(false, |any, b| {
-            any | (b < 0x20) | (b == b'"') | (b == b'\\')
-        });
-        if plain {
-            self.out.push('"');
-            self.out.push_str(name);
-            self.out.push_str("\":");
-        } else {
-            json_string::push(self.out, name);
-            self.out.push(':');
+        let first = std::mem::take(&mut self.first);
+        let (callsite, keys) = &self.keys;
+        match keys
+            .get(field.index())
+            .filter(|_| field.callsite() == *callsite)
+        {
+            // The first member has no comma before it.
+            Some(key) => self.out.push_str(&key[usize::from(first)..]),
+            // A field of another callsite: never from `Event::record`, written anew.
+            None => {
+                if !first {
+                    self.out.push(',');
+                }
+                json_string::push(self.out, field.name());
+                self.out.push(':');
+            }
         }
     }
 }
@@ -223,34 +259,37 @@ mod tests {
     /// string, inside spans and outside: the lines, each without its timestamp, the one
     /// member that differs by when it was written.
     fn lines(subscriber: impl Subscriber + Send + Sync + 'static, out: &Captured) -> Vec<String> {
+        // Twice each: the second time a callsite's keys are the ones kept from the first.
         tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(
-                message = "validated",
-                uid = "u-1",
-                dry_run = false,
-                outcome = "denied"
-            );
-            tracing::info!(
-                uid = "u-2",
-                count = 3_u64,
-                delta = -4_i64,
-                ratio = 0.5,
-                "written {}",
-                7
-            );
-            let span = tracing::info_span!("review", uid = %"u\"3");
-            span.in_scope(|| {
-                let inner = tracing::info_span!("inner");
-                inner.in_scope(|| {
-                    tracing::warn!(name = "a\tb\u{1}\"c\"", error = ?"x", "quoted \"line\"\n");
+            for _ in 0..2 {
+                tracing::info!(
+                    message = "validated",
+                    uid = "u-1",
+                    dry_run = false,
+                    outcome = "denied"
+                );
+                tracing::info!(
+                    uid = "u-2",
+                    count = 3_u64,
+                    delta = -4_i64,
+                    ratio = 0.5,
+                    "written {}",
+                    7
+                );
+                let span = tracing::info_span!("review", uid = %"u\"3");
+                span.in_scope(|| {
+                    let inner = tracing::info_span!("inner");
+                    inner.in_scope(|| {
+                        tracing::warn!(name = "a\tb\u{1}\"c\"", error = ?"x", "quoted \"line\"\n");
+                    });
                 });
-            });
-            tracing::info!(
-                "odd-key" = "v",
-                "q\"key\\" = 1,
-                r#type = "t",
-                nan = f64::NAN
-            );
+                tracing::info!(
+                    "odd-key" = "v",
+                    "q\"key\\" = 1,
+                    r#type = "t",
+                    nan = f64::NAN
+                );
+            }
         });
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         text.lines()
@@ -280,7 +319,7 @@ mod tests {
             .with_writer(ours.clone())
             .finish();
         let got = lines(subscriber, &ours);
-        assert_eq!(got.len(), 4);
+        assert_eq!(got.len(), 8);
         // Compared as text, so the order of members counts too.
         assert_eq!(got, expected);
         assert!(
