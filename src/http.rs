@@ -2,8 +2,12 @@
 //! status. Handlers decode with the wire module, call the pure core, encode, and log the
 //! decision. The router is built apart from serving it, so tests drive it with `oneshot`.
 
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::future::Ready;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -17,11 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::future::Either;
 use tower_http::timeout::TimeoutLayer;
-
-use std::collections::BTreeSet;
-use std::convert::Infallible;
-use std::future::Ready;
-use std::task::{Context as TaskContext, Poll};
 
 use crate::admission;
 use crate::metrics::{

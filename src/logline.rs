@@ -30,12 +30,12 @@ where
     ) -> fmt::Result {
         // A decision line with its violations fits without regrowing.
         let mut line = String::with_capacity(512);
+        let metadata = event.metadata();
         line.push_str("{\"timestamp\":\"");
         timestamp(&mut line);
         line.push_str("\",\"level\":\"");
-        line.push_str(event.metadata().level().as_str());
+        line.push_str(metadata.level().as_str());
         line.push_str("\",\"fields\":{");
-        let metadata = event.metadata();
         KEYS.with_borrow_mut(|known| {
             let at = match known.iter().position(|(m, _)| std::ptr::eq(*m, metadata)) {
                 Some(at) => at,
@@ -52,7 +52,7 @@ where
             event.record(&mut fields);
         });
         line.push_str("},\"target\":");
-        json_string::push(&mut line, event.metadata().target());
+        json_string::push(&mut line, metadata.target());
         if let Some(scope) = ctx.event_scope() {
             let mut spans = Vec::new();
             for span in scope.from_root() {
