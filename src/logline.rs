@@ -5,6 +5,7 @@
 //! was several percent of the server's time under load (BENCHMARKS.md).
 
 use std::fmt::{self, Write as _};
+use std::rc::Rc;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -36,21 +37,24 @@ where
         line.push_str("\",\"level\":\"");
         line.push_str(metadata.level().as_str());
         line.push_str("\",\"fields\":{");
-        KEYS.with_borrow_mut(|known| {
-            let at = match known.iter().position(|(m, _)| std::ptr::eq(*m, metadata)) {
-                Some(at) => at,
+        // Taken out of the memo before the fields are written: a value's `Debug` may log
+        // in turn, and that event's line must find the memo free.
+        let keys = KEYS.with_borrow_mut(|known| {
+            match known.iter().find(|(m, _)| std::ptr::eq(*m, metadata)) {
+                Some((_, keys)) => Rc::clone(keys),
                 None => {
-                    known.push((metadata, keys(metadata)));
-                    known.len() - 1
+                    let keys = keys(metadata);
+                    known.push((metadata, Rc::clone(&keys)));
+                    keys
                 }
-            };
-            let mut fields = Fields {
-                out: &mut line,
-                first: true,
-                keys: (metadata.callsite(), &known[at].1),
-            };
-            event.record(&mut fields);
+            }
         });
+        let mut fields = Fields {
+            out: &mut line,
+            first: true,
+            keys: (metadata.callsite(), &keys),
+        };
+        event.record(&mut fields);
         line.push_str("},\"target\":");
         json_string::push(&mut line, metadata.target());
         if let Some(scope) = ctx.event_scope() {
@@ -86,7 +90,7 @@ where
 }
 
 /// A callsite, by its metadata, with its member keys.
-type CallsiteKeys = (&'static tracing::Metadata<'static>, Vec<Box<str>>);
+type CallsiteKeys = (&'static tracing::Metadata<'static>, Rc<[Box<str>]>);
 
 thread_local! {
     /// Each event callsite's member keys, as `keys` writes them. A callsite's field names are
@@ -97,7 +101,7 @@ thread_local! {
 }
 
 /// `,"name":` for each field of a callsite, in the order of its field set.
-fn keys(metadata: &tracing::Metadata<'_>) -> Vec<Box<str>> {
+fn keys(metadata: &tracing::Metadata<'_>) -> Rc<[Box<str>]> {
     metadata
         .fields()
         .iter()
