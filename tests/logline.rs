@@ -2,33 +2,11 @@
 //! under a scoped one, tracing lets an event be logged while another event's fields are
 //! being written (a value whose `Debug` logs), and both lines must come out whole.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use portcullis::logline::JsonLine;
 use serde_json::json;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::JsonFields;
-
-/// Lines written by the subscriber, kept for the test to read.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Self;
-    fn make_writer(&'a self) -> Self {
-        self.clone()
-    }
-}
 
 /// A value that logs an event of its own each time it is formatted.
 struct LogsWhenFormatted;
@@ -42,18 +20,21 @@ impl std::fmt::Debug for LogsWhenFormatted {
 
 #[test]
 fn an_event_logged_while_another_is_written_gets_a_whole_line_of_its_own() {
-    let out = Captured::default();
+    // The lines go to a file, read back once they are written.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lines");
+    let out = Arc::new(std::fs::File::create(&path).unwrap());
     let subscriber = tracing_subscriber::fmt()
         .fmt_fields(JsonFields::new())
         .event_format(JsonLine)
-        .with_writer(out.clone())
+        .with_writer(out)
         .finish();
     tracing::subscriber::set_global_default(subscriber).unwrap();
     // Twice: the second time both callsites' keys come from what the first time kept.
     for _ in 0..2 {
         tracing::info!(value = ?LogsWhenFormatted, "outer");
     }
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
