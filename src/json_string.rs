@@ -60,11 +60,10 @@ impl Escaped<'_> {
         thread_local! {
             static MEMO: std::cell::RefCell<Memo> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let same = |a: &'static str, b: &'static str| std::ptr::eq(a, b);
         MEMO.with_borrow_mut(|memo| {
             let known = memo
                 .iter()
-                .find(|((text, ind), _)| same(text, s) && same(ind, indent));
+                .find(|((text, ind), _)| std::ptr::eq(*text, s) && std::ptr::eq(*ind, indent));
             if let Some((_, escaped)) = known {
                 self.0.push_str(escaped);
                 return;

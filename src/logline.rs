@@ -231,38 +231,17 @@ fn write_timestamp(out: &mut String, since_epoch: std::time::Duration) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::fs::File;
+    use std::path::Path;
+    use std::sync::Arc;
     use std::time::Duration;
-
-    use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
 
-    /// Lines written by a subscriber, kept for the test to read.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Captured {
-        type Writer = Self;
-        fn make_writer(&'a self) -> Self {
-            self.clone()
-        }
-    }
-
     /// Events of every field type, escapes, a message given as a field or as a format
-    /// string, inside spans and outside: the lines, each without its timestamp, the one
-    /// member that differs by when it was written.
-    fn lines(subscriber: impl Subscriber + Send + Sync + 'static, out: &Captured) -> Vec<String> {
+    /// string, inside spans and outside, as `subscriber` writes them to `out`: the lines,
+    /// each without its timestamp, the one member that differs by when it was written.
+    fn lines(subscriber: impl Subscriber + Send + Sync + 'static, out: &Path) -> Vec<String> {
         // Twice each: the second time a callsite's keys are the ones kept from the first.
         tracing::subscriber::with_default(subscriber, || {
             for _ in 0..2 {
@@ -295,7 +274,7 @@ mod tests {
                 );
             }
         });
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let text = std::fs::read_to_string(out).unwrap();
         text.lines()
             .map(|line| {
                 let json: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -310,17 +289,17 @@ mod tests {
     /// the same order: swapping in `JsonLine` changes the cost, not what is logged.
     #[test]
     fn lines_match_tracing_subscribers_json_format() {
-        let theirs = Captured::default();
+        let dir = tempfile::tempdir().unwrap();
+        let (theirs, ours) = (dir.path().join("theirs"), dir.path().join("ours"));
         let subscriber = tracing_subscriber::fmt()
             .json()
-            .with_writer(theirs.clone())
+            .with_writer(Arc::new(File::create(&theirs).unwrap()))
             .finish();
         let expected = lines(subscriber, &theirs);
-        let ours = Captured::default();
         let subscriber = tracing_subscriber::fmt()
             .fmt_fields(JsonFields::new())
             .event_format(JsonLine)
-            .with_writer(ours.clone())
+            .with_writer(Arc::new(File::create(&ours).unwrap()))
             .finish();
         let got = lines(subscriber, &ours);
         assert_eq!(got.len(), 8);

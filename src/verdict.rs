@@ -152,17 +152,14 @@ impl Verdict {
                 // Each line of the YAML indented under the fix's line, as it is encoded:
                 // splitting it into lines first cost more than escaping it. Most fixes'
                 // YAML is fixed in the program, and its encoding is kept.
-                let trim = |yaml: &str| yaml.trim_end_matches(['\n', '\r']).len();
+                let len = add.yaml.trim_end_matches(['\n', '\r']).len();
                 match &add.yaml {
                     Text::Borrowed(yaml) => {
-                        let yaml = &yaml[..trim(yaml)];
-                        texts.encoding.encode_static_indented(out, yaml, "    ");
-                    }
-                    Text::Owned(yaml) => {
                         texts
                             .encoding
-                            .encode_indented(out, &yaml[..trim(yaml)], "    ");
+                            .encode_static_indented(out, &yaml[..len], "    ");
                     }
+                    Text::Owned(yaml) => texts.encoding.encode_indented(out, &yaml[..len], "    "),
                 }
             }
         }
@@ -520,23 +517,18 @@ impl FieldPath {
     /// (as `Subject::write_to`).
     pub fn write_to(&self, out: &mut impl fmt::Write) -> fmt::Result {
         out.write_str(self.base)?;
-        let mut first = self.base.is_empty();
-        let mut dot = |out: &mut dyn fmt::Write| {
-            if std::mem::take(&mut first) {
-                Ok(())
-            } else {
-                out.write_str(".")
-            }
-        };
+        // A dot before each part after the first one present.
+        let mut dot = if self.base.is_empty() { "" } else { "." };
         if let Some((kind, index)) = self.container {
-            dot(out)?;
+            out.write_str(dot)?;
             out.write_str(kind.field())?;
             out.write_str("[")?;
             out.write_str(itoa::Buffer::new().format(index))?;
             out.write_str("]")?;
+            dot = ".";
         }
         if !self.leaf.is_empty() {
-            dot(out)?;
+            out.write_str(dot)?;
             out.write_str(&self.leaf)?;
         }
         Ok(())
@@ -742,6 +734,14 @@ mod tests {
                     leaf: "securityContext.runAsNonRoot".into(),
                 },
                 "spec.initContainers[12].securityContext.runAsNonRoot",
+            ),
+            (
+                FieldPath {
+                    container,
+                    leaf: "name".into(),
+                    ..FieldPath::default()
+                },
+                "initContainers[12].name",
             ),
             (
                 FieldPath {
