@@ -163,17 +163,43 @@ pub fn decode<'de, D: serde::Deserializer<'de>>(
     Ok(assemble(meta, template))
 }
 
-/// Decodes an object of `kind` from the texts of its `metadata` and `spec` (either absent),
-/// as the review's envelope captured them: nothing else of the object is read.
+/// The JSON texts of the `metadata` fields the checks read, as the review's envelope captured
+/// them (each absent when the object has none).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MetaTexts<'a> {
+    pub name: Option<&'a str>,
+    pub generate_name: Option<&'a str>,
+    pub labels: Option<&'a str>,
+    pub annotations: Option<&'a str>,
+    pub owner_references: Option<&'a str>,
+}
+
+impl MetaTexts<'_> {
+    /// Types each field as `shapes::Meta` does when it reads a whole `metadata`.
+    fn decode(self) -> Result<shapes::Meta, serde_json::Error> {
+        fn field<T: serde::de::DeserializeOwned>(
+            text: Option<&str>,
+        ) -> Result<Option<T>, serde_json::Error> {
+            Ok(text.map(serde_json::from_str).transpose()?.flatten())
+        }
+        Ok(shapes::Meta {
+            name: field(self.name)?,
+            generate_name: field(self.generate_name)?,
+            labels: field(self.labels)?,
+            annotations: field(self.annotations)?,
+            owner_references: field(self.owner_references)?,
+        })
+    }
+}
+
+/// Decodes an object of `kind` from its `metadata` fields' texts and its `spec`'s text (absent
+/// when it has none), as the review's envelope captured them: nothing else of the object is read.
 pub fn decode_parts(
     kind: WorkloadKind,
-    metadata: Option<&str>,
+    metadata: MetaTexts,
     spec: Option<&str>,
 ) -> Result<Workload, serde_json::Error> {
-    let meta = match metadata {
-        Some(text) => serde_json::from_str(text)?,
-        None => shapes::Meta::default(),
-    };
+    let meta = metadata.decode()?;
     let spec = spec.unwrap_or("null");
     let template = match kind {
         WorkloadKind::Pod => shapes::Spec::Pod(serde_json::from_str(spec)?),
@@ -181,10 +207,8 @@ pub fn decode_parts(
         _ => shapes::Spec::Controller(serde_json::from_str(spec)?),
     }
     .template();
-    // The pod spec's place inside the object's spec.
-    let pointer = pod_spec_pointer(kind);
-    let pointer = pointer.strip_prefix("/spec").unwrap_or_default();
-    with_unknown_volume_sources(assemble(meta, template), pointer, || {
+    // The JSON read for unknown volume sources is the object's spec, not the object.
+    with_unknown_volume_sources(assemble(meta, template), kind, Within::Spec, || {
         serde_json::from_str(spec).map(Cow::Owned)
     })
 }
@@ -261,7 +285,7 @@ pub fn decode_value(
     kind: WorkloadKind,
     object: &serde_json::Value,
 ) -> Result<Workload, serde_json::Error> {
-    with_unknown_volume_sources(decode(kind, object)?, &pod_spec_pointer(kind), || {
+    with_unknown_volume_sources(decode(kind, object)?, kind, Within::Object, || {
         Ok(Cow::Borrowed(object))
     })
 }
@@ -269,7 +293,7 @@ pub fn decode_value(
 /// Decodes an object from its JSON text (the raw `object` of a review).
 pub fn decode_json(kind: WorkloadKind, json: &str) -> Result<Workload, serde_json::Error> {
     let workload = decode(kind, &mut serde_json::Deserializer::from_str(json))?;
-    with_unknown_volume_sources(workload, &pod_spec_pointer(kind), || {
+    with_unknown_volume_sources(workload, kind, Within::Object, || {
         serde_json::from_str(json).map(Cow::Owned)
     })
 }
@@ -284,19 +308,28 @@ fn has_sourceless_volume(w: &Workload) -> bool {
         .any(|v| !has_known_source(v))
 }
 
-/// The JSON pointer of a `kind` object's pod spec (`/spec/template/spec`).
-fn pod_spec_pointer(kind: WorkloadKind) -> String {
-    format!("/{}", pod_spec_field(kind).replace('.', "/"))
+/// What the JSON read for unknown volume sources holds: a whole object, or its `spec`.
+#[derive(Clone, Copy)]
+enum Within {
+    Object,
+    Spec,
 }
 
 /// `w`, with the sources of its sourceless volumes named from the JSON (`json`, read only
-/// then) whose pod spec sits at `pointer` (empty: the JSON is the pod spec).
+/// then) of a `kind` object or of its spec.
 fn with_unknown_volume_sources<'a>(
     mut w: Workload,
-    pointer: &str,
+    kind: WorkloadKind,
+    within: Within,
     json: impl FnOnce() -> Result<Cow<'a, serde_json::Value>, serde_json::Error>,
 ) -> Result<Workload, serde_json::Error> {
     if has_sourceless_volume(&w) {
+        // The pod spec's JSON pointer (`/spec/template/spec`), made only on this rare path.
+        let pointer = format!("/{}", pod_spec_field(kind).replace('.', "/"));
+        let pointer = match within {
+            Within::Object => &pointer,
+            Within::Spec => pointer.strip_prefix("/spec").unwrap_or_default(),
+        };
         note_unknown_volume_sources(&*json()?, pointer, &mut w);
     }
     Ok(w)

@@ -114,6 +114,20 @@ fn compliant_object_starting(fields: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// The compliant captured pod with `fields` written first in its metadata.
+fn compliant_metadata_starting(fields: &str) -> Vec<u8> {
+    let raw = std::fs::read_to_string(apiserver_fixtures().join("create-pod.json")).unwrap();
+    raw.replacen("\"metadata\": {", &format!("\"metadata\": {{{fields},"), 1)
+        .into_bytes()
+}
+
+/// The compliant captured pod, changed by `f`.
+fn compliant_review(f: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let mut review = read_json(&apiserver_fixtures().join("create-pod.json"));
+    f(&mut review);
+    serde_json::to_vec(&review).unwrap()
+}
+
 /// The compliant captured pod with its pod-level `"runAsUser": 1000` replaced by `text`.
 fn compliant_with(text: &str) -> Vec<u8> {
     let raw = std::fs::read_to_string(apiserver_fixtures().join("create-pod.json")).unwrap();
@@ -155,8 +169,8 @@ async fn still_answers(server: &Server, after: &str) {
     );
 }
 
-/// The table's 43 probes and the 9 transport probes written out below.
-const PROBES: usize = 43 + 9;
+/// The table's 50 probes and the 9 transport probes written out below.
+const PROBES: usize = 50 + 9;
 
 #[derive(Debug)]
 enum Expect {
@@ -222,6 +236,17 @@ fn http_probes() -> Vec<(&'static str, Vec<u8>, Expect)> {
         // decode of the whole object would, whichever copy is compliant.
         ("spec given twice", post(compliant_object_starting("\"spec\": {\"containers\": []}")), Expect::Denied),
         ("metadata given twice", post(compliant_object_starting("\"metadata\": {\"name\": \"other\"}")), Expect::Denied),
+        // So are the metadata's fields the checks read, and a metadata of another type or
+        // with a field of another type. Keys are compared unescaped, as a typed decode does.
+        ("labels given twice", post(compliant_metadata_starting("\"labels\": {}")), Expect::Denied),
+        ("an escaped key naming a field given twice", post(compliant_metadata_starting("\"na\\u006de\": \"other\"")), Expect::Denied),
+        ("metadata null", post(compliant_review(|r| r["request"]["object"]["metadata"] = Value::Null)), Expect::Denied),
+        ("metadata a number", post(compliant_review(|r| r["request"]["object"]["metadata"] = json!(5))), Expect::Denied),
+        ("labels a string", post(compliant_review(|r| r["request"]["object"]["metadata"]["labels"] = json!("app=web"))), Expect::Denied),
+        ("an owner reference without a kind", post(compliant_review(|r| {
+            r["request"]["object"]["metadata"]["ownerReferences"] = json!([{"name": "web"}]);
+        })), Expect::Denied),
+        ("the compliant pod, rewritten", post(compliant_review(|_| {})), Expect::Allowed),
         // A field nothing reads is skipped without recursion, however deep.
         ("a field nested 100 000 deep", post(compliant_object_starting(&format!(
             "\"x-nested\": {}{}", "[".repeat(100_000), "]".repeat(100_000)
