@@ -52,9 +52,10 @@ impl Escaped<'_> {
         out.push_str(&s[start..]);
     }
 
-    /// As `push_indented`, for text fixed in the program (a check's fix YAML): each thread
-    /// escapes it once and copies it after that. Such texts are few and never change, so
-    /// the memo is keyed by the texts themselves (address and length) and stays small.
+    /// As `push_indented`, for text fixed in the program (a check's fix YAML, the denial
+    /// message's words around each violation): each thread escapes it once and copies it
+    /// after that. Such texts are few and never change, so the memo is keyed by the texts
+    /// themselves (address and length) and stays small.
     pub fn push_static_indented(&mut self, s: &'static str, indent: &'static str) {
         type Memo = Vec<((&'static str, &'static str), Box<str>)>;
         thread_local! {
@@ -68,10 +69,9 @@ impl Escaped<'_> {
                 self.0.push_str(escaped);
                 return;
             }
-            let mut escaped = String::new();
-            Escaped(&mut escaped).push_indented(s, indent);
-            self.0.push_str(&escaped);
-            memo.push(((s, indent), escaped.into_boxed_str()));
+            let start = self.0.len();
+            self.push_indented(s, indent);
+            memo.push(((s, indent), self.0[start..].into()));
         });
     }
 }

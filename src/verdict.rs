@@ -130,25 +130,19 @@ impl Verdict {
             " violations):"
         });
         texts.encoding.encode(out, &plain);
-        // The words around each violation are the same for all of them, and each holds a
-        // line break to escape: encoded once per message, not once per violation.
-        let mut words = String::with_capacity(48);
-        let mut word = |text: &str| {
-            let start = words.len();
-            texts.encoding.encode(&mut words, text);
-            start..words.len()
-        };
-        let (item, fix_at, fix_set) = (word("\n- "), word("\n  fix: at "), word(" set:\n    "));
+        // The words around each violation are fixed in the program and hold line breaks to
+        // escape: the encoding keeps what it made of them, as of static fix YAML.
+        let word = |out: &mut String, text| texts.encoding.encode_static_indented(out, text, "");
         for (i, v) in denials() {
-            out.push_str(&words[item.clone()]);
+            word(out, "\n- ");
             out.push_str(texts.get(i));
             if let Some(add) = &v.add {
-                out.push_str(&words[fix_at.clone()]);
+                word(out, "\n  fix: at ");
                 plain.clear();
                 // Writing into a string cannot fail.
                 let _ = add.at.write_to(&mut plain);
                 texts.encoding.encode(out, &plain);
-                out.push_str(&words[fix_set.clone()]);
+                word(out, " set:\n    ");
                 // Each line of the YAML indented under the fix's line, as it is encoded:
                 // splitting it into lines first cost more than escaping it. Most fixes'
                 // YAML is fixed in the program, and its encoding is kept.

@@ -165,7 +165,7 @@ pub fn decode<'de, D: serde::Deserializer<'de>>(
 
 /// The JSON texts of the `metadata` fields the checks read, as the review's envelope captured
 /// them (each absent when the object has none).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Default)]
 pub struct MetaTexts<'a> {
     pub name: Option<&'a str>,
     pub generate_name: Option<&'a str>,
