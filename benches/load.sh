@@ -6,6 +6,8 @@
 # each side's round with the median throughput; the ratio line gives the median of the rounds'
 # own ratios, and each of them, so drift on a shared machine hits both sides alike.
 #   benches/load.sh [SECONDS] [CONNECTIONS] [ROUNDS]
+# Reviews go as kube-apiserver sends them, compact; STORED=1 sends the captures as stored,
+# indented, as every run before session 22 did.
 # POLICIES=DIR serves another policy directory (BENCHMARKS.md: the 12 pod-security
 # ValidatingPolicies of the Kyverno CEL suite in place of the native checks).
 set -euo pipefail
@@ -76,7 +78,7 @@ run() { # PORT PATH DELAY_MS BODIES...
   local port=$1 path=$2 delay=$3; shift 3
   local before result
   before=$(ticks "${pid_of[$port]}")
-  result=$(WRK_PATH=$path WRK_DELAY_MS=$delay wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s \
+  result=$(WRK_PATH=$path WRK_DELAY_MS=$delay WRK_AS_STORED=${STORED:-} wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s \
     -s benches/load.lua "https://127.0.0.1:$port" -- "$@" | grep '^RESULT' | sed 's/^RESULT //')
   awk -v r="$result" -v t=$(($(ticks "${pid_of[$port]}") - before)) -v hz="$(getconf CLK_TCK)" \
     -v s="$secs" 'BEGIN { split(r, f, /[ =]/)
@@ -132,7 +134,7 @@ fi
 compare "/mutate" 18443 /mutate "${mutate_bodies[@]}"
 rss_kib=$(grep VmHWM "/proc/$server/status" | awk '{print $2}')
 
-echo "machine: $(nproc) cores, $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2 | sed 's/^ *//'); wrk -t1 -c$conns -d${secs}s over HTTPS keep-alive; median of $rounds alternating rounds"
+echo "machine: $(nproc) cores, $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2 | sed 's/^ *//'); wrk -t1 -c$conns -d${secs}s over HTTPS keep-alive; median of $rounds alternating rounds; reviews ${STORED:+as stored (indented)}${STORED:-as kube-apiserver sends them (compact)}"
 echo
 echo "| run | requests/s | server CPU µs/request | p50 µs | p99 µs | p99.9 µs | errors | non-2xx |"
 echo "|---|---|---|---|---|---|---|---|"
