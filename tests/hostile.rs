@@ -170,7 +170,7 @@ async fn still_answers(server: &Server, after: &str) {
 }
 
 /// The table's 50 probes and the 9 transport probes written out below.
-const PROBES: usize = 50 + 9;
+const PROBES: usize = 55 + 9;
 
 #[derive(Debug)]
 enum Expect {
@@ -243,6 +243,14 @@ fn http_probes() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ("metadata null", post(compliant_review(|r| r["request"]["object"]["metadata"] = Value::Null)), Expect::Denied),
         ("metadata a number", post(compliant_review(|r| r["request"]["object"]["metadata"] = json!(5))), Expect::Denied),
         ("labels a string", post(compliant_review(|r| r["request"]["object"]["metadata"]["labels"] = json!("app=web"))), Expect::Denied),
+        // Annotations stay text until a check asks for them, checked as they are read.
+        ("an annotation a number", post(compliant_review(|r| r["request"]["object"]["metadata"]["annotations"] = json!({"a": "b", "c": 1}))), Expect::Denied),
+        ("an annotation null", post(compliant_review(|r| r["request"]["object"]["metadata"]["annotations"] = json!({"a": null}))), Expect::Denied),
+        ("annotations an array", post(compliant_review(|r| r["request"]["object"]["metadata"]["annotations"] = json!(["a=b"]))), Expect::Denied),
+        ("an annotation half a surrogate pair", post(String::from_utf8(compliant_review(|r| {
+            r["request"]["object"]["metadata"]["annotations"] = json!({"a": "HALF"});
+        })).unwrap().replace("HALF", "\\ud800").into_bytes()), Expect::Denied),
+        ("annotations null", post(compliant_review(|r| r["request"]["object"]["metadata"]["annotations"] = Value::Null)), Expect::Allowed),
         ("an owner reference without a kind", post(compliant_review(|r| {
             r["request"]["object"]["metadata"]["ownerReferences"] = json!([{"name": "web"}]);
         })), Expect::Denied),

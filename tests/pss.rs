@@ -148,6 +148,32 @@ async fn controllers_are_judged_by_their_template_including_its_annotations() {
     );
 }
 
+/// A Pod's own annotations are read from the review's text when a check asks for them: here
+/// beside the escaped manifest `kubectl apply` records, with the key itself escaped on the wire.
+#[tokio::test]
+async fn a_pods_own_annotations_are_read_beside_kubectl_s_last_applied_manifest() {
+    let app = restricted_app();
+    let mut pod = compliant_pod();
+    let manifest = serde_json::to_string(&pod).unwrap();
+    pod["metadata"]["annotations"] = serde_json::json!({
+        "kubectl.kubernetes.io/last-applied-configuration": format!("{manifest}\n"),
+        "container.apparmor.security.beta.kubernetes.io/app": "unconfined",
+    });
+    let body = serde_json::to_string(&create(&pod))
+        .unwrap()
+        .replace("container.apparmor", "container\\u002eapparmor");
+    assert!(body.contains("\\u002e") && body.contains("\\\"containers\\\""));
+    let (status, answered) = post(&app, "/validate", body.into_bytes()).await;
+    assert_eq!(status, axum::http::StatusCode::OK, "{answered}");
+    let response = &answered["response"];
+    assert_eq!(denied_checks(response), ["pss-apparmor"]);
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("sets AppArmor annotation container.apparmor.security.beta.kubernetes.io/app: \"unconfined\""),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn messages_name_the_control_the_subject_and_the_compliant_value() {
     let app = restricted_app();
