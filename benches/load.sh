@@ -132,9 +132,11 @@ if [ -n "$audit" ]; then
   compare "/validate, every review denied, every check in audit mode" 18444 /validate "${denied_bodies[@]}"
 fi
 compare "/mutate" 18443 /mutate "${mutate_bodies[@]}"
+form="as kube-apiserver sends them (compact)"
+[ -n "${STORED:-}" ] && form="as stored (indented)"
 rss_kib=$(grep VmHWM "/proc/$server/status" | awk '{print $2}')
 
-echo "machine: $(nproc) cores, $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2 | sed 's/^ *//'); wrk -t1 -c$conns -d${secs}s over HTTPS keep-alive; median of $rounds alternating rounds; reviews ${STORED:+as stored (indented)}${STORED:-as kube-apiserver sends them (compact)}"
+echo "machine: $(nproc) cores, $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2 | sed 's/^ *//'); wrk -t1 -c$conns -d${secs}s over HTTPS keep-alive; median of $rounds alternating rounds; reviews $form"
 echo
 echo "| run | requests/s | server CPU µs/request | p50 µs | p99 µs | p99.9 µs | errors | non-2xx |"
 echo "|---|---|---|---|---|---|---|---|"
