@@ -160,7 +160,7 @@ impl Annotations {
     }
 
     pub fn map(&self) -> &BTreeMap<String, String> {
-        // Any text kept was checked to type (`from_json`), so the default is never taken.
+        // Any text kept was checked to type (`from_json`); an empty one (`Default`) is none.
         self.typed.get_or_init(|| {
             serde_json::from_str::<Option<_>>(&self.text)
                 .ok()
