@@ -169,7 +169,7 @@ async fn still_answers(server: &Server, after: &str) {
     );
 }
 
-/// The table's 50 probes and the 9 transport probes written out below.
+/// The table's 55 probes and the 9 transport probes written out below.
 const PROBES: usize = 55 + 9;
 
 #[derive(Debug)]
