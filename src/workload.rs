@@ -111,7 +111,7 @@ pub struct Workload {
     /// `None` when the object has no pod spec at the expected path: such an object cannot be judged.
     pub pod_spec: Option<PodSpec>,
     /// A controller's pod template annotations (a Pod's own are `annotations`).
-    pub template_annotations: Option<BTreeMap<String, String>>,
+    pub template_annotations: Option<Annotations>,
     /// Volumes whose source is a type k8s-openapi does not know (a newer Kubernetes): invisible
     /// to the typed spec, so recorded here for the allow-list checks to deny.
     pub unknown_volume_sources: Vec<String>,
@@ -126,12 +126,13 @@ impl Workload {
     pub fn pod_annotations(&self) -> &BTreeMap<String, String> {
         self.template_annotations
             .as_ref()
-            .unwrap_or_else(|| self.annotations.map())
+            .unwrap_or(&self.annotations)
+            .map()
     }
 }
 
-/// An object's own annotations. Read from a review, they stay JSON text, checked to be a map of
-/// strings, until something asks for them. `kubectl apply` keeps the whole manifest in one
+/// An object's or a pod template's annotations. An object's own, read from a review, stay JSON
+/// text, checked to be a map of strings, until something asks for them. `kubectl apply` keeps the whole manifest in one
 /// escaped annotation (`kubectl.kubernetes.io/last-applied-configuration`) that no check
 /// reads; not unescaping it saves 5% of judging a kubectl pod (BENCHMARKS.md, session 22).
 #[derive(Clone, Debug, Default)]
@@ -145,11 +146,7 @@ impl Annotations {
     /// From the JSON text of a `metadata.annotations`, with the error a typed read would give
     /// when it is not a map of strings.
     fn from_json(text: &str) -> Result<Self, serde_json::Error> {
-        // Checking skips strings as serde_json skips them, which lets a `\u` escape of half
-        // a surrogate pair through where typing refuses it: text with any `\u` is typed now.
-        // kube-apiserver writes `\u` only for control characters, `<`, `>`, `&`, U+2028
-        // and U+2029.
-        if text.contains("\\u") || serde_json::from_str::<Strings>(text).is_err() {
+        if serde_json::from_str::<StringMap>(text).is_err() {
             let map = serde_json::from_str::<Option<BTreeMap<String, String>>>(text)?;
             return Ok(map.unwrap_or_default().into());
         }
@@ -193,37 +190,42 @@ impl PartialEq for Annotations {
     }
 }
 
-/// A JSON map of strings (or `null`), checked without unescaping or keeping anything.
-struct Strings;
+/// A JSON map of strings (or `null`) that typing accepts, checked without unescaping or keeping
+/// anything; an error says only to type it to know.
+struct StringMap;
 
-impl<'de> Deserialize<'de> for Strings {
+impl<'de> Deserialize<'de> for StringMap {
     fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
         struct Visit;
         impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Strings;
+            type Value = StringMap;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a map of strings")
             }
-            fn visit_none<E>(self) -> Result<Strings, E> {
-                Ok(Strings)
+            fn visit_none<E>(self) -> Result<StringMap, E> {
+                Ok(StringMap)
             }
-            fn visit_some<D: serde::Deserializer<'de>>(self, de: D) -> Result<Strings, D::Error> {
+            fn visit_some<D: serde::Deserializer<'de>>(self, de: D) -> Result<StringMap, D::Error> {
                 de.deserialize_map(self)
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
-            ) -> Result<Strings, A::Error> {
+            ) -> Result<StringMap, A::Error> {
                 use serde::de::{Error, IgnoredAny};
                 while let Some((IgnoredAny, value)) =
                     map.next_entry::<IgnoredAny, &serde_json::value::RawValue>()?
                 {
                     // A raw value is whole, valid JSON: one that opens with a quote is a string.
-                    if !value.get().starts_with('"') {
-                        return Err(A::Error::custom("not a string"));
+                    // Skipping it let any `\u` escape through, half a surrogate pair too,
+                    // which typing refuses. kube-apiserver writes `\u` only for control
+                    // characters, `<`, `>`, `&`, U+2028 and U+2029, so such values are rare.
+                    let text = value.get();
+                    if !text.starts_with('"') || text.contains("\\u") {
+                        return Err(A::Error::custom("not a plain string"));
                     }
                 }
-                Ok(Strings)
+                Ok(StringMap)
             }
         }
         de.deserialize_option(Visit)
@@ -332,7 +334,7 @@ fn assemble(meta: shapes::Meta, template: Option<shapes::Template>) -> Workload 
             .map(|o| o.kind)
             .collect(),
         pod_spec,
-        template_annotations: template_meta.map(|m| m.annotations.unwrap_or_default()),
+        template_annotations: template_meta.map(|m| m.annotations),
         unknown_volume_sources: Vec::new(),
     }
 }
@@ -572,7 +574,7 @@ mod shapes {
     #[derive(Deserialize)]
     pub struct TemplateMeta {
         #[serde(default)]
-        pub annotations: Option<BTreeMap<String, String>>,
+        pub annotations: super::Annotations,
     }
 
     #[derive(Deserialize)]

@@ -169,8 +169,8 @@ async fn still_answers(server: &Server, after: &str) {
     );
 }
 
-/// The table's 55 probes and the 9 transport probes written out below.
-const PROBES: usize = 55 + 9;
+/// The table's 56 probes and the 9 transport probes written out below.
+const PROBES: usize = 56 + 9;
 
 #[derive(Debug)]
 enum Expect {
@@ -249,6 +249,9 @@ fn http_probes() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ("annotations an array", post(compliant_review(|r| r["request"]["object"]["metadata"]["annotations"] = json!(["a=b"]))), Expect::Denied),
         ("an annotation half a surrogate pair", post(String::from_utf8(compliant_review(|r| {
             r["request"]["object"]["metadata"]["annotations"] = json!({"a": "HALF"});
+        })).unwrap().replace("HALF", "\\ud800").into_bytes()), Expect::Denied),
+        ("an annotation key half a surrogate pair", post(String::from_utf8(compliant_review(|r| {
+            r["request"]["object"]["metadata"]["annotations"] = json!({"HALF": "a"});
         })).unwrap().replace("HALF", "\\ud800").into_bytes()), Expect::Denied),
         ("annotations null", post(compliant_review(|r| r["request"]["object"]["metadata"]["annotations"] = Value::Null)), Expect::Allowed),
         ("an owner reference without a kind", post(compliant_review(|r| {
