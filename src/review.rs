@@ -23,7 +23,7 @@ use crate::defaults::JsonPatch;
 use crate::json_string::{self, Escaped};
 use crate::request::{Decoded, LazyJson, Operation, Request, RequestJson};
 use crate::verdict::{Encoding, Verdict};
-use crate::workload::{self, Workload, WorkloadKind};
+use crate::workload::{self, SpecIn, Workload, WorkloadKind};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -43,38 +43,207 @@ pub enum ReviewError {
     EmptyUid,
 }
 
-/// `O`: how the objects are read (`Parts`, or whole as `&RawValue` for CEL rules).
+/// `O`: how the objects are read (`Parts`, or whole as `&RawValue` for CEL rules). `TYPED`:
+/// whether the new object's spec is typed as it passes, where the request allows it
+/// (`RequestVisitor`).
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
-struct Envelope<O> {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: ObjectIn<'de>"))]
+struct Envelope<O, const TYPED: bool> {
     api_version: String,
     kind: String,
     #[serde(default)]
-    request: Option<RequestIn<O>>,
+    request: Option<RequestAs<O, TYPED>>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
 struct RequestIn<O> {
     uid: String,
     kind: GroupVersionKind,
-    #[serde(default)]
     sub_resource: Option<String>,
-    #[serde(default)]
     name: Option<String>,
-    #[serde(default)]
     namespace: Option<String>,
     operation: Operation,
-    #[serde(default)]
     resource: Option<ResourceIn>,
-    #[serde(default)]
     user_info: Option<UserInfo>,
-    #[serde(default)]
     object: Option<O>,
-    #[serde(default)]
     old_object: Option<O>,
-    #[serde(default)]
     dry_run: Option<bool>,
+}
+
+impl<O> Names for RequestIn<O> {
+    const NAMES: &'static [&'static str] = &[
+        "uid",
+        "kind",
+        "subResource",
+        "name",
+        "namespace",
+        "operation",
+        "resource",
+        "userInfo",
+        "object",
+        "oldObject",
+        "dryRun",
+    ];
+
+    fn field(name: &str) -> Option<usize> {
+        Some(match name {
+            "uid" => 0,
+            "kind" => 1,
+            "subResource" => 2,
+            "name" => 3,
+            "namespace" => 4,
+            "operation" => 5,
+            "resource" => 6,
+            "userInfo" => 7,
+            "object" => 8,
+            "oldObject" => 9,
+            "dryRun" => 10,
+            _ => return None,
+        })
+    }
+}
+
+/// A request read with `TYPED` as `Envelope` says.
+struct RequestAs<O, const TYPED: bool>(RequestIn<O>);
+
+impl<'de, O: ObjectIn<'de>, const TYPED: bool> Deserialize<'de> for RequestAs<O, TYPED> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_map(RequestVisitor::<O, TYPED>(std::marker::PhantomData))
+    }
+}
+
+/// Reads a request as serde's derive reads a struct (unknown fields skipped, `null` as absent
+/// for the optional ones, a field given twice or a required one missing an error), written out
+/// so that `object` is read knowing the request's kind and operation. The apiserver sends both
+/// before it, and so `TYPED` can type a new object's spec as it passes: a kubectl-made pod's
+/// spec is 40% of its review, and capturing its text to type it afterwards scanned it twice.
+/// An UPDATE's spec stays text, to be compared with the old one's before either is typed.
+struct RequestVisitor<O, const TYPED: bool>(std::marker::PhantomData<O>);
+
+impl<'de, O: ObjectIn<'de>, const TYPED: bool> serde::de::Visitor<'de>
+    for RequestVisitor<O, TYPED>
+{
+    type Value = RequestAs<O, TYPED>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an AdmissionRequest")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error as _;
+        let (mut uid, mut kind, mut sub_resource, mut name, mut namespace) =
+            (None, None, None, None, None);
+        let (mut operation, mut resource, mut user_info) = (None, None, None);
+        let (mut object, mut old_object, mut dry_run) = (None, None, None);
+        while let Some(field) = map.next_key_seed(Key::<RequestIn<O>>(std::marker::PhantomData))? {
+            let fresh = match field {
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    true
+                }
+                Some(0) => fill(&mut uid, map.next_value()?),
+                Some(1) => fill(&mut kind, map.next_value::<GroupVersionKind>()?),
+                Some(2) => fill(&mut sub_resource, map.next_value()?),
+                Some(3) => fill(&mut name, map.next_value()?),
+                Some(4) => fill(&mut namespace, map.next_value()?),
+                Some(5) => fill(&mut operation, map.next_value::<Operation>()?),
+                Some(6) => fill(&mut resource, map.next_value()?),
+                Some(7) => fill(&mut user_info, map.next_value()?),
+                Some(8) => {
+                    let typed = match (&kind, &operation) {
+                        (Some(kind), Some(operation))
+                            if TYPED && *operation != Operation::Update =>
+                        {
+                            WorkloadKind::from_group_kind(&kind.group, &kind.kind)
+                                .and_then(O::typed)
+                        }
+                        _ => None,
+                    };
+                    let value = match typed {
+                        Some(seed) => map.next_value_seed(Nullable(seed))?,
+                        None => map.next_value()?,
+                    };
+                    fill(&mut object, value)
+                }
+                Some(9) => fill(&mut old_object, map.next_value()?),
+                Some(_) => fill(&mut dry_run, map.next_value()?),
+            };
+            if !fresh {
+                let name = RequestIn::<O>::NAMES[field.unwrap_or_default()];
+                return Err(A::Error::duplicate_field(name));
+            }
+        }
+        Ok(RequestAs(RequestIn {
+            uid: uid.ok_or_else(|| A::Error::missing_field("uid"))?,
+            kind: kind.ok_or_else(|| A::Error::missing_field("kind"))?,
+            sub_resource: sub_resource.flatten(),
+            name: name.flatten(),
+            namespace: namespace.flatten(),
+            operation: operation.ok_or_else(|| A::Error::missing_field("operation"))?,
+            resource: resource.flatten(),
+            user_info: user_info.flatten(),
+            object: object.flatten(),
+            old_object: old_object.flatten(),
+            dry_run: dry_run.flatten(),
+        }))
+    }
+}
+
+/// How a request's `object` is read; `typed` gives the seed that reads an object of a judged
+/// kind with its spec typed on the way, where there is one.
+trait ObjectIn<'de>: Deserialize<'de> {
+    type Seed: serde::de::DeserializeSeed<'de, Value = Self>;
+    fn typed(kind: WorkloadKind) -> Option<Self::Seed>;
+}
+
+impl<'de> ObjectIn<'de> for &'de RawValue {
+    type Seed = std::marker::PhantomData<Self>;
+
+    /// CEL rules read the object whole.
+    fn typed(_: WorkloadKind) -> Option<Self::Seed> {
+        None
+    }
+}
+
+impl<'de> ObjectIn<'de> for Parts<'de> {
+    type Seed = CapturedVisitor<ObjectTexts<'de>>;
+
+    fn typed(kind: WorkloadKind) -> Option<Self::Seed> {
+        Some(CapturedVisitor(ObjectTexts {
+            typed: Some(kind),
+            ..ObjectTexts::default()
+        }))
+    }
+}
+
+/// `S`'s value, or none for null, as `Option` reads its value.
+struct Nullable<S>(S);
+
+impl<'de, S: serde::de::DeserializeSeed<'de>> serde::de::DeserializeSeed<'de> for Nullable<S> {
+    type Value = Option<S::Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_option(self)
+    }
+}
+
+impl<'de, S: serde::de::DeserializeSeed<'de>> serde::de::Visitor<'de> for Nullable<S> {
+    type Value = Option<S::Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a value or null")
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(de).map(Some)
+    }
 }
 
 /// An object as the envelope reads it for the built-in checks and defaults, in its one pass
@@ -89,7 +258,9 @@ struct ObjectTexts<'a> {
     /// Read field by field rather than captured whole: typing a captured `metadata` scanned its
     /// `managedFields` a second time, 13% of the instructions decoding a kubectl-made pod took.
     metadata: Option<Captured<workload::MetaTexts<'a>>>,
-    spec: Option<&'a RawValue>,
+    spec: Option<SpecIn<'a>>,
+    /// The kind to type the spec as on the way, if any; else its text is taken.
+    typed: Option<WorkloadKind>,
 }
 
 /// An object read by `CapturedVisitor`, or why it cannot be.
@@ -98,14 +269,18 @@ enum Captured<T> {
     Unreadable(String),
 }
 
-/// An object whose named fields are taken as they pass, the others skipped.
-trait Fields<'de>: Default {
-    /// What the object is, for the reason a value of another type is unreadable.
-    const EXPECTING: &'static str;
+/// An object's field names.
+trait Names {
     /// Each field's name, by the position `field` gives it.
     const NAMES: &'static [&'static str];
     /// The position of a field's name in `NAMES` (a `match`, which is faster than a search).
     fn field(name: &str) -> Option<usize>;
+}
+
+/// An object whose named fields are taken as they pass, the others skipped.
+trait Fields<'de>: Names + Default {
+    /// What the object is, for the reason a value of another type is unreadable.
+    const EXPECTING: &'static str;
     /// Reads the value of `NAMES[field]`: false when that field was read before.
     fn read<A: serde::de::MapAccess<'de>>(
         &mut self,
@@ -119,8 +294,7 @@ fn fill<T>(slot: &mut Option<T>, value: T) -> bool {
     slot.replace(value).is_none()
 }
 
-impl<'de> Fields<'de> for ObjectTexts<'de> {
-    const EXPECTING: &'static str = "a Kubernetes object";
+impl Names for ObjectTexts<'_> {
     const NAMES: &'static [&'static str] = &["metadata", "spec"];
 
     fn field(name: &str) -> Option<usize> {
@@ -130,6 +304,10 @@ impl<'de> Fields<'de> for ObjectTexts<'de> {
             _ => None,
         }
     }
+}
+
+impl<'de> Fields<'de> for ObjectTexts<'de> {
+    const EXPECTING: &'static str = "a Kubernetes object";
 
     fn read<A: serde::de::MapAccess<'de>>(
         &mut self,
@@ -138,13 +316,18 @@ impl<'de> Fields<'de> for ObjectTexts<'de> {
     ) -> Result<bool, A::Error> {
         Ok(match field {
             0 => fill(&mut self.metadata, map.next_value()?),
-            _ => fill(&mut self.spec, map.next_value()?),
+            _ => {
+                let spec = match self.typed {
+                    Some(kind) => SpecIn::Typed(map.next_value_seed(workload::SpecSeed(kind))?),
+                    None => SpecIn::Text(map.next_value::<&RawValue>()?.get()),
+                };
+                fill(&mut self.spec, spec)
+            }
         })
     }
 }
 
-impl<'de> Fields<'de> for workload::MetaTexts<'de> {
-    const EXPECTING: &'static str = "an object's metadata";
+impl Names for workload::MetaTexts<'_> {
     const NAMES: &'static [&'static str] = &[
         "name",
         "generateName",
@@ -163,6 +346,10 @@ impl<'de> Fields<'de> for workload::MetaTexts<'de> {
             _ => None,
         }
     }
+}
+
+impl<'de> Fields<'de> for workload::MetaTexts<'de> {
+    const EXPECTING: &'static str = "an object's metadata";
 
     fn read<A: serde::de::MapAccess<'de>>(
         &mut self,
@@ -185,11 +372,20 @@ impl<'de> Fields<'de> for workload::MetaTexts<'de> {
 
 impl<'de, T: Fields<'de>> Deserialize<'de> for Captured<T> {
     fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        de.deserialize_any(CapturedVisitor(std::marker::PhantomData))
+        serde::de::DeserializeSeed::deserialize(CapturedVisitor(T::default()), de)
     }
 }
 
-struct CapturedVisitor<T>(std::marker::PhantomData<T>);
+/// Reads a `Captured<T>` into `T` as it starts out.
+struct CapturedVisitor<T>(T);
+
+impl<'de, T: Fields<'de>> serde::de::DeserializeSeed<'de> for CapturedVisitor<T> {
+    type Value = Captured<T>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_any(self)
+    }
+}
 
 impl<T> CapturedVisitor<T> {
     fn not<'de, E>(what: serde::de::Unexpected) -> Result<Captured<T>, E>
@@ -206,7 +402,7 @@ impl<T> CapturedVisitor<T> {
 /// A key as the position of its field, unescaped as a typed decode compares it.
 struct Key<T>(std::marker::PhantomData<T>);
 
-impl<'de, T: Fields<'de>> serde::de::DeserializeSeed<'de> for Key<T> {
+impl<'de, T: Names> serde::de::DeserializeSeed<'de> for Key<T> {
     type Value = Option<usize>;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
@@ -214,7 +410,7 @@ impl<'de, T: Fields<'de>> serde::de::DeserializeSeed<'de> for Key<T> {
     }
 }
 
-impl<'de, T: Fields<'de>> serde::de::Visitor<'de> for Key<T> {
+impl<'de, T: Names> serde::de::Visitor<'de> for Key<T> {
     type Value = Option<usize>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -234,7 +430,7 @@ impl<'de, T: Fields<'de>> serde::de::Visitor<'de> for CapturedVisitor<T> {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut object = T::default();
+        let mut object = self.0;
         while let Some(field) = map.next_key_seed(Key::<T>(std::marker::PhantomData))? {
             let Some(field) = field else {
                 map.next_value::<serde::de::IgnoredAny>()?;
@@ -317,11 +513,21 @@ pub fn decode_with(body: &[u8], reading: Reading) -> Result<Request, ReviewError
     if let Reading::Cel(reads) = reading {
         return decode_whole(body, reads);
     }
-    let mut r: RequestIn<Parts> = request_in(body)?;
+    // A review read with the spec typed on the way is read again with it captured as text
+    // when that fails for any reason: a spec that cannot be typed is then denied with its
+    // reason as before, rather than refused as a body, and a body that is no review gets the
+    // same answer as before.
+    let mut r: RequestIn<Parts> = match request_in::<Parts, true>(body) {
+        Ok(r) => r,
+        Err(_) => request_in::<Parts, false>(body)?,
+    };
     let judged = WorkloadKind::from_group_kind(&r.kind.group, &r.kind.kind);
     fn spec_text<'a>(parts: &Option<Parts<'a>>) -> Option<&'a str> {
         match parts {
-            Some(Parts::Object(object)) => object.spec.map(RawValue::get),
+            Some(Parts::Object(ObjectTexts {
+                spec: Some(SpecIn::Text(text)),
+                ..
+            })) => Some(text),
             _ => None,
         }
     }
@@ -353,7 +559,7 @@ pub fn decode_with(body: &[u8], reading: Reading) -> Result<Request, ReviewError
 /// For CEL rules: the new object as JSON for expressions, the old one whole, to be read as
 /// JSON only if an expression does.
 fn decode_whole(body: &[u8], reads: ObjectReads) -> Result<Request, ReviewError> {
-    let mut r: RequestIn<&RawValue> = request_in(body)?;
+    let mut r: RequestIn<&RawValue> = request_in::<_, false>(body)?;
     let judged = WorkloadKind::from_group_kind(&r.kind.group, &r.kind.kind);
     let resource = r.resource.take().unwrap_or_default();
     let update = r.operation == Operation::Update;
@@ -514,14 +720,16 @@ impl<'de> serde::de::Visitor<'de> for Tree {
 }
 
 /// The review's request, once the envelope says it is a v1 AdmissionReview with a uid.
-fn request_in<'a, O: Deserialize<'a>>(body: &'a [u8]) -> Result<RequestIn<O>, ReviewError> {
+fn request_in<'a, O: ObjectIn<'a>, const TYPED: bool>(
+    body: &'a [u8],
+) -> Result<RequestIn<O>, ReviewError> {
     // JSON is UTF-8 (RFC 8259). Checked once over the whole body, at the standard library's
     // word-at-a-time pace, rather than string by string as serde_json checks a byte slice:
     // each string and each captured raw text was validated on its own (6k of the 130k
     // instructions a captured pod review took to decode).
     let text =
         std::str::from_utf8(body).map_err(|e| ReviewError::Json(format!("not UTF-8: {e}")))?;
-    let envelope: Envelope<O> =
+    let envelope: Envelope<O, TYPED> =
         serde_json::from_str(text).map_err(|e| ReviewError::Json(e.to_string()))?;
     if envelope.api_version != API_VERSION {
         return Err(ReviewError::ApiVersion(envelope.api_version));
@@ -529,7 +737,7 @@ fn request_in<'a, O: Deserialize<'a>>(body: &'a [u8]) -> Result<RequestIn<O>, Re
     if envelope.kind != KIND {
         return Err(ReviewError::Kind(envelope.kind));
     }
-    let r = envelope.request.ok_or(ReviewError::NoRequest)?;
+    let RequestAs(r) = envelope.request.ok_or(ReviewError::NoRequest)?;
     if r.uid.is_empty() {
         return Err(ReviewError::EmptyUid);
     }
@@ -581,13 +789,13 @@ fn decoded<T>(
 fn read_parts(kind: WorkloadKind, parts: Parts) -> Result<Workload, serde_json::Error> {
     let unreadable = |reason| Err(serde::de::Error::custom(reason));
     match parts {
-        Parts::Object(ObjectTexts { metadata, spec }) => {
+        Parts::Object(ObjectTexts { metadata, spec, .. }) => {
             let metadata = match metadata {
                 Some(Captured::Object(texts)) => texts,
                 Some(Captured::Unreadable(reason)) => return unreadable(reason),
                 None => workload::MetaTexts::default(),
             };
-            workload::decode_parts(kind, metadata, spec.map(RawValue::get))
+            workload::decode_parts(kind, metadata, spec)
         }
         Parts::Unreadable(reason) => unreadable(reason),
     }
@@ -763,7 +971,7 @@ fn subject_name(req: &Request) -> &str {
 mod tests {
     use super::*;
 
-    fn names_agree<'de, T: Fields<'de>>() {
+    fn names_agree<T: Names>() {
         for (at, name) in T::NAMES.iter().enumerate() {
             assert_eq!(T::field(name), Some(at), "{name}");
         }
@@ -774,5 +982,6 @@ mod tests {
     fn each_field_is_found_at_its_name() {
         names_agree::<ObjectTexts>();
         names_agree::<workload::MetaTexts>();
+        names_agree::<RequestIn<Parts>>();
     }
 }

@@ -300,21 +300,65 @@ impl MetaTexts<'_> {
     }
 }
 
-/// Decodes an object of `kind` from its `metadata` fields' texts and its `spec`'s text (absent
-/// when it has none), as the review's envelope captured them: nothing else of the object is read.
+/// An object's `spec` as the review's envelope read it: its text, or typed on the way.
+pub enum SpecIn<'a> {
+    Text(&'a str),
+    Typed(TypedSpec),
+}
+
+/// A spec typed by `SpecSeed` in the envelope's own pass. Boxed: a `PodSpec` is over a
+/// kilobyte, and the envelope moves what it reads several times before it is judged.
+pub struct TypedSpec(Box<shapes::Spec>);
+
+/// Types an object's `spec` as it passes, for an object of the kind given, sparing the
+/// separate scan that captures its text first. It refuses (as an error, so that the caller
+/// reads the spec as text instead) a pod spec with a volume of no known source: naming that
+/// source takes the spec's JSON, which typing on the way does not keep.
+pub struct SpecSeed(pub WorkloadKind);
+
+impl<'de> serde::de::DeserializeSeed<'de> for SpecSeed {
+    type Value = TypedSpec;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<TypedSpec, D::Error> {
+        let spec = spec_of(self.0, de)?;
+        if spec.pod_spec().is_some_and(has_sourceless_volume) {
+            return Err(serde::de::Error::custom(
+                "a volume of no known source, named from the spec's text",
+            ));
+        }
+        Ok(TypedSpec(Box::new(spec)))
+    }
+}
+
+/// An object's `spec` by its kind's shape.
+fn spec_of<'de, D: serde::Deserializer<'de>>(
+    kind: WorkloadKind,
+    de: D,
+) -> Result<shapes::Spec, D::Error> {
+    Ok(match kind {
+        WorkloadKind::Pod => shapes::Spec::Pod(Deserialize::deserialize(de)?),
+        WorkloadKind::CronJob => shapes::Spec::CronJob(Deserialize::deserialize(de)?),
+        _ => shapes::Spec::Controller(Deserialize::deserialize(de)?),
+    })
+}
+
+/// Decodes an object of `kind` from its `metadata` fields' texts and its `spec` (absent when it
+/// has none), as the review's envelope read them: nothing else of the object is read.
 pub fn decode_parts(
     kind: WorkloadKind,
     metadata: MetaTexts,
-    spec: Option<&str>,
+    spec: Option<SpecIn>,
 ) -> Result<Workload, serde_json::Error> {
     let meta = metadata.decode()?;
-    let spec = spec.unwrap_or("null");
-    let template = match kind {
-        WorkloadKind::Pod => shapes::Spec::Pod(serde_json::from_str(spec)?),
-        WorkloadKind::CronJob => shapes::Spec::CronJob(serde_json::from_str(spec)?),
-        _ => shapes::Spec::Controller(serde_json::from_str(spec)?),
-    }
-    .template();
+    let spec = match spec {
+        // `SpecSeed` typed only a spec whose volumes all have a known source.
+        Some(SpecIn::Typed(TypedSpec(typed))) => return Ok(assemble(meta, (*typed).template())),
+        Some(SpecIn::Text(text)) => text,
+        None => "null",
+    };
+    let mut de = serde_json::Deserializer::from_str(spec);
+    let template = spec_of(kind, &mut de)?.template();
+    de.end()?;
     // The JSON read for unknown volume sources is the object's spec, not the object.
     with_unknown_volume_sources(assemble(meta, template), kind, Within::Spec, || {
         serde_json::from_str(spec).map(Cow::Owned)
@@ -409,11 +453,8 @@ pub fn decode_json(kind: WorkloadKind, json: &str) -> Result<Workload, serde_jso
 /// The apiserver defaults a volume without a source to emptyDir before admission, so a
 /// volume that reaches us with no known source either is such a manifest or carries a source
 /// type newer than k8s-openapi. Only then is the object read a second time, to tell which.
-fn has_sourceless_volume(w: &Workload) -> bool {
-    w.pod_spec
-        .iter()
-        .flat_map(|s| s.volumes.iter().flatten())
-        .any(|v| !has_known_source(v))
+fn has_sourceless_volume(spec: &PodSpec) -> bool {
+    spec.volumes.iter().flatten().any(|v| !has_known_source(v))
 }
 
 /// What the JSON read for unknown volume sources holds: a whole object, or its `spec`.
@@ -431,7 +472,7 @@ fn with_unknown_volume_sources<'a>(
     within: Within,
     json: impl FnOnce() -> Result<Cow<'a, serde_json::Value>, serde_json::Error>,
 ) -> Result<Workload, serde_json::Error> {
-    if has_sourceless_volume(&w) {
+    if w.pod_spec.as_ref().is_some_and(has_sourceless_volume) {
         // The pod spec's JSON pointer (`/spec/template/spec`), made only on this rare path.
         let pointer = format!("/{}", pod_spec_field(kind).replace('.', "/"));
         let pointer = match within {
@@ -545,6 +586,24 @@ mod shapes {
     }
 
     impl Spec {
+        /// The pod spec, without taking it out.
+        pub fn pod_spec(&self) -> Option<&PodSpec> {
+            match self {
+                Spec::Pod(spec) => spec.as_ref(),
+                Spec::CronJob(spec) => spec
+                    .as_ref()?
+                    .job_template
+                    .as_ref()?
+                    .spec
+                    .as_ref()?
+                    .template
+                    .as_ref()?
+                    .spec
+                    .as_ref(),
+                Spec::Controller(spec) => spec.as_ref()?.template.as_ref()?.spec.as_ref(),
+            }
+        }
+
         pub fn template(self) -> Option<Template> {
             match self {
                 Spec::Pod(spec) => Some(Template {

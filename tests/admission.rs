@@ -507,9 +507,7 @@ fn an_unchanged_spec_is_told_from_its_text_and_a_reordered_one_by_decoding() {
     let old = violating_pod();
     let mut new = old.clone();
     new["metadata"]["labels"]["tier"] = json!("gold");
-    let body = |new: &Value, old: &Value| {
-        serde_json::to_vec(&review("UPDATE", "team-a", Some(new), Some(old))).unwrap()
-    };
+    let body = |new: &Value, old: &Value| wire(&review("UPDATE", "team-a", Some(new), Some(old)));
     // The same spec text: the old object is never decoded.
     let req = portcullis::review::decode(&body(&new, &old)).unwrap();
     assert_eq!(req.old_object, Decoded::SameSpec);
@@ -545,9 +543,7 @@ fn validation_without_cel_rules_leaves_an_unchanged_updates_object_undecoded() {
     let old = violating_pod();
     let mut new = old.clone();
     new["metadata"]["labels"]["tier"] = json!("gold");
-    let update = |new: &Value| {
-        serde_json::to_vec(&review("UPDATE", "team-a", Some(new), Some(&old))).unwrap()
-    };
+    let update = |new: &Value| wire(&review("UPDATE", "team-a", Some(new), Some(&old)));
     let judge = |req: &portcullis::request::Request| {
         portcullis::admission::validate(
             &PolicySet::embedded(),
@@ -595,13 +591,15 @@ fn validation_without_cel_rules_leaves_an_unchanged_updates_object_undecoded() {
         assert!(matches!(judge(&req), Verdict::Judged(f) if !f.violations.is_empty()));
     }
     // A CREATE is always decoded.
-    let create = serde_json::to_vec(&review("CREATE", "team-a", Some(&new), None)).unwrap();
+    let create = wire(&review("CREATE", "team-a", Some(&new), None));
     let req = decode_with(&create, Reading::Checks).unwrap();
     assert!(matches!(req.object, Decoded::Workload(_)));
 }
 
 /// A volume source newer than k8s-openapi reaches the checks by name, however the object was
-/// read: from the envelope's parts (a Pod's spec, a controller's template), or whole for CEL.
+/// read: from the envelope's parts (a Pod's spec, a controller's template), typed on the way
+/// (the review as the apiserver orders it) or from its text (sorted, `operation` after
+/// `object`), or whole for CEL.
 #[test]
 fn a_volume_source_this_build_does_not_know_is_named_by_every_reading() {
     use portcullis::cel::ObjectReads;
@@ -617,8 +615,15 @@ fn a_volume_source_this_build_does_not_know_is_named_by_every_reading() {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
         "spec": {"selector": {}, "template": {"metadata": template["metadata"], "spec": template["spec"]}}
     });
-    for object in [&pod, &deployment] {
-        let body = serde_json::to_vec(&review("CREATE", "team-a", Some(object), None)).unwrap();
+    for (object, form) in [&pod, &deployment]
+        .into_iter()
+        .flat_map(|o| [(o, "as sent"), (o, "sorted")])
+    {
+        let review = review("CREATE", "team-a", Some(object), None);
+        let body = match form {
+            "as sent" => wire(&review),
+            _ => serde_json::to_vec(&review).unwrap(),
+        };
         for reading in [
             Reading::Checks,
             Reading::Full,
@@ -632,7 +637,7 @@ fn a_volume_source_this_build_does_not_know_is_named_by_every_reading() {
             let texts = texts.join("\n");
             assert!(
                 texts.contains("futureDisk (a type this portcullis build does not know)"),
-                "{} {reading:?}: {texts}",
+                "{} {form} {reading:?}: {texts}",
                 object["kind"]
             );
         }

@@ -104,7 +104,7 @@ fn request(method: &str, path: &str, content_type: Option<&str>, body: &[u8]) ->
 fn review_bytes(f: impl FnOnce(&mut Value)) -> Vec<u8> {
     let mut review = read_json(&apiserver_fixtures().join("create-pod-2.json"));
     f(&mut review);
-    serde_json::to_vec(&review).unwrap()
+    wire(&review)
 }
 
 /// The compliant captured pod with `fields` written first in its object.
@@ -125,7 +125,7 @@ fn compliant_metadata_starting(fields: &str) -> Vec<u8> {
 fn compliant_review(f: impl FnOnce(&mut Value)) -> Vec<u8> {
     let mut review = read_json(&apiserver_fixtures().join("create-pod.json"));
     f(&mut review);
-    serde_json::to_vec(&review).unwrap()
+    wire(&review)
 }
 
 /// The compliant captured pod with its pod-level `"runAsUser": 1000` replaced by `text`.

@@ -1,7 +1,8 @@
 //! Properties over generated pods, through the pure core and the wire module: every patch
 //! applies (RFC 6902, json-patch crate) to the object it was made for; applying mutation again
 //! changes nothing; no value the user set is altered or removed; after mutation the checks that
-//! defaults can satisfy are satisfied; and nothing panics.
+//! defaults can satisfy are satisfied; a review reads the same whatever the order of its fields;
+//! and nothing panics.
 
 mod common;
 
@@ -136,13 +137,13 @@ fn pod() -> impl Strategy<Value = Value> {
 }
 
 fn mutate(set: &PolicySet, object: &Value) -> Vec<Value> {
-    let req = review::decode(&serde_json::to_vec(&create(object)).unwrap()).unwrap();
+    let req = review::decode(&wire(&create(object))).unwrap();
     let patch = admission::mutate(set, &req);
     serde_json::from_slice(patch.as_json()).unwrap()
 }
 
 fn denied(set: &PolicySet, object: &Value) -> Vec<String> {
-    let req = review::decode(&serde_json::to_vec(&create(object)).unwrap()).unwrap();
+    let req = review::decode(&wire(&create(object))).unwrap();
     let verdict = admission::validate(set, &req, &portcullis::rollout::Context::now());
     verdict.denials().map(|v| v.rule.to_string()).collect()
 }
@@ -192,6 +193,22 @@ proptest! {
         let chose_root = explicit_root.contains("\"runAsUser\":0") || explicit_root.contains("\"runAsNonRoot\":false");
         if !chose_root {
             prop_assert!(!after.iter().any(|c| c == "run-as-non-root"), "root not fixed: {}", patched);
+        }
+    }
+
+    /// As the apiserver orders a review, its kind and operation come before the object, and a
+    /// new object's spec is typed as it passes; sorted, `operation` follows `object`, and the
+    /// spec is taken as text and typed after. Both read the same object.
+    #[test]
+    fn a_review_reads_the_same_in_either_order(object in pod()) {
+        let review = create(&object);
+        let sorted = serde_json::to_vec(&review).unwrap();
+        for reading in [review::Reading::Checks, review::Reading::Full] {
+            let as_sent = review::decode_with(&wire(&review), reading).unwrap();
+            let sorted = review::decode_with(&sorted, reading).unwrap();
+            prop_assert!(as_sent.object.workload().is_some(), "{:?}", as_sent.object);
+            prop_assert_eq!(&as_sent.object, &sorted.object);
+            prop_assert_eq!(format!("{as_sent:?}"), format!("{sorted:?}"));
         }
     }
 

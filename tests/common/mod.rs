@@ -62,10 +62,60 @@ pub async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
     (status, body)
 }
 
-/// Sends a review and returns its `response`, asserting the HTTP 200, the v1 framing and
-/// the uid echo that every judged review must get.
+/// `review` as kube-apiserver writes it: compact, with the review's and the request's fields in
+/// the order of Go's `AdmissionReview` and `AdmissionRequest` structs (any other field after
+/// them), so that the kind and the operation come before the objects, as the captures show.
+/// `serde_json::to_vec` sorts them instead, which puts `operation` after `object`.
+pub fn wire(review: &Value) -> Vec<u8> {
+    const REVIEW: &[&str] = &["kind", "apiVersion", "request"];
+    const REQUEST: &[&str] = &[
+        "uid",
+        "kind",
+        "resource",
+        "subResource",
+        "requestKind",
+        "requestResource",
+        "requestSubResource",
+        "name",
+        "namespace",
+        "operation",
+        "userInfo",
+        "object",
+        "oldObject",
+        "dryRun",
+        "options",
+    ];
+    fn ordered(value: &Value, order: &[&str], inner: Option<(&str, &[&str])>) -> String {
+        let Some(map) = value.as_object() else {
+            return value.to_string();
+        };
+        let known = order.iter().filter_map(|k| map.get_key_value(*k));
+        let rest = map.iter().filter(|(k, _)| !order.contains(&k.as_str()));
+        let fields: Vec<String> = known
+            .chain(rest)
+            .map(|(k, v)| {
+                let v = match inner {
+                    Some((field, order)) if k == field => ordered(v, order, None),
+                    _ => v.to_string(),
+                };
+                format!("{}:{v}", Value::from(k.as_str()))
+            })
+            .collect();
+        format!("{{{}}}", fields.join(","))
+    }
+    let text = ordered(review, REVIEW, Some(("request", REQUEST)));
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap(),
+        *review,
+        "reordering changed the review"
+    );
+    format!("{text}\n").into_bytes()
+}
+
+/// Sends a review as kube-apiserver writes it (`wire`) and returns its `response`, asserting
+/// the HTTP 200, the v1 framing and the uid echo that every judged review must get.
 pub async fn answer(app: &Router, path: &str, review: &Value) -> Value {
-    let (status, body) = post(app, path, serde_json::to_vec(review).unwrap()).await;
+    let (status, body) = post(app, path, wire(review)).await;
     assert_eq!(status, StatusCode::OK, "{path}: {body}");
     assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(body["kind"], "AdmissionReview");
