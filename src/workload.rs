@@ -143,10 +143,10 @@ pub struct Annotations {
 }
 
 impl Annotations {
-    /// From the JSON text of a `metadata.annotations`, with the error a typed read would give
-    /// when it is not a map of strings.
+    /// From the JSON text of a `metadata.annotations` as serde_json captured it, with the error
+    /// a typed read would give when it is not a map of strings.
     fn from_json(text: &str) -> Result<Self, serde_json::Error> {
-        if serde_json::from_str::<StringMap>(text).is_err() {
+        if !types_to_string_map(text) {
             let map = serde_json::from_str::<Option<BTreeMap<String, String>>>(text)?;
             return Ok(map.unwrap_or_default().into());
         }
@@ -190,45 +190,46 @@ impl PartialEq for Annotations {
     }
 }
 
-/// A JSON map of strings (or `null`) that typing accepts, checked without unescaping or keeping
-/// anything; an error says only to type it to know.
-struct StringMap;
-
-impl<'de> Deserialize<'de> for StringMap {
-    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = StringMap;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a map of strings")
-            }
-            fn visit_none<E>(self) -> Result<StringMap, E> {
-                Ok(StringMap)
-            }
-            fn visit_some<D: serde::Deserializer<'de>>(self, de: D) -> Result<StringMap, D::Error> {
-                de.deserialize_map(self)
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<StringMap, A::Error> {
-                use serde::de::{Error, IgnoredAny};
-                while let Some((IgnoredAny, value)) =
-                    map.next_entry::<IgnoredAny, &serde_json::value::RawValue>()?
-                {
-                    // A raw value is whole, valid JSON: one that opens with a quote is a string.
-                    // Skipping it let any `\u` escape through, half a surrogate pair too,
-                    // which typing refuses. kube-apiserver writes `\u` only for control
-                    // characters, `<`, `>`, `&`, U+2028 and U+2029, so such values are rare.
-                    let text = value.get();
-                    if !text.starts_with('"') || text.contains("\\u") {
-                        return Err(A::Error::custom("not a plain string"));
-                    }
-                }
-                Ok(StringMap)
+/// Whether `text`, one whole JSON value that serde_json has checked (as it captured it), types
+/// to a map of strings (or to none, `null`) without unescaping or keeping anything. In valid
+/// JSON, an object's values are all strings exactly when, outside its strings, it holds nothing
+/// but its own braces, colons, commas and whitespace. A `\u` escape anywhere sends the text to
+/// typing instead, which refuses half a surrogate pair where skipping a string let it through;
+/// kube-apiserver writes `\u` only for control characters, `<`, `>`, `&`, U+2028 and U+2029, so
+/// such texts are rare. A serde visitor over the same text cost as much as the envelope's scan
+/// of it (BENCHMARKS.md, session 23).
+fn types_to_string_map(text: &str) -> bool {
+    if text == "null" {
+        return true;
+    }
+    let Some(inner) = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) else {
+        return false;
+    };
+    let bytes = inner.as_bytes();
+    let mut at = 0;
+    loop {
+        // Between strings: colons, commas and whitespace only.
+        loop {
+            match bytes.get(at) {
+                None => return true,
+                Some(b'"') => break,
+                Some(b':' | b',' | b' ' | b'\t' | b'\n' | b'\r') => at += 1,
+                Some(_) => return false,
             }
         }
-        de.deserialize_option(Visit)
+        // A string: to its closing quote, over escapes. Byte by byte: `kubectl apply`'s
+        // manifest has an escaped quote every few bytes, too close for `memchr` to pay.
+        at += 1;
+        loop {
+            match bytes.get(at) {
+                Some(b'"') => break,
+                Some(b'\\') if bytes.get(at + 1) == Some(&b'u') => return false,
+                Some(b'\\') => at += 2,
+                Some(_) => at += 1,
+                None => return false,
+            }
+        }
+        at += 1;
     }
 }
 
@@ -673,6 +674,50 @@ impl ContainerKind {
             Self::Containers => "container",
             Self::InitContainers => "init container",
             Self::EphemeralContainers => "ephemeral container",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the byte check says of valid JSON texts, and that what it passes types.
+    #[test]
+    fn the_string_map_check_passes_only_what_types() {
+        let cases = [
+            ("null", true),
+            ("{}", true),
+            (r#"{"a":"b"}"#, true),
+            (
+                r#"{ "a" : "b" ,
+               "c":"d" }"#,
+                true,
+            ),
+            (r#"{"a":"x\"y\\z"}"#, true),
+            (r#"{"a":"}{[1]:,null"}"#, true),
+            (r#"{"a":"b\\u"}"#, true),
+            (r#"{"a":1}"#, false),
+            (r#"{"a":-1}"#, false),
+            (r#"{"a":null}"#, false),
+            (r#"{"a":true}"#, false),
+            (r#"{"a":{"b":"c"}}"#, false),
+            (r#"{"a":["b"]}"#, false),
+            (r#"{"a":"b","c":[]}"#, false),
+            (r#"["a"]"#, false),
+            (r#""a""#, false),
+            ("7", false),
+            // Sent to typing, which decides: this one types, the next two do not.
+            (r#"{"a":"\u0041"}"#, false),
+            (r#"{"a":"\ud800"}"#, false),
+            (r#"{"\ud800":"a"}"#, false),
+        ];
+        for (text, plain) in cases {
+            assert_eq!(types_to_string_map(text), plain, "{text}");
+            if plain {
+                serde_json::from_str::<Option<BTreeMap<String, String>>>(text)
+                    .unwrap_or_else(|e| panic!("{text}: {e}"));
+            }
         }
     }
 }
