@@ -9,8 +9,9 @@
 //! numbers where the apiserver requires a base64 string (kube-rs issue 1781). The objects are
 //! taken as raw JSON in the envelope's one pass (the texts of the `metadata` fields the checks
 //! read and of the `spec`, or whole when CEL rules read them), and decoded only when their kind
-//! is judged. Tests pin every response
-//! field and cross-check decoding against kube's own type on the captured reviews.
+//! is judged; a new object's spec is typed in that pass when the request's kind and operation
+//! come first, as the apiserver writes them. Tests pin every response field and cross-check
+//! decoding against kube's own type on the captured reviews.
 
 use base64::Engine as _;
 use k8s_openapi::api::authentication::v1::UserInfo;

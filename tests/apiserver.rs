@@ -67,7 +67,7 @@ async fn captured_reviews_get_the_expected_answers() {
         let validated = answer(&app, "/validate?timeout=5s", &review).await;
         // `answer` sends the review as the apiserver orders it, where a new object's spec is
         // typed as it passes. Sorted, `operation` follows `object` and the spec is read as
-        // text: the same answer, byte for byte.
+        // text: the same answer.
         let sorted = serde_json::to_vec(&review).unwrap();
         for path in ["/validate", "/mutate"] {
             let (_, as_sent) = post(&app, path, wire(&review)).await;
