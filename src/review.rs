@@ -206,12 +206,12 @@ impl<'de> ObjectIn<'de> for &'de RawValue {
 }
 
 impl<'de> ObjectIn<'de> for Parts<'de> {
-    type Seed = CapturedVisitor<ObjectTexts<'de>>;
+    type Seed = CapturedVisitor<ObjectParts<'de>>;
 
     fn typed(kind: WorkloadKind) -> Option<Self::Seed> {
-        Some(CapturedVisitor(ObjectTexts {
+        Some(CapturedVisitor(ObjectParts {
             typed: Some(kind),
-            ..ObjectTexts::default()
+            ..ObjectParts::default()
         }))
     }
 }
@@ -248,14 +248,15 @@ impl<'de, S: serde::de::DeserializeSeed<'de>> serde::de::Visitor<'de> for Nullab
 }
 
 /// An object as the envelope reads it for the built-in checks and defaults, in its one pass
-/// over the body: the texts of the `metadata` fields the checks read and of the `spec`. The
-/// rest (`status`, `managedFields`: most of what the apiserver sends) is skipped once, and the
-/// pod spec's text is there to compare without another scan. Anything but a JSON object is
-/// kept as the reason it cannot be read, to be denied if the object is judged.
-type Parts<'a> = Captured<ObjectTexts<'a>>;
+/// over the body: the texts of the `metadata` fields the checks read, and the `spec`, typed as
+/// it passes when the request allows (`RequestVisitor`) or else as text, there to compare
+/// with the old object's without another scan. The rest (`status`, `managedFields`: most of
+/// what the apiserver sends) is skipped once. Anything but a JSON object is kept as the reason
+/// it cannot be read, to be denied if the object is judged.
+type Parts<'a> = Captured<ObjectParts<'a>>;
 
 #[derive(Default)]
-struct ObjectTexts<'a> {
+struct ObjectParts<'a> {
     /// Read field by field rather than captured whole: typing a captured `metadata` scanned its
     /// `managedFields` a second time, 13% of the instructions decoding a kubectl-made pod took.
     metadata: Option<Captured<workload::MetaTexts<'a>>>,
@@ -295,7 +296,7 @@ fn fill<T>(slot: &mut Option<T>, value: T) -> bool {
     slot.replace(value).is_none()
 }
 
-impl Names for ObjectTexts<'_> {
+impl Names for ObjectParts<'_> {
     const NAMES: &'static [&'static str] = &["metadata", "spec"];
 
     fn field(name: &str) -> Option<usize> {
@@ -307,7 +308,7 @@ impl Names for ObjectTexts<'_> {
     }
 }
 
-impl<'de> Fields<'de> for ObjectTexts<'de> {
+impl<'de> Fields<'de> for ObjectParts<'de> {
     const EXPECTING: &'static str = "a Kubernetes object";
 
     fn read<A: serde::de::MapAccess<'de>>(
@@ -525,7 +526,7 @@ pub fn decode_with(body: &[u8], reading: Reading) -> Result<Request, ReviewError
     let judged = WorkloadKind::from_group_kind(&r.kind.group, &r.kind.kind);
     fn spec_text<'a>(parts: &Option<Parts<'a>>) -> Option<&'a str> {
         match parts {
-            Some(Parts::Object(ObjectTexts {
+            Some(Parts::Object(ObjectParts {
                 spec: Some(SpecIn::Text(text)),
                 ..
             })) => Some(text),
@@ -790,7 +791,7 @@ fn decoded<T>(
 fn read_parts(kind: WorkloadKind, parts: Parts) -> Result<Workload, serde_json::Error> {
     let unreadable = |reason| Err(serde::de::Error::custom(reason));
     match parts {
-        Parts::Object(ObjectTexts { metadata, spec, .. }) => {
+        Parts::Object(ObjectParts { metadata, spec, .. }) => {
             let metadata = match metadata {
                 Some(Captured::Object(texts)) => texts,
                 Some(Captured::Unreadable(reason)) => return unreadable(reason),
@@ -981,7 +982,7 @@ mod tests {
 
     #[test]
     fn each_field_is_found_at_its_name() {
-        names_agree::<ObjectTexts>();
+        names_agree::<ObjectParts>();
         names_agree::<workload::MetaTexts>();
         names_agree::<RequestIn<Parts>>();
     }

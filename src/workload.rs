@@ -132,9 +132,10 @@ impl Workload {
 }
 
 /// An object's or a pod template's annotations. An object's own, read from a review, stay JSON
-/// text, checked to be a map of strings, until something asks for them. `kubectl apply` keeps the whole manifest in one
-/// escaped annotation (`kubectl.kubernetes.io/last-applied-configuration`) that no check
-/// reads; not unescaping it saves 5% of judging a kubectl pod (BENCHMARKS.md, session 22).
+/// text, checked to be a map of strings, until something asks for them. `kubectl apply` keeps
+/// the whole manifest in one escaped annotation
+/// (`kubectl.kubernetes.io/last-applied-configuration`) that no check reads; not unescaping it
+/// saves 5% of judging a kubectl pod (BENCHMARKS.md, session 22).
 #[derive(Clone, Debug, Default)]
 pub struct Annotations {
     /// The JSON text of the map (or `null`); empty once typed from another source.

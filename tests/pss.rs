@@ -150,6 +150,8 @@ async fn controllers_are_judged_by_their_template_including_its_annotations() {
 
 /// A Pod's own annotations are read from the review's text when a check asks for them: here
 /// beside the escaped manifest `kubectl apply` records, with the key itself escaped on the wire.
+/// Escaped as `\/`, the text is kept and typed when the AppArmor check asks; escaped as
+/// `\u002e`, it is typed at once (a `\u` may be half a surrogate pair, which typing refuses).
 #[tokio::test]
 async fn a_pods_own_annotations_are_read_beside_kubectl_s_last_applied_manifest() {
     let app = restricted_app();
@@ -159,19 +161,23 @@ async fn a_pods_own_annotations_are_read_beside_kubectl_s_last_applied_manifest(
         "kubectl.kubernetes.io/last-applied-configuration": format!("{manifest}\n"),
         "container.apparmor.security.beta.kubernetes.io/app": "unconfined",
     });
-    let body = serde_json::to_string(&create(&pod))
-        .unwrap()
-        .replace("container.apparmor", "container\\u002eapparmor");
-    assert!(body.contains("\\u002e") && body.contains("\\\"containers\\\""));
-    let (status, answered) = post(&app, "/validate", body.into_bytes()).await;
-    assert_eq!(status, axum::http::StatusCode::OK, "{answered}");
-    let response = &answered["response"];
-    assert_eq!(denied_checks(response), ["pss-apparmor"]);
-    let message = response["status"]["message"].as_str().unwrap();
-    assert!(
-        message.contains("sets AppArmor annotation container.apparmor.security.beta.kubernetes.io/app: \"unconfined\""),
-        "{message}"
-    );
+    let sent = String::from_utf8(wire(&create(&pod))).unwrap();
+    for (plain, escaped) in [
+        ("kubernetes.io/app", "kubernetes.io\\/app"),
+        ("container.apparmor", "container\\u002eapparmor"),
+    ] {
+        let body = sent.replace(plain, escaped);
+        assert!(body.contains(escaped) && body.contains("\\\"containers\\\""));
+        let (status, answered) = post(&app, "/validate", body.into_bytes()).await;
+        assert_eq!(status, axum::http::StatusCode::OK, "{escaped}: {answered}");
+        let response = &answered["response"];
+        assert_eq!(denied_checks(response), ["pss-apparmor"], "{escaped}");
+        let message = response["status"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("sets AppArmor annotation container.apparmor.security.beta.kubernetes.io/app: \"unconfined\""),
+            "{escaped}: {message}"
+        );
+    }
 }
 
 #[tokio::test]
