@@ -1,8 +1,14 @@
-//! Safe defaults, fill-only: the pod spec is completed in place, and the RFC 6902 operations
-//! that make the same change to the submitted JSON are recorded as each field is filled: a
-//! field that was absent is added whole, a present one gets only what was filled inside it.
-//! Only added values are serialized, never the pod or the fields as they were, and each is
-//! written once, straight into the patch's JSON text (`JsonPatch`).
+//! Safe defaults, fill-only: the pod spec is completed, and the RFC 6902 operations that make
+//! the same change to the submitted JSON are recorded as each field is filled: a field that
+//! was absent is added whole, a present one gets only what was filled inside it. Only added
+//! values are serialized, never the pod or the fields as they were, and each is written once,
+//! straight into the patch's JSON text (`JsonPatch`).
+//!
+//! A field the pod leaves out or sends empty (the apiserver sends `securityContext: {}` and
+//! `resources: {}` for most pods) fills the same way in every pod. What the defaults make of
+//! it, and the operations that do so, are worked out once per policy set (`Filled`) and
+//! borrowed or copied after that; only a field holding something is filled per pod.
+//!
 //! The same filling serves `/mutate` (`apply`: the operations) and `/validate` (`overlay`:
 //! only the filled fields, as a controller is judged by the pod it will create after
 //! defaulting, and a new Pod's audit and warn findings by the Pod `/mutate` would patch, so no
@@ -11,21 +17,59 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use json_patch::jsonptr::Token;
 use k8s_openapi::api::core::v1::{
     Container, PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
 use serde::Serialize;
 
-use crate::policy::{FilledDefaults, Mutation, ResourceDefault, ResourceName};
+use crate::json_string::Escaped;
+use crate::policy::{Filled, FilledDefaults, Mutation, ResourceDefault, ResourceName};
 use crate::quantity::Quantity;
 
-/// Fills `spec` with the defaults of `mutation` and returns the JSON Patch that does the same
-/// to the object whose pod spec sits at `spec_field` (e.g. `spec.template.spec`).
-pub fn apply(mutation: &Mutation, spec: &mut PodSpec, spec_field: &str) -> JsonPatch {
-    let mut patch = Patch::new(true, spec_field.split('.').map(Token::new).collect());
-    run(mutation, spec, &mut patch);
+/// The JSON Patch that fills the object whose pod spec (`spec`) sits at `spec_field` (e.g.
+/// `spec.template.spec`) with the defaults of `mutation`. A field the pod leaves out or sends
+/// empty gets the operations recorded once per policy set (`Filled`); only a field holding
+/// something is copied and filled around what it holds.
+pub fn apply(mutation: &Mutation, spec: &PodSpec, spec_field: &str) -> JsonPatch {
+    let filled = filled(mutation);
+    let windows = is_windows(spec);
+    // Fields are filled in the order of their JSON names within each object, so the
+    // operations come out in the order a diff of the serialized objects would list them.
+    let mut patch = Patch::new(true, String::new());
+    for token in spec_field.split('.') {
+        patch.enter(token);
+    }
+    // What was recorded is for a pod that is not a Windows pod.
+    patch.field(
+        &spec.security_context,
+        (!windows).then_some(&filled.pod_security_context),
+        |sc, patch| fill_pod_security_context(mutation, sc, windows, patch),
+    );
+    for (field, list) in [
+        ("containers", Some(&spec.containers)),
+        ("initContainers", spec.init_containers.as_ref()),
+    ] {
+        for (index, c) in list.into_iter().flatten().enumerate() {
+            let parent = patch.enter(field);
+            patch.enter(itoa::Buffer::new().format(index));
+            if !windows {
+                patch.field(
+                    &c.security_context,
+                    Some(&filled.container_security_context),
+                    |sc, patch| fill_container_security_context(mutation, sc, patch),
+                );
+            }
+            // A container that sets every defaulted resource's limit and request is common
+            // and gets nothing: it is not copied to find that out.
+            if !c.resources.as_ref().is_some_and(|r| complete(mutation, r)) {
+                patch.field(&c.resources, Some(&filled.resources), |r, patch| {
+                    fill_container_resources(mutation, r, patch)
+                });
+            }
+            patch.path.truncate(parent);
+        }
+    }
     patch.ops
 }
 
@@ -63,8 +107,49 @@ impl JsonPatch {
         serde_json::from_slice(self.as_json()).expect("a JsonPatch is always RFC 6902 JSON")
     }
 
-    /// Appends `{"op":"add","path":pointer,"value":value}`.
+    /// Appends `{"op":"add","path":pointer,"value":value}`; `pointer` is escaped for a JSON
+    /// string already.
     fn add<T: Serialize>(&mut self, pointer: &str, value: &T) {
+        self.open(pointer);
+        self.json.extend_from_slice(br#"","value":"#);
+        serde_json::to_writer(&mut self.json, value)
+            .expect("k8s-openapi types always serialize to JSON");
+        self.json.push(b'}');
+        self.close();
+    }
+
+    /// Appends an operation recorded under the empty pointer (`tails`) beneath `pointer`.
+    fn add_tail(&mut self, pointer: &str, tail: &str) {
+        self.open(pointer);
+        self.json.extend_from_slice(tail.as_bytes());
+        self.close();
+    }
+
+    /// Each operation of a patch recorded under the empty pointer, as its text from its path
+    /// on: what `add_tail` writes under another pointer.
+    fn tails(&self) -> Vec<Box<str>> {
+        #[derive(serde::Deserialize)]
+        struct Op<'a> {
+            #[serde(borrow)]
+            path: &'a serde_json::value::RawValue,
+            #[serde(borrow)]
+            value: &'a serde_json::value::RawValue,
+        }
+        let ops: Vec<Op> =
+            serde_json::from_slice(self.as_json()).expect("a JsonPatch is always RFC 6902 JSON");
+        ops.iter()
+            .map(|op| {
+                // The path as written, escaped, without its quotes.
+                let path = op.path.get();
+                let path = &path[1..path.len() - 1];
+                format!(r#"{path}","value":{}}}"#, op.value.get()).into()
+            })
+            .collect()
+    }
+
+    /// Opens an operation: the array or a comma, and the operation up to the end of
+    /// `pointer`.
+    fn open(&mut self, pointer: &str) {
         match self.json.pop() {
             Some(_closing) => self.json.push(b','),
             None => {
@@ -74,43 +159,26 @@ impl JsonPatch {
             }
         }
         self.count += 1;
-        self.json.extend_from_slice(br#"{"op":"add","path":"#);
-        let written = serde_json::to_writer(&mut self.json, pointer).and_then(|()| {
-            self.json.extend_from_slice(br#","value":"#);
-            serde_json::to_writer(&mut self.json, value)
-        });
-        written.expect("k8s-openapi types always serialize to JSON");
-        self.json.extend_from_slice(b"}]");
+        self.json.extend_from_slice(br#"{"op":"add","path":""#);
+        self.json.extend_from_slice(pointer.as_bytes());
+    }
+
+    fn close(&mut self) {
+        self.json.push(b']');
     }
 }
 
 /// Fills `spec` with the defaults of `mutation`, computing no patch.
 pub fn fill(mutation: &Mutation, spec: &mut PodSpec) {
-    let mut patch = Patch::new(false, Vec::new());
-    run(mutation, spec, &mut patch);
-}
-
-// Fields are filled in the order of their JSON names within each object, so the operations
-// come out in the order a diff of the serialized objects would list them.
-fn run(mutation: &Mutation, spec: &mut PodSpec, patch: &mut Patch) {
+    let mut patch = Patch::new(false, String::new());
     let windows = is_windows(spec);
-    fill_pod_security_context(mutation, &mut spec.security_context, windows, patch);
-
-    for (field, list) in [
-        ("containers", Some(&mut spec.containers)),
-        ("initContainers", spec.init_containers.as_mut()),
-    ] {
-        for (index, container) in list.into_iter().flatten().enumerate() {
-            // Only a recorded patch needs the index, which takes an allocation to spell.
-            if patch.recording {
-                patch.path.push(Token::new(field));
-                patch.path.push(Token::from(index));
-            }
-            fill_container(mutation, container, windows, patch);
-            if patch.recording {
-                patch.path.truncate(patch.path.len() - 2);
-            }
+    fill_pod_security_context(mutation, &mut spec.security_context, windows, &mut patch);
+    let init_containers = spec.init_containers.iter_mut().flatten();
+    for c in spec.containers.iter_mut().chain(init_containers) {
+        if !windows {
+            fill_container_security_context(mutation, &mut c.security_context, &mut patch);
         }
+        fill_container_resources(mutation, &mut c.resources, &mut patch);
     }
 }
 
@@ -143,13 +211,6 @@ fn fill_pod_security_context(
             }
         },
     );
-}
-
-fn fill_container(mutation: &Mutation, c: &mut Container, windows: bool, patch: &mut Patch) {
-    if !windows {
-        fill_container_security_context(mutation, &mut c.security_context, patch);
-    }
-    fill_container_resources(mutation, &mut c.resources, patch);
 }
 
 fn fill_container_security_context(
@@ -192,10 +253,8 @@ fn fill_container_resources(
 /// filled around what it holds.
 pub fn overlay<'a>(mutation: &'a Mutation, spec: &'a PodSpec) -> Overlay<'a> {
     let windows = is_windows(spec);
-    let absent = mutation
-        .filled
-        .get_or_init(|| filled_from_nothing(mutation));
-    let mut patch = Patch::new(false, Vec::new());
+    let absent = filled(mutation);
+    let mut patch = Patch::new(false, String::new());
     let security_context = if windows {
         let mut sc = spec.security_context.clone();
         fill_pod_security_context(mutation, &mut sc, windows, &mut patch);
@@ -228,21 +287,18 @@ pub fn overlay<'a>(mutation: &'a Mutation, spec: &'a PodSpec) -> Overlay<'a> {
     }
 }
 
-/// `given` once filled by `fill`. A field left out or set empty (the apiserver sends
-/// `resources: {}` and `securityContext: {}` for most pods) fills the same way in every pod:
-/// it borrows `absent`, what the defaults make of nothing, or stays as it is when they
-/// fill nothing into it. Only a field holding something is copied and filled.
+/// `given` once filled by `fill`. A field left out or set empty fills the same way in every
+/// pod: it borrows what the defaults make of nothing, or stays as it is when they fill
+/// nothing into it. Only a field holding something is copied and filled.
 fn filled_as<'a, T: Clone + Default + PartialEq>(
     given: &'a Option<T>,
-    absent: &'a Option<T>,
+    absent: &'a Filled<T>,
     fill: impl FnOnce(&mut Option<T>),
 ) -> Option<Cow<'a, T>> {
-    match given {
-        None => absent.as_ref().map(Cow::Borrowed),
-        Some(empty) if *empty == T::default() => {
-            Some(Cow::Borrowed(absent.as_ref().unwrap_or(empty)))
-        }
-        Some(_) => {
+    match Given::of(given) {
+        Given::Absent => absent.value.as_ref().map(Cow::Borrowed),
+        Given::Empty(empty) => Some(Cow::Borrowed(absent.value.as_ref().unwrap_or(empty))),
+        Given::Set => {
             let mut own = given.clone();
             fill(&mut own);
             own.map(Cow::Owned)
@@ -250,19 +306,54 @@ fn filled_as<'a, T: Clone + Default + PartialEq>(
     }
 }
 
-/// What the defaults make of a pod that sets none of the fields they touch (not a Windows
-/// pod, whose containers they leave alone).
-fn filled_from_nothing(mutation: &Mutation) -> FilledDefaults {
-    let mut spec = PodSpec {
-        containers: vec![Container::default()],
-        ..PodSpec::default()
+/// A field the defaults touch, as the pod gives it: left out and empty fill the same way in
+/// every pod.
+enum Given<'a, T> {
+    Absent,
+    Empty(&'a T),
+    Set,
+}
+
+impl<'a, T: Default + PartialEq> Given<'a, T> {
+    fn of(field: &'a Option<T>) -> Self {
+        match field {
+            None => Self::Absent,
+            Some(empty) if *empty == T::default() => Self::Empty(empty),
+            Some(_) => Self::Set,
+        }
+    }
+}
+
+/// What the defaults of `mutation` make of each field they touch when a pod leaves it out or
+/// sends it empty, worked out on first use.
+fn filled(mutation: &Mutation) -> &FilledDefaults {
+    mutation.filled.get_or_init(|| FilledDefaults {
+        // Not a Windows pod's: `apply` and `overlay` fill those per pod.
+        pod_security_context: filled_from_nothing(|sc, patch| {
+            fill_pod_security_context(mutation, sc, false, patch)
+        }),
+        container_security_context: filled_from_nothing(|sc, patch| {
+            fill_container_security_context(mutation, sc, patch)
+        }),
+        resources: filled_from_nothing(|r, patch| fill_container_resources(mutation, r, patch)),
+    })
+}
+
+/// One field as `fill` fills it from nothing, and the operations that do so when it is
+/// absent and when it is empty, recorded under the field's parent.
+fn filled_from_nothing<T: Default>(fill: impl Fn(&mut Option<T>, &mut Patch)) -> Filled<T> {
+    let record = |field: &mut Option<T>| {
+        let mut patch = Patch::new(true, String::new());
+        fill(field, &mut patch);
+        patch.ops.tails()
     };
-    fill(mutation, &mut spec);
-    let container = spec.containers.swap_remove(0);
-    FilledDefaults {
-        pod_security_context: spec.security_context,
-        container_security_context: container.security_context,
-        resources: container.resources,
+    let mut value = None;
+    let when_absent = record(&mut value);
+    let when_empty = record(&mut Some(T::default()));
+    Filled {
+        value,
+        when_absent,
+        when_empty,
     }
 }
 
@@ -279,26 +370,6 @@ pub struct Overlay<'a> {
 pub struct Touched<'a> {
     pub security_context: Option<Cow<'a, SecurityContext>>,
     pub resources: Option<Cow<'a, ResourceRequirements>>,
-}
-
-/// A copy of just the fields `apply` reads or fills: enough to compute the patch without
-/// cloning images, env, probes and the rest of every container.
-pub fn touched_fields(spec: &PodSpec) -> PodSpec {
-    let container = |c: &Container| Container {
-        security_context: c.security_context.clone(),
-        resources: c.resources.clone(),
-        ..Container::default()
-    };
-    PodSpec {
-        os: spec.os.clone(),
-        security_context: spec.security_context.clone(),
-        containers: spec.containers.iter().map(container).collect(),
-        init_containers: spec
-            .init_containers
-            .as_ref()
-            .map(|list| list.iter().map(container).collect()),
-        ..PodSpec::default()
-    }
 }
 
 /// The apiserver rejects `allowPrivilegeEscalation: false` beside `privileged: true` or an
@@ -344,6 +415,15 @@ fn fill_resources(r: &mut ResourceRequirements, mutation: &Mutation, patch: &mut
     }
 }
 
+/// Whether `r` sets the limit and the request of every resource `mutation` defaults, so that
+/// nothing is added to it.
+fn complete(mutation: &Mutation, r: &ResourceRequirements) -> bool {
+    mutation
+        .resources
+        .iter()
+        .all(|(name, default)| missing(r, name.as_str(), default) == [None, None])
+}
+
 /// The limit and the request to add for the resource `name`, in that order, where each is
 /// missing.
 fn missing(
@@ -351,12 +431,14 @@ fn missing(
     name: &str,
     default: &ResourceDefault,
 ) -> [Option<Quantity>; 2] {
-    let existing = |map: &Option<BTreeMap<String, KubeQuantity>>| {
-        map.as_ref()
-            .and_then(|m| m.get(name))
-            .map(|q| Quantity::parse(&q.0))
-    };
-    let (limit, request) = (existing(&r.limits), existing(&r.requests));
+    let limit = r.limits.as_ref().and_then(|m| m.get(name));
+    let request = r.requests.as_ref().and_then(|m| m.get(name));
+    if limit.is_some() && request.is_some() {
+        // Nothing to add, whatever they hold: neither needs reading.
+        return [None, None];
+    }
+    let parse = |q: Option<&KubeQuantity>| q.map(|q| Quantity::parse(&q.0));
+    let (limit, request) = (parse(limit), parse(request));
     if matches!(limit, Some(Err(_))) || matches!(request, Some(Err(_))) {
         return [None, None];
     }
@@ -372,25 +454,65 @@ fn missing(
     [add_limit, add_request]
 }
 
-/// Patch operations under construction, with the JSON-pointer tokens of the current parent.
+/// Patch operations under construction, with the JSON pointer of the current parent.
 /// When not `recording`, fields are filled and nothing is serialized.
-struct Patch<'a> {
+struct Patch {
     recording: bool,
     /// Fields filled so far, recorded or not: how `object` tells whether a new object got
     /// anything.
     filled: usize,
     ops: JsonPatch,
-    path: Vec<Token<'a>>,
+    /// The current parent's pointer, escaped for a JSON string as the patch holds it.
+    path: String,
 }
 
-impl<'a> Patch<'a> {
+impl Patch {
     /// Nothing filled yet; operations recorded under `path` when `recording`.
-    fn new(recording: bool, path: Vec<Token<'a>>) -> Self {
+    fn new(recording: bool, path: String) -> Self {
         Self {
             recording,
             filled: 0,
             ops: JsonPatch::default(),
             path,
+        }
+    }
+
+    /// Makes the member `name` of the current parent the parent; returns the pointer's length
+    /// before, to truncate it back to. Keys holding `/` or `~` (extended resource names)
+    /// travel escaped as `~1` and `~0` (RFC 6901), or the apiserver patches the wrong member.
+    fn enter(&mut self, name: &str) -> usize {
+        let before = self.path.len();
+        self.path.push('/');
+        // Field names and resource names are plain: tested in one pass, copied as they are.
+        let plain = |b: &u8| !matches!(b, b'~' | b'/' | b'"' | b'\\' | ..=0x1f);
+        if name.as_bytes().iter().all(plain) {
+            self.path.push_str(name);
+        } else {
+            Escaped(&mut self.path).push_str(&name.replace('~', "~0").replace('/', "~1"));
+        }
+        before
+    }
+
+    /// Records how `fill` fills a copy of `given`, leaving `given` as it is. A field the pod
+    /// leaves out or sends empty gets `memo`'s operations, recorded once for every pod; a
+    /// field holding something, or one with no `memo`, is copied and filled.
+    fn field<T: Clone + Default + PartialEq>(
+        &mut self,
+        given: &Option<T>,
+        memo: Option<&Filled<T>>,
+        fill: impl FnOnce(&mut Option<T>, &mut Self),
+    ) {
+        let tails = match (Given::of(given), memo) {
+            (Given::Absent, Some(memo)) => &memo.when_absent,
+            (Given::Empty(_), Some(memo)) => &memo.when_empty,
+            _ => {
+                fill(&mut given.clone(), self);
+                return;
+            }
+        };
+        self.filled += tails.len();
+        for tail in tails {
+            self.ops.add_tail(&self.path, tail);
         }
     }
 
@@ -401,14 +523,14 @@ impl<'a> Patch<'a> {
     fn object<T: Default + Serialize>(
         &mut self,
         field: &mut Option<T>,
-        name: &'a str,
+        name: &str,
         fill: impl FnOnce(&mut T, &mut Self),
     ) {
         match field {
             Some(inner) => {
-                self.path.push(Token::new(name));
+                let parent = self.enter(name);
                 fill(inner, self);
-                self.path.pop();
+                self.path.truncate(parent);
             }
             None => {
                 let mut inner = T::default();
@@ -428,7 +550,7 @@ impl<'a> Patch<'a> {
     fn value<T: Serialize>(
         &mut self,
         field: &mut Option<T>,
-        name: &'a str,
+        name: &str,
         value: impl FnOnce() -> T,
     ) {
         if field.is_none() {
@@ -440,7 +562,7 @@ impl<'a> Patch<'a> {
     fn entry<T: Serialize>(
         &mut self,
         map: &mut BTreeMap<String, T>,
-        key: &'a str,
+        key: &str,
         value: impl FnOnce() -> T,
     ) {
         if !map.contains_key(key) {
@@ -453,16 +575,9 @@ impl<'a> Patch<'a> {
         if !self.recording {
             return;
         }
-        // Sized once: `PointerBuf::from_tokens` grows its string token by token.
-        let name = Token::new(name);
-        let tokens = self.path.iter().chain([&name]);
-        let mut pointer =
-            String::with_capacity(tokens.clone().map(|t| t.encoded().len() + 1).sum());
-        for token in tokens {
-            pointer.push('/');
-            pointer.push_str(token.encoded());
-        }
-        self.ops.add(&pointer, value);
+        let parent = self.enter(name);
+        self.ops.add(&self.path, value);
+        self.path.truncate(parent);
     }
 }
 
@@ -472,8 +587,12 @@ mod tests {
 
     use super::*;
 
-    fn recording(path: &[&'static str]) -> Patch<'static> {
-        Patch::new(true, path.iter().map(|t| Token::new(*t)).collect())
+    fn recording(path: &[&str]) -> Patch {
+        let mut patch = Patch::new(true, String::new());
+        for token in path {
+            patch.enter(token);
+        }
+        patch
     }
 
     /// Keys holding `/` or `~` (extended resource names, annotation-like keys) must travel

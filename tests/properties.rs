@@ -1,12 +1,13 @@
 //! Properties over generated pods, through the pure core and the wire module: every patch
-//! applies (RFC 6902, json-patch crate) to the object it was made for; applying mutation again
-//! changes nothing; no value the user set is altered or removed; after mutation the checks that
-//! defaults can satisfy are satisfied; a review reads the same whatever the order of its fields;
-//! and nothing panics.
+//! applies (RFC 6902, json-patch crate) to the object it was made for and makes it what the
+//! in-memory defaults make it; applying mutation again changes nothing; no value the user set
+//! is altered or removed; after mutation the checks that defaults can satisfy are satisfied; a
+//! review reads the same whatever the order of its fields; and nothing panics.
 
 mod common;
 
 use common::*;
+use k8s_openapi::api::core::v1::PodSpec;
 use portcullis::policy::PolicySet;
 use portcullis::{admission, review};
 use proptest::prelude::*;
@@ -182,6 +183,13 @@ proptest! {
         // Idempotent: nothing left to fill.
         let again = mutate(&set, &patched);
         prop_assert!(again.is_empty(), "second patch {:?}", again);
+        // The patch makes the pod what filling it in memory makes it. `/mutate` copies the
+        // operations for a field left out or sent empty, recorded once per policy set;
+        // `defaults::fill` fills every field itself.
+        let spec = |pod: &Value| -> PodSpec { serde_json::from_value(pod["spec"].clone()).unwrap() };
+        let mut filled = spec(&object);
+        portcullis::defaults::fill(set.mutation().unwrap().1, &mut filled);
+        prop_assert_eq!(spec(&patched), filled);
         // Fill-only.
         if let Err(e) = user_values_kept(&object, &patched, "") {
             return Err(TestCaseError::fail(e));

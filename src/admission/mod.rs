@@ -213,6 +213,5 @@ pub fn mutate(set: &PolicySet, req: &Request) -> JsonPatch {
     let Some(spec) = req.object.workload().and_then(|w| w.pod_spec.as_ref()) else {
         return JsonPatch::default();
     };
-    let mut touched = defaults::touched_fields(spec);
-    defaults::apply(mutation, &mut touched, pod_spec_field(kind))
+    defaults::apply(mutation, spec, pod_spec_field(kind))
 }

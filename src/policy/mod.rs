@@ -617,20 +617,33 @@ pub struct Mutation {
     /// Requests and limits for containers and init containers that lack them.
     #[serde(default)]
     pub resources: ResourceDefaults,
-    /// What these defaults make of the fields when a pod leaves them out, filled once by
-    /// `defaults::overlay` on first use: the same for every such pod, so `/validate` borrows
-    /// them instead of filling a copy per request.
+    /// What these defaults make of the fields they touch when a pod leaves them out or sends
+    /// them empty, worked out by `defaults` on first use: the same for every such pod, so
+    /// `/validate` borrows the filled fields and `/mutate` copies the operations instead of
+    /// filling each pod's.
     #[serde(skip)]
     pub filled: std::sync::OnceLock<FilledDefaults>,
 }
 
 /// The pod security context, a container's security context and its resources, each as the
-/// pod defaults fill it when the pod leaves it out (`None` where they fill nothing).
+/// pod defaults fill it from nothing (a pod's security context as a pod that is not a Windows
+/// pod has it).
 #[derive(Clone, Debug, Default)]
 pub struct FilledDefaults {
-    pub pod_security_context: Option<k8s_openapi::api::core::v1::PodSecurityContext>,
-    pub container_security_context: Option<k8s_openapi::api::core::v1::SecurityContext>,
-    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    pub pod_security_context: Filled<k8s_openapi::api::core::v1::PodSecurityContext>,
+    pub container_security_context: Filled<k8s_openapi::api::core::v1::SecurityContext>,
+    pub resources: Filled<k8s_openapi::api::core::v1::ResourceRequirements>,
+}
+
+/// One field as the pod defaults fill it from nothing, and the JSON Patch operations that do
+/// so when the field is absent and when it is empty: each operation's text after its
+/// parent's pointer (`defaults::JsonPatch`).
+#[derive(Clone, Debug, Default)]
+pub struct Filled<T> {
+    /// `None` where the defaults fill nothing into it.
+    pub value: Option<T>,
+    pub when_absent: Vec<Box<str>>,
+    pub when_empty: Vec<Box<str>>,
 }
 
 fn pods_only() -> Vec<MutationTarget> {
