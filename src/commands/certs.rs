@@ -2,8 +2,6 @@
 //! with every name the apiserver may use for it, and the caBundle for the webhook
 //! configurations printed on stdout.
 
-use base64::Engine as _;
-
 use crate::cli::CertsArgs;
 use crate::tls::{self, TlsError};
 
@@ -30,7 +28,7 @@ pub fn run(args: &CertsArgs) -> Result<(), TlsError> {
     eprintln!("caBundle for the webhook configurations:");
     println!(
         "{}",
-        base64::engine::general_purpose::STANDARD.encode(&bundle.ca_cert)
+        base64_simd::STANDARD.encode_to_string(&bundle.ca_cert)
     );
     Ok(())
 }
