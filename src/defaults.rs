@@ -340,7 +340,8 @@ fn filled(mutation: &Mutation) -> &FilledDefaults {
 }
 
 /// One field as `fill` fills it from nothing, and the operations that do so when it is
-/// absent and when it is empty, recorded under the field's parent.
+/// absent and when it is empty, recorded under the empty pointer, so that their paths start
+/// at the field's parent.
 fn filled_from_nothing<T: Default>(fill: impl Fn(&mut Option<T>, &mut Patch)) -> Filled<T> {
     let record = |field: &mut Option<T>| {
         let mut patch = Patch::new(true, String::new());

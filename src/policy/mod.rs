@@ -626,8 +626,8 @@ pub struct Mutation {
 }
 
 /// The pod security context, a container's security context and its resources, each as the
-/// pod defaults fill it from nothing (a pod's security context as a pod that is not a Windows
-/// pod has it).
+/// pod defaults fill it from nothing; the pod security context as for a pod that is not a
+/// Windows pod.
 #[derive(Clone, Debug, Default)]
 pub struct FilledDefaults {
     pub pod_security_context: Filled<k8s_openapi::api::core::v1::PodSecurityContext>,
