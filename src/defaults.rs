@@ -168,7 +168,9 @@ impl JsonPatch {
     }
 }
 
-/// Fills `spec` with the defaults of `mutation`, computing no patch.
+/// Fills `spec` in place with the defaults of `mutation`, recording nothing and using no
+/// recorded operations: what `apply`'s patch must make of the pod. The defaults fixtures and
+/// the mutation property hold the two equal.
 pub fn fill(mutation: &Mutation, spec: &mut PodSpec) {
     let mut patch = Patch::new(false, String::new());
     let windows = is_windows(spec);
