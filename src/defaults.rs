@@ -60,9 +60,7 @@ pub fn apply(mutation: &Mutation, spec: &PodSpec, spec_field: &str) -> JsonPatch
                     |sc, patch| fill_container_security_context(mutation, sc, patch),
                 );
             }
-            // A container that sets every defaulted resource's limit and request is common
-            // and gets nothing: it is not copied to find that out.
-            if !c.resources.as_ref().is_some_and(|r| complete(mutation, r)) {
+            if !complete(mutation, &c.resources) {
                 patch.field(&c.resources, Some(&filled.resources), |r, patch| {
                     fill_container_resources(mutation, r, patch)
                 });
@@ -276,9 +274,13 @@ pub fn overlay<'a>(mutation: &'a Mutation, spec: &'a PodSpec) -> Overlay<'a> {
                 |sc| fill_container_security_context(mutation, sc, &mut patch),
             )
         },
-        resources: filled_as(&c.resources, &absent.resources, |r| {
-            fill_container_resources(mutation, r, &mut patch)
-        }),
+        resources: if complete(mutation, &c.resources) {
+            c.resources.as_ref().map(Cow::Borrowed)
+        } else {
+            filled_as(&c.resources, &absent.resources, |r| {
+                fill_container_resources(mutation, r, &mut patch)
+            })
+        },
     };
     let containers = spec.containers.iter().map(&mut touched).collect();
     let init_containers = spec.init_containers.iter().flatten().map(touched).collect();
@@ -418,13 +420,16 @@ fn fill_resources(r: &mut ResourceRequirements, mutation: &Mutation, patch: &mut
     }
 }
 
-/// Whether `r` sets the limit and the request of every resource `mutation` defaults, so that
-/// nothing is added to it.
-fn complete(mutation: &Mutation, r: &ResourceRequirements) -> bool {
-    mutation
-        .resources
-        .iter()
-        .all(|(name, default)| missing(r, name.as_str(), default) == [None, None])
+/// Whether a container's resources set the limit and the request of every resource
+/// `mutation` defaults, so that nothing is added to them. Such containers are common, and
+/// `apply` and `overlay` take them as they are rather than copy them to find that out.
+fn complete(mutation: &Mutation, resources: &Option<ResourceRequirements>) -> bool {
+    resources.as_ref().is_some_and(|r| {
+        mutation
+            .resources
+            .iter()
+            .all(|(name, default)| missing(r, name.as_str(), default) == [None, None])
+    })
 }
 
 /// The limit and the request to add for the resource `name`, in that order, where each is

@@ -308,9 +308,10 @@ pub enum SpecIn<'a> {
     Typed(TypedSpec),
 }
 
-/// A spec typed by `SpecSeed` in the envelope's own pass. Boxed: a `PodSpec` is over a
-/// kilobyte, and the envelope moves what it reads several times before it is judged.
-pub struct TypedSpec(Box<shapes::Spec>);
+/// A spec typed by `SpecSeed` in the envelope's own pass, as its pod template. Boxed: a
+/// `PodSpec` is over a kilobyte, and the envelope moves what it reads several times before it
+/// is judged.
+pub struct TypedSpec(Option<Box<shapes::Template>>);
 
 /// Types an object's `spec` as it passes, for an object of the kind given, sparing the
 /// separate scan that captures its text first. It refuses (as an error, so that the caller
@@ -322,13 +323,17 @@ impl<'de> serde::de::DeserializeSeed<'de> for SpecSeed {
     type Value = TypedSpec;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<TypedSpec, D::Error> {
-        let spec = spec_of(self.0, de)?;
-        if spec.pod_spec().is_some_and(has_sourceless_volume) {
+        let template = spec_of(self.0, de)?.template();
+        if template
+            .as_ref()
+            .and_then(|t| t.spec.as_ref())
+            .is_some_and(has_sourceless_volume)
+        {
             return Err(serde::de::Error::custom(
                 "a volume of no known source, named from the spec's text",
             ));
         }
-        Ok(TypedSpec(Box::new(spec)))
+        Ok(TypedSpec(template.map(Box::new)))
     }
 }
 
@@ -354,7 +359,9 @@ pub fn decode_parts(
     let meta = metadata.decode()?;
     let spec = match spec {
         // `SpecSeed` typed only a spec whose volumes all have a known source.
-        Some(SpecIn::Typed(TypedSpec(typed))) => return Ok(assemble(meta, (*typed).template())),
+        Some(SpecIn::Typed(TypedSpec(template))) => {
+            return Ok(assemble(meta, template.map(|t| *t)));
+        }
         Some(SpecIn::Text(text)) => text,
         None => "null",
     };
@@ -588,24 +595,6 @@ mod shapes {
     }
 
     impl Spec {
-        /// The pod spec, without taking it out.
-        pub fn pod_spec(&self) -> Option<&PodSpec> {
-            match self {
-                Spec::Pod(spec) => spec.as_ref(),
-                Spec::CronJob(spec) => spec
-                    .as_ref()?
-                    .job_template
-                    .as_ref()?
-                    .spec
-                    .as_ref()?
-                    .template
-                    .as_ref()?
-                    .spec
-                    .as_ref(),
-                Spec::Controller(spec) => spec.as_ref()?.template.as_ref()?.spec.as_ref(),
-            }
-        }
-
         pub fn template(self) -> Option<Template> {
             match self {
                 Spec::Pod(spec) => Some(Template {
