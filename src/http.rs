@@ -99,20 +99,27 @@ impl AppState {
 /// The webhook router. `request_timeout` bounds each request, body reading included, and
 /// must stay below the webhook configurations' `timeoutSeconds`.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/validate", post(validate))
         .route("/mutate", post(mutate))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { Error::NotFound })
-        .layer(tower::layer::layer_fn(RefuseOversized))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // axum clones the state for every request: one reference count, not one per field.
+        .with_state(Arc::new(state));
+    // The limits wrap the routes once, in front of routing. `Router::layer` wraps each route
+    // in its own boxed copy of every layer, and axum clones such a route level by level for
+    // each request: ten more boxes allocated and freed per review (BENCHMARKS.md,
+    // session 25).
+    let limited = tower::ServiceBuilder::new()
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
-        // axum clones the state for every request: one reference count, not one per field.
-        .with_state(Arc::new(state))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer_fn(RefuseOversized)
+        .service(routes);
+    Router::new().fallback_service(limited)
 }
 
 /// The plain-HTTP router of the metrics listener: Prometheus text, and the same health
