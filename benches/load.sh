@@ -15,8 +15,8 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-16}
 rounds=${3:-3}
-fixtures=$(cd tests/data/apiserver && pwd)
 policies=$(cd "${POLICIES:-policies}" && pwd)
+. benches/rows.sh
 
 if ! command -v wrk >/dev/null; then
   echo "installing wrk (Debian package)" >&2
@@ -49,21 +49,12 @@ target/release/examples/noop_server 127.0.0.1:19443 "$work/certs/tls.crt" "$work
 pids+=($!); noop=$!
 until curl -sk https://127.0.0.1:19443/readyz >/dev/null; do sleep 0.05; done
 
-validate_bodies=("$fixtures/create-pod.json" "$fixtures/create-pod-by-replicaset-controller.json"
-                 "$fixtures/create-deployment.json" "$fixtures/update-pod.json")
-# Every review denied with several violations (4, 4, 2, 3 and 4 under the default policy).
-denied_bodies=("$fixtures/create-pod-by-replicaset-controller.json" "$fixtures/create-pod-2.json"
-               "$fixtures/create-deployment.json" "$fixtures/create-daemonset.json"
-               "$fixtures/create-pod-by-statefulset-controller.json")
-mutate_bodies=("$fixtures/create-pod.json" "$fixtures/create-pod-2.json"
-               "$fixtures/create-pod-by-replicaset-controller.json")
-
 # The same denials with every check in audit mode: the default policy as the audit overlay
 # ships it, served beside the enforcing one.
 audit=""
 if [ -z "${POLICIES:-}" ]; then
   (cd "$work" && exec "$OLDPWD/target/release/portcullis" serve --listen 127.0.0.1:18444 \
-    --metrics-listen 127.0.0.1:19091 --policies "$OLDPWD/deploy/overlays/audit/policies" \
+    --metrics-listen 127.0.0.1:19091 --policies "$audit_policies" \
     --log-format json 2>"$work/audit.log") &
   pids+=($!); audit=$!
   until grep -q startup_ms "$work/audit.log" 2>/dev/null; do sleep 0.05; done
