@@ -25,7 +25,13 @@ cargo build --release --quiet --bin portcullis --example noop_server
 
 work=$(mktemp -d)
 pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
+# The server's pid is kept in a file as well: `count` runs in a subshell, whose variables the
+# EXIT trap does not see.
+cleanup() {
+  [ -f "$work/server.pid" ] && kill "$(cat "$work/server.pid")" 2>/dev/null
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  rm -rf "$work"
+}
 trap cleanup EXIT
 listen=127.0.0.1:18543
 
@@ -54,6 +60,7 @@ count() { # PATH POLICIES BODIES... -> instructions per review; POLICIES "" is t
       >/dev/null 2>"$work/server.log") &
   fi
   pid=$!
+  echo "$pid" >"$work/server.pid"
   until curl -sk "https://$listen/readyz" >/dev/null; do
     kill -0 "$pid" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
     sleep 0.2
@@ -61,11 +68,19 @@ count() { # PATH POLICIES BODIES... -> instructions per review; POLICIES "" is t
   # Start-up and the readiness probes are left out: counting starts as wrk connects. Its two
   # TLS handshakes stay in, spread over thousands of reviews, for both servers alike.
   callgrind_control -z "$pid" >/dev/null 2>&1
-  local answered
-  answered=$(WRK_PATH=$path wrk -t1 -c2 -d"${secs}s" --timeout 10s -s benches/load.lua \
-    "https://$listen" -- "$@" | awk '/requests in/ { print $1 }')
+  local report answered
+  report=$(WRK_PATH=$path wrk -t1 -c2 -d"${secs}s" --timeout 10s -s benches/load.lua \
+    "https://$listen" -- "$@")
   callgrind_control -d "$pid" >/dev/null 2>&1
-  kill -INT "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+  kill -INT "$pid"; wait "$pid" 2>/dev/null || true
+  rm -f "$work/server.pid"
+  # Only answered reviews count: a refused or failed request would make a cheap one.
+  answered=$(echo "$report" | awk '/requests in/ { print $1 }')
+  if [ "${answered:-0}" -eq 0 ] || ! echo "$report" | grep -q 'errors=0 non2xx=0'; then
+    echo "$path: not every request was answered with 2xx:" >&2
+    echo "$report" >&2
+    exit 1
+  fi
   # The first dump holds what was counted between the zeroing and it: wrk's reviews.
   local counted
   counted=$(awk '/^totals:/ { print $2 }' "$out".1)
