@@ -17,6 +17,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use json_patch::jsonptr::Token;
 use k8s_openapi::api::core::v1::{
     Container, PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile, SecurityContext,
 };
@@ -496,7 +497,8 @@ impl Patch {
         if name.as_bytes().iter().all(plain) {
             self.path.push_str(name);
         } else {
-            Escaped(&mut self.path).push_str(&name.replace('~', "~0").replace('/', "~1"));
+            // RFC 6901 as json-patch's jsonptr spells it, then escaped for the JSON string.
+            Escaped(&mut self.path).push_str(Token::new(name).encoded());
         }
         before
     }
