@@ -12,15 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 policies=$(cd policies && pwd)
-. benches/rows.sh
+. benches/common.sh
 
-for tool in valgrind wrk; do
-  if ! command -v "$tool" >/dev/null; then
-    echo "installing $tool (Debian package)" >&2
-    apt-get install -y -qq "$tool" >/dev/null 2>&1 ||
-      { apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null; }
-  fi
-done
+install_missing valgrind wrk
 cargo build --release --quiet --bin portcullis --example noop_server
 
 work=$(mktemp -d)

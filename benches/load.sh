@@ -16,12 +16,9 @@ secs=${1:-10}
 conns=${2:-16}
 rounds=${3:-3}
 policies=$(cd "${POLICIES:-policies}" && pwd)
-. benches/rows.sh
+. benches/common.sh
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk (Debian package)" >&2
-  apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-fi
+install_missing wrk
 cargo build --release --quiet --bin portcullis --example noop_server
 
 work=$(mktemp -d)
@@ -49,8 +46,7 @@ target/release/examples/noop_server 127.0.0.1:19443 "$work/certs/tls.crt" "$work
 pids+=($!); noop=$!
 until curl -sk https://127.0.0.1:19443/readyz >/dev/null; do sleep 0.05; done
 
-# The same denials with every check in audit mode: the default policy as the audit overlay
-# ships it, served beside the enforcing one.
+# The audit row's server, beside the enforcing one.
 audit=""
 if [ -z "${POLICIES:-}" ]; then
   (cd "$work" && exec "$OLDPWD/target/release/portcullis" serve --listen 127.0.0.1:18444 \
